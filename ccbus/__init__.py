@@ -1,0 +1,50 @@
+"""ccbus: an integration bus for contact centers.
+
+The public API for plugin authors is re-exported here; everything else is
+internal and may change between releases.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .actions import ActionContext, ActionSpec
+from .errors import (
+    ActionError,
+    CcbusError,
+    ConfigError,
+    EvaluationError,
+    PermanentActionError,
+    PluginError,
+    RetryableActionError,
+)
+from .events import CANONICAL_EVENTS, Event, parse_timestamp
+from .hookspecs import hookimpl
+from .schema import Duration, Options
+from .sources import SourceContext, SourceSpec
+
+try:
+    __version__ = version("ccbus")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0"
+
+__all__ = [
+    "CANONICAL_EVENTS",
+    "ActionContext",
+    "ActionError",
+    "ActionSpec",
+    "CcbusError",
+    "ConfigError",
+    "Duration",
+    "EvaluationError",
+    "Event",
+    "Options",
+    "PermanentActionError",
+    "PluginError",
+    "RetryableActionError",
+    "SourceContext",
+    "SourceSpec",
+    "__version__",
+    "hookimpl",
+    "parse_timestamp",
+]

@@ -1,0 +1,93 @@
+"""What an action plugin provides, and what an action sees when it runs.
+
+An action is registered as an :class:`ActionSpec`: a name used in rules
+(``notify``, ``cucm.make_call``), a parameter schema, and an async ``run``.
+Rules render the parameters (templates filled from the event), the schema
+validates the result, and ``run`` gets the validated model::
+
+    class SayParams(Options):
+        text: str
+
+    async def say(params: SayParams, ctx: ActionContext) -> None:
+        ctx.log.info("saying %s for rule %s", params.text, ctx.rule)
+
+    @hookimpl
+    def register_actions():
+        return [ActionSpec(name="say", params=SayParams, run=say, shorthand="text")]
+
+``run`` raises :class:`~ccbus.errors.RetryableActionError` for failures
+that may pass later and :class:`~ccbus.errors.PermanentActionError` for the
+rest; anything else counts as retryable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from .events import Event
+
+__all__ = ["ActionContext", "ActionSpec", "Invocation"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionContext:
+    """Everything an action may use besides its parameters."""
+
+    rule: str
+    event: Event
+    #: Stable across retries of this invocation: event id + rule + action index.
+    idempotency_key: str
+    log: logging.Logger
+    #: Named notification targets from the config (``targets:``).
+    targets: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionSpec:
+    """An action rules can call by ``name``.
+
+    :param name: as written in rules; dotted names (``cucm.make_call``) for vendor actions.
+    :param params: an :class:`~ccbus.schema.Options` model of the rendered parameters.
+    :param run: ``async def run(params, ctx)``: do the work, raise on failure.
+    :param shorthand: the parameter a scalar stands for (``- log: "text"``).
+    :param side_effects: False for actions that are safe in dry runs (``log``).
+    :param inline: set only by ``emit``: ``run`` returns events the bus routes
+        at once, in the same step, instead of queueing a call.
+    :param description: one line for ``ccbus plugins`` and the docs.
+    """
+
+    name: str
+    params: type[BaseModel]
+    run: Callable[[Any, ActionContext], Awaitable[Any]]
+    shorthand: str | None = None
+    side_effects: bool = True
+    inline: Callable[[Any, Event, str], list[Event]] | None = None
+    description: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class Invocation:
+    """One action to run: the rendered call of one rule firing on one event."""
+
+    rule: str
+    action: str
+    index: int
+    params: BaseModel
+    event: Event
+    spec: ActionSpec
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.event.id}:{self.rule}:{self.index}"
+
+    def describe(self) -> str:
+        """``notify(to='ops', body='...')`` for consoles and logs."""
+        shown = ", ".join(
+            f"{k}={v!r}" for k, v in self.params.model_dump(exclude_defaults=True).items()
+        )
+        return f"{self.action}({shown})"

@@ -1,0 +1,358 @@
+"""The ``ccbus`` command line.
+
+Exit codes: 0 all good; 1 problems found (a failed check or rule test);
+2 wrong usage.  Plugins add commands through the ``register_commands``
+hook and simulators through ``register_simulators`` (``ccbus simulate``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+
+from . import __version__
+from .bus import Bus, make_compiler
+from .config import Config, ConfigErrors, LoadedConfig, check_sources, load_config
+from .console import ConsoleReporter
+from .errors import ConfigError, EvaluationError
+from .eventfile import BadLine, read_events
+from .expressions import EnvelopeView
+from .logs import setup_logging
+from .pipeline import Pipeline
+from .plugins import PluginHost
+from .rules.engine import Engine
+from .rules.loader import load_rules
+from .rules.testing import ManualClock, run_file_tests
+
+__all__ = ["main"]
+
+PACKAGE_DIR = Path(__file__).parent
+
+
+def shipped_rules_dir() -> Path:
+    """The example rules: inside the wheel, or at the top of a source checkout."""
+    for candidate in (PACKAGE_DIR / "demo" / "rules", PACKAGE_DIR.parent / "rules"):
+        if candidate.is_dir():
+            return candidate
+    raise click.ClickException("the shipped rules are missing from this installation")
+
+
+def _fail(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(click.style("error: ", fg="red", bold=True) + line, err=True)
+
+
+def _workspace(config: Path | None, rules: tuple[Path, ...]) -> LoadedConfig:
+    """The config to work with: a file, or just rule directories (no sources)."""
+    if config is not None:
+        try:
+            loaded = load_config(config)
+        except ConfigErrors as err:
+            _fail([str(e) for e in err.errors])
+            sys.exit(1)
+        except ConfigError as err:
+            _fail([str(err)])
+            sys.exit(1)
+        if rules:
+            loaded.config = loaded.config.model_copy(update={"rules": [str(p) for p in rules]})
+        return loaded
+    chosen = [str(p) for p in rules] or ["rules"]
+    state = tempfile.mkdtemp(prefix="ccbus-")
+    return LoadedConfig(config=Config.model_validate({"rules": chosen, "state_dir": state,
+                                                      "http": {"enabled": False}}), path=None)
+
+
+config_option = click.option("-c", "--config", type=click.Path(path_type=Path, dir_okay=False),
+                             help="The ccbus config file (YAML).")
+rules_option = click.option("--rules", "rules", multiple=True,
+                            type=click.Path(path_type=Path),
+                            help="A rules directory or file (repeatable); overrides the config's.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ccbus")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """ccbus: contact-center events in, YAML rules, actions out."""
+    ctx.ensure_object(dict)
+
+
+def _plugins(ctx: click.Context) -> PluginHost:
+    host: PluginHost = ctx.obj["plugins"]
+    return host
+
+
+# ---------------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@rules_option
+@click.pass_context
+def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> None:
+    """Check config, plugin options and rules without connecting anywhere."""
+    if config is None and not rules:
+        raise click.UsageError("give -c CONFIG or --rules DIR")
+    plugins = _plugins(ctx)
+    loaded = _workspace(config, rules)
+    problems = [str(e) for e in check_sources(loaded, plugins)] if config else []
+    problems += [f"plugin {f.name} failed to load: {f.error}" for f in plugins.failures
+                 if config is None or any(s.plugin == f.name
+                                          for s in loaded.config.sources.values())]
+    problems += plugins.problems
+    compiler = make_compiler(plugins, ManualClock(0))
+    ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
+    problems += [str(e) for e in ruleset.errors]
+    for failure in plugins.failures:
+        click.echo(click.style("warning: ", fg="yellow") +
+                   f"plugin {failure.name} failed to load: {failure.error}", err=True)
+    if problems:
+        _fail(problems)
+        click.echo(f"{len(problems)} problem(s) found.", err=True)
+        sys.exit(1)
+    click.echo(f"OK: {len(loaded.config.sources)} source(s), {len(ruleset.rules)} rule(s) in "
+               f"{len(ruleset.files)} file(s).")
+
+
+@cli.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Route and render, but run only side-effect-free "
+              "actions (log, emit).")
+@click.pass_context
+def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
+    """Run the bus: connect the sources, route events through the rules, run actions."""
+    if config is None:
+        raise click.UsageError("give -c CONFIG")
+    plugins = _plugins(ctx)
+    loaded = _workspace(config, ())
+    problems = check_sources(loaded, plugins)
+    if problems:
+        _fail([str(e) for e in problems])
+        sys.exit(1)
+    setup_logging(loaded.config.log_level, loaded.secrets)
+    for failure in plugins.failures:
+        logging.getLogger("ccbus").error("plugin %s failed to load: %s", failure.name,
+                                         failure.error)
+    bus = Bus(loaded, plugins, dry_run=dry_run)
+    anyio.run(lambda: bus.run(handle_signals=True))
+
+
+def _replay(ctx: click.Context, loaded: LoadedConfig, files: list[Path], *, speed: float,
+            dry_run: bool, show_unmatched: bool) -> ConsoleReporter:
+    """Run a bus whose only source replays ``files``; print matches as they happen."""
+    plugins = _plugins(ctx)
+    sources = {"replay": {"plugin": "replay",
+                          "options": {"path": [str(f.resolve()) for f in files], "speed": speed}}}
+    loaded.config = loaded.config.model_copy(update={
+        "sources": Config.model_validate({"sources": sources}).sources,
+        "http": loaded.config.http.model_copy(update={"enabled": False}),
+    })
+    reporter = ConsoleReporter(quiet_unmatched=not show_unmatched, executed=not dry_run)
+    bus = Bus(loaded, plugins, dry_run=dry_run, observer=reporter, persist_state=False)
+    anyio.run(lambda: bus.run(until_sources_finish=True, watch_rules=False))
+    runtime = bus.sources["replay"].source
+    reporter.summary({"bad lines": getattr(runtime, "bad_lines", 0),
+                      "duplicates dropped": bus.pipeline.duplicates})
+    return reporter
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@config_option
+@rules_option
+@click.option("--speed", default=0.0, show_default=True,
+              help="Pace by the events' own times: 1 real time, 10 ten times faster, 0 no pauses.")
+@click.option("--dry-run", is_flag=True, help="Run only side-effect-free actions (log, emit).")
+@click.option("--all", "show_all", is_flag=True, help="Also list events no rule matched.")
+@click.pass_context
+def replay(ctx: click.Context, files: tuple[Path, ...], config: Path | None,
+           rules: tuple[Path, ...], speed: float, dry_run: bool, show_all: bool) -> None:
+    """Replay JSON Lines event FILES through the rules (and their actions)."""
+    setup_logging("warning")
+    _replay(ctx, _workspace(config, rules), list(files), speed=speed, dry_run=dry_run,
+            show_unmatched=show_all)
+
+
+@cli.command()
+@click.option("--speed", default=0.0, show_default=True, help="Pace the replay (1 = real time).")
+@click.option("--all", "show_all", is_flag=True, help="Also list events no rule matched.")
+@click.pass_context
+def demo(ctx: click.Context, speed: float, show_all: bool) -> None:
+    """Replay sample events of all five vendors through the shipped rules (dry run)."""
+    setup_logging("warning")
+    events = sorted((PACKAGE_DIR / "demo" / "events").glob("*.jsonl"))
+    click.echo(click.style("ccbus demo", bold=True) + f": {len(events)} sample files "
+               f"({', '.join(p.stem for p in events)}) through the rules in {shipped_rules_dir()}")
+    click.echo("Nothing leaves this machine: actions with side effects are shown, not run.\n")
+    loaded = _workspace(None, (shipped_rules_dir(),))
+    _replay(ctx, loaded, events, speed=speed, dry_run=True, show_unmatched=show_all)
+
+
+@cli.command(name="try")
+@click.option("--event", "event_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A JSON event, or JSON Lines of events.")
+@config_option
+@rules_option
+@click.pass_context
+def try_(ctx: click.Context, event_file: Path, config: Path | None,
+         rules: tuple[Path, ...]) -> None:
+    """Dry-run events through the rules: which rules match and what they would call."""
+    plugins = _plugins(ctx)
+    loaded = _workspace(config, rules)
+    clock = ManualClock(0)
+    ruleset = load_rules(loaded.rule_paths, actions=plugins.actions,
+                         compiler=make_compiler(plugins, clock))
+    _fail([str(e) for e in ruleset.errors])
+    pipeline = Pipeline(Engine(ruleset.rules), observer=None)
+    for item in _events_in(event_file):
+        if isinstance(item, BadLine):
+            _fail([str(item)])
+            continue
+        clock.current = item.time.timestamp()
+        click.echo(click.style(item.type, fg="cyan", bold=True) + f"  id={item.id}"
+                   + (f" subject={item.subject}" if item.subject else ""))
+        candidates = pipeline.engine.index.lookup(item.type)
+        if not candidates:
+            click.echo("  no rule listens to this type")
+        for rule in candidates:
+            click.echo(f"  {rule.name} ({rule.where}): {_condition(rule, item)}")
+        outcome = pipeline.process(item, clock.current)
+        for invocation in outcome.invocations:
+            click.echo(f"      would call {invocation.describe()}  [rule {invocation.rule}]")
+        for problem in outcome.render_errors:
+            click.echo(click.style(f"      render error: {problem}", fg="red"))
+    if ruleset.errors:
+        sys.exit(1)
+
+
+def _events_in(path: Path) -> list[Any]:
+    text = path.read_text(encoding="utf-8")
+    try:  # one pretty-printed JSON object is common for a single event
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return list(read_events(path, source="try"))
+    docs = doc if isinstance(doc, list) else [doc]
+    from .events import Event
+
+    out: list[Any] = []
+    for index, item in enumerate(docs):
+        try:
+            out.append(Event.from_dict(item, default_source="try"))
+        except ValueError as err:
+            out.append(BadLine(path, index + 1, f"not an event: {err}"))
+    return out
+
+
+def _condition(rule: Any, event: Any) -> str:
+    if rule.condition is None:
+        return click.style("matches (no condition)", fg="green")
+    try:
+        value = rule.condition.evaluate(event.data, EnvelopeView(event))
+    except EvaluationError as err:
+        return click.style(f"condition failed: {err} (counts as false)", fg="yellow")
+    state = f", then its {rule.gate.kind or 'throttle'} gate" if rule.gate else ""
+    if value:
+        return click.style(f"condition true{state}", fg="green")
+    return click.style(f"condition false: if {rule.condition.source}", dim=True)
+
+
+@cli.command(name="test")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("-v", "--verbose", is_flag=True, help="Show the calls of passing cases too.")
+@click.pass_context
+def test_rules(ctx: click.Context, paths: tuple[Path, ...], verbose: bool) -> None:
+    """Run the test cases in rule files (offline: nothing is executed)."""
+    plugins = _plugins(ctx)
+    clock = ManualClock(0)
+    ruleset = load_rules(list(paths) or [Path("rules")], actions=plugins.actions,
+                         compiler=make_compiler(plugins, clock))
+    passed = failed = 0
+    for rule_file in ruleset.files:
+        for err in rule_file.errors:
+            _fail([str(err)])
+            failed += 1
+        for result in run_file_tests(rule_file, plugins.actions, clock):
+            label = f"{result.file}:{result.line} {result.name}"
+            if result.passed:
+                passed += 1
+                click.echo(click.style("PASS ", fg="green") + label)
+                if verbose:
+                    for call in result.actual:
+                        click.echo(f"      {call}")
+            else:
+                failed += 1
+                click.echo(click.style("FAIL ", fg="red", bold=True) + label)
+                for failure in result.failures:
+                    click.echo(f"    {failure}")
+    if passed + failed == 0:
+        click.echo("no rule tests found (add 'tests:' to a rule file)", err=True)
+        sys.exit(1)
+    click.echo(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+@cli.command()
+@click.option("--functions", is_flag=True, help="Also list expression functions.")
+@click.pass_context
+def plugins(ctx: click.Context, functions: bool) -> None:
+    """List plugins: name, version and what each provides."""
+    host = _plugins(ctx)
+    for info in host.info():
+        click.echo(click.style(info.name, bold=True) + f" {info.version}  ({info.module})")
+        for label, things in (("sources", info.sources), ("actions", info.actions),
+                              ("functions", info.functions), ("simulators", info.simulators)):
+            if things:
+                click.echo(f"    {label}: {', '.join(sorted(things))}")
+    for failure in host.failures:
+        click.echo(click.style(f"{failure.name}  FAILED TO LOAD: ", fg="red") + failure.error)
+    for problem in host.problems:
+        click.echo(click.style("problem: ", fg="yellow") + problem)
+    if functions:
+        from .functions import build_library, describe
+
+        library = dict(host.functions)
+        library.update(build_library(ManualClock(0)))
+        click.echo(click.style("\nexpression functions", bold=True))
+        for name, line in describe(library).items():
+            click.echo(f"    {name:12s} {line}")
+
+
+@cli.command(name="new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("."),
+              show_default=True, help="Where to create ccbus-NAME/.")
+def new_plugin(name: str, directory: Path) -> None:
+    """Create a working third-party plugin project ccbus-NAME from the template."""
+    from .scaffold import render_plugin
+
+    try:
+        target = render_plugin(name, directory)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(f"Created {target}\n\nNext:\n  pip install -e {target}\n  ccbus plugins\n"
+               f"  pytest {target}")
+
+
+@cli.group()
+def simulate() -> None:
+    """Play a vendor's side of a protocol on this machine (from plugins)."""
+
+
+def main() -> None:
+    host = PluginHost()
+    for command in host.simulators():
+        simulate.add_command(command)
+    for impl in host.pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as err:  # a broken plugin must not take the CLI down
+            host.problems.append(f"plugin {impl.plugin_name}: register_commands failed: {err}")
+    cli(obj={"plugins": host})

@@ -1,0 +1,88 @@
+"""Every exception ccbus raises on purpose, in one place.
+
+::
+
+    CcbusError
+    ├── ConfigError          a config or rule file is wrong (file, line, key)
+    │   └── RuleError        one rule is wrong; the others still load
+    ├── ExpressionError      an expression or template cannot compile or evaluate
+    │   ├── ExpressionSyntaxError   not valid syntax, or outside the rule grammar
+    │   └── EvaluationError         valid, but failed for this event
+    │       └── MissingField        the event lacks a field the expression reads
+    ├── PluginError          a plugin failed to import or registered something broken
+    └── ActionError          an action failed
+        ├── RetryableActionError    may succeed later (timeout, 5xx, broker away)
+        └── PermanentActionError    will never succeed (4xx, bad parameters)
+
+Errors carry where they happened (``location``) so that a message shown to
+an admin can always name the file and line or the rule and event.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionError",
+    "CcbusError",
+    "ConfigError",
+    "EvaluationError",
+    "ExpressionError",
+    "ExpressionSyntaxError",
+    "MissingField",
+    "PermanentActionError",
+    "PluginError",
+    "RetryableActionError",
+    "RuleError",
+]
+
+
+class CcbusError(Exception):
+    """Base of every error ccbus raises on purpose."""
+
+
+class ConfigError(CcbusError):
+    """A config or rule file is wrong; ``location`` is ``file:line[:col]``."""
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        self.message = message
+        self.location = location
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+class RuleError(ConfigError):
+    """One rule failed validation; it is skipped and the others load."""
+
+
+class ExpressionError(CcbusError):
+    """An expression or template could not be compiled or evaluated."""
+
+
+class ExpressionSyntaxError(ExpressionError):
+    """Raised at load time: the text is not an expression the rule grammar allows."""
+
+
+class EvaluationError(ExpressionError):
+    """Raised at run time: the expression is valid but failed on this event."""
+
+
+class MissingField(EvaluationError):
+    """The expression reads a field or key the event does not have.
+
+    Rules treat this as "condition false" and count it, because vendor
+    payloads routinely omit optional fields.
+    """
+
+
+class PluginError(CcbusError):
+    """A plugin failed to import, or registered something that cannot work."""
+
+
+class ActionError(CcbusError):
+    """An action failed."""
+
+
+class RetryableActionError(ActionError):
+    """An action failed in a way that may succeed later; it will be retried."""
+
+
+class PermanentActionError(ActionError):
+    """An action failed in a way that will never succeed; it is not retried."""

@@ -1,0 +1,117 @@
+"""Every hook a ccbus plugin can implement.
+
+A plugin is a module (or object) with functions decorated by
+``@ccbus.hookimpl`` whose names match the specs below, published under the
+entry-point group ``ccbus``::
+
+    [project.entry-points.ccbus]
+    myplugin = "ccbus_myplugin"
+
+Hooks are called with keyword arguments, and an implementation may accept
+any subset of a spec's arguments, so specs can gain arguments later without
+breaking plugins.  ``register_*`` hooks return lists (or dicts) of things;
+plain names are lifecycle points.  A hook may return a coroutine where its
+docstring says so; the bus awaits it.
+
+``ccbus new-plugin NAME`` writes a working plugin that implements several
+of these; ``tests/test_hookspecs.py`` keeps this module, the docs and the
+tests in step.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import click
+
+    from .actions import ActionSpec
+    from .bus import Bus
+    from .sources import SourceSpec
+
+PROJECT = "ccbus"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+__all__ = ["hookimpl", "hookspec"]
+
+
+# ---------------------------------------------------------------------------
+# Registration: what a plugin adds
+
+
+@hookspec
+def register_sources() -> list[SourceSpec]:
+    """Source kinds this plugin provides.
+
+    :return: a list of :class:`ccbus.sources.SourceSpec`; each ``name`` is
+        what configs write as ``plugin:``.  Names must be unique across
+        plugins; a clash is reported by ``ccbus plugins`` and ``ccbus check``.
+    """
+
+
+@hookspec
+def register_actions() -> list[ActionSpec]:
+    """Actions this plugin provides, callable from a rule's ``do:`` list.
+
+    :return: a list of :class:`ccbus.actions.ActionSpec`.  Vendor actions use
+        a dotted name (``enreach.subscribe``).
+    """
+
+
+@hookspec
+def register_functions() -> dict[str, Callable[..., Any]]:
+    """Functions rule expressions and templates may call.
+
+    :return: ``{name: function}``.  Functions receive plain values and must
+        not do I/O or return modules, classes or other callables: they run
+        inside the expression sandbox on every matching event.  The first
+        line of each docstring is shown by ``ccbus plugins --functions``.
+    """
+
+
+@hookspec
+def register_simulators() -> list[click.Command]:
+    """Simulators, run as ``ccbus simulate NAME``.
+
+    :return: a list of ``click.Command``; the command's name is the
+        simulator's name (usually the vendor: ``cvp``, ``enreach``).  A
+        simulator plays the vendor's side of the protocol on this machine so
+        an admin can try rules without a production contact center.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands or command groups to the ``ccbus`` CLI.
+
+    :param cli: the root ``ccbus`` group; call ``cli.add_command(...)``.
+        Use a group named after the plugin (``ccbus enreach ...``).
+    """
+
+
+# ---------------------------------------------------------------------------
+# Lifecycle
+
+
+@hookspec
+def startup(bus: Bus) -> Any:
+    """Called once the bus is configured, before sources start.
+
+    :param bus: the running :class:`ccbus.bus.Bus`.
+    :return: nothing, or a coroutine the bus awaits.  An exception is logged
+        with the plugin's name and the bus carries on.
+    """
+
+
+@hookspec
+def shutdown(bus: Bus) -> Any:
+    """Called when the bus stops, after sources stopped and actions drained.
+
+    :param bus: the :class:`ccbus.bus.Bus` that is stopping.
+    :return: nothing, or a coroutine the bus awaits.
+    """

@@ -1,0 +1,149 @@
+"""From an event to the action calls it causes: the one path every command shares.
+
+``ccbus run`` executes what this returns; ``ccbus try``, ``ccbus test``,
+``ccbus replay --dry-run`` and the demo only show it.  Keeping one path is
+what makes a passing rule test mean something for production.
+
+For each event: drop duplicates (same source and id within a window), ask
+the engine for firings, render each firing's ``do:`` parameters from the
+event, validate them against the action's schema, and expand ``emit``
+calls into derived events that are routed in the same step (with a hop
+limit, so two rules that emit each other's events cannot loop forever).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from .actions import Invocation
+from .errors import EvaluationError
+from .events import Event
+from .expressions import EnvelopeView
+from .rules.engine import Engine, Firing
+
+__all__ = ["Outcome", "Pipeline"]
+
+log = logging.getLogger("ccbus.pipeline")
+
+#: How many generations of ``emit`` an event may start.
+MAX_HOPS = 8
+HOPS_EXTENSION = "ccbushops"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one step produced: events seen, firings, and action calls in order."""
+
+    events: list[Event] = field(default_factory=list)
+    firings: list[Firing] = field(default_factory=list)
+    invocations: list[Invocation] = field(default_factory=list)
+    duplicates: int = 0
+    render_errors: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    """Routes events and renders actions, without executing anything."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        dedup_window: float = 600.0,
+        dedup_size: int = 100_000,
+        observer: Callable[[Event, list[Firing], list[Invocation]], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.dedup_window = dedup_window
+        self.dedup_size = dedup_size
+        self.observer = observer
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.duplicates = 0
+        self.hop_limit_drops = 0
+
+    def process(self, event: Event, now: float) -> Outcome:
+        """Route one event (and whatever it emits); returns the action calls."""
+        outcome = Outcome()
+        if self._duplicate(event, now):
+            outcome.duplicates += 1
+            return outcome
+        self._step(event, self.engine.route(event, now), now, outcome)
+        return outcome
+
+    def process_due(self, now: float) -> Outcome:
+        """Fire the ``for`` timers that are due."""
+        outcome = Outcome()
+        by_event: dict[int, list[Firing]] = {}
+        for firing in self.engine.due(now):
+            by_event.setdefault(id(firing.event), []).append(firing)
+        for firings in by_event.values():
+            self._step(firings[0].event, firings, now, outcome)
+        return outcome
+
+    def _step(self, event: Event, firings: list[Firing], now: float, outcome: Outcome) -> None:
+        outcome.events.append(event)
+        outcome.firings.extend(firings)
+        made: list[Invocation] = []
+        for firing in firings:
+            made.extend(self._render(firing, now, outcome))
+        if self.observer is not None:
+            self.observer(event, firings, made)
+        outcome.invocations.extend(made)
+        for invocation in made:
+            inline = invocation.spec.inline
+            if inline is None:
+                continue
+            hops = int(event.extensions.get(HOPS_EXTENSION, 0)) + 1
+            for derived in inline(invocation.params, event, invocation.rule):
+                if hops > MAX_HOPS:
+                    self.hop_limit_drops += 1
+                    log.warning("rule %s: emit of %s dropped: events emitted %d generations deep "
+                                "(rules emitting each other's events?)", invocation.rule,
+                                derived.type, hops)
+                    continue
+                derived.extensions[HOPS_EXTENSION] = hops
+                self._step(derived, self.engine.route(derived, now), now, outcome)
+
+    def _render(self, firing: Firing, now: float, outcome: Outcome) -> list[Invocation]:
+        rule, event = firing.rule, firing.event
+        view = EnvelopeView(event)
+        made = []
+        for index, call in enumerate(rule.actions):
+            try:
+                raw = call.params.render(event.data, view)
+                params = call.spec.params.model_validate(raw)
+            except (EvaluationError, ValidationError) as err:
+                reason = _short(err)
+                message = f"action {index + 1} ({call.name}, line {call.line}): {reason}"
+                self.engine.record_error(rule, self.engine.stats[rule.name], event,
+                                         EvaluationError(message), now)
+                outcome.render_errors.append(f"{rule.name}: {message}")
+                continue
+            made.append(Invocation(rule=rule.name, action=call.name, index=index,
+                                   params=params, event=event, spec=call.spec))
+        return made
+
+    def _duplicate(self, event: Event, now: float) -> bool:
+        key = (event.source, event.id)
+        seen = self._seen
+        first = seen.get(key)
+        if first is not None and now - first < self.dedup_window:
+            self.duplicates += 1
+            return True
+        seen[key] = now
+        seen.move_to_end(key)
+        while len(seen) > self.dedup_size:
+            seen.popitem(last=False)
+        return False
+
+
+def _short(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        first = err.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"parameter {where}: {first['msg']}" if where else str(first["msg"])
+    return str(err)

@@ -1,0 +1,263 @@
+"""Matching events to rules: conditions, per-key gates and ``for`` timers.
+
+The engine is synchronous and does no I/O: ``route(event, now)`` returns the
+firings for one event and ``due(now)`` the firings of expired ``for``
+timers.  The bus (and ``ccbus test``, ``ccbus try``) turn firings into
+action calls.  Because routing is one synchronous step, swapping the rule
+set between two events is atomic: no event sees half a reload, none is
+routed twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import EvaluationError, MissingField
+from ..events import Event
+from ..expressions import EnvelopeView, bounded_text
+from .index import RuleIndex
+from .model import Rule
+from .state import COUNT, FOR, THROTTLE, Pending, StateTable
+
+__all__ = ["Engine", "Firing", "RuleStats"]
+
+log = logging.getLogger("ccbus.rules")
+
+#: A rule that keeps failing logs at most once per this many seconds.
+ERROR_LOG_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A rule decided to act on an event."""
+
+    rule: Rule
+    event: Event
+
+
+@dataclass(slots=True)
+class RuleStats:
+    """Counters per rule name; they survive reloads of the rule."""
+
+    evaluated: int = 0
+    matched: int = 0
+    fired: int = 0
+    throttled: int = 0
+    errors: int = 0
+    missing_field: int = 0
+    last_error: str = ""
+    _last_logged: float = field(default=-ERROR_LOG_INTERVAL, repr=False)
+
+
+class Engine:
+    """Routes events through the current rule index."""
+
+    def __init__(self, rules: list[Rule] | None = None, *, state: StateTable | None = None) -> None:
+        self.state = state or StateTable()
+        self.stats: dict[str, RuleStats] = {}
+        self._timers: list[tuple[float, int, str, str]] = []
+        self._seq = 0
+        self.index = RuleIndex([])
+        self.swap(rules or [])
+
+    # -- rule set -----------------------------------------------------------------
+
+    def swap(self, rules: list[Rule]) -> dict[str, list[str]]:
+        """Replace the rule set at once; returns ``{"added": [...], "removed": [...], ...}``.
+
+        A rule keeps its per-key state across the swap when its name and gate
+        are unchanged; otherwise the state starts afresh.
+        """
+        old = {r.name: r for r in self.index.rules}
+        new = {r.name: r for r in rules}
+        changes = {
+            "added": sorted(new.keys() - old.keys()),
+            "removed": sorted(old.keys() - new.keys()),
+            "changed": sorted(n for n in new.keys() & old.keys()
+                              if _fingerprint(new[n]) != _fingerprint(old[n])),
+        }
+        self.index = RuleIndex(rules)
+        self.state.retain({r.name for r in rules if r.gate is not None})
+        for rule in rules:
+            self.stats.setdefault(rule.name, RuleStats())
+            if rule.gate is not None:
+                self.state.for_rule(rule.name, rule.gate.signature)
+        self._rebuild_timers()
+        return changes
+
+    def signatures(self) -> dict[str, tuple[Any, ...]]:
+        return {r.name: r.gate.signature for r in self.index.rules if r.gate is not None}
+
+    def _rebuild_timers(self) -> None:
+        self._timers = []
+        for rule in self.index.rules:
+            if rule.gate is None or rule.gate.kind != FOR:
+                continue
+            state = self.state.for_rule(rule.name, rule.gate.signature)
+            for key, pending in state.pending.items():
+                if pending.event is not None:
+                    self._push_timer(pending.deadline, rule.name, key)
+
+    # -- routing --------------------------------------------------------------------
+
+    def route(self, event: Event, now: float) -> list[Firing]:
+        """The firings ``event`` causes now. Never raises for a rule's failure."""
+        rules = self.index.lookup(event.type)
+        if not rules:
+            return []
+        firings: list[Firing] = []
+        data = event.data
+        view = EnvelopeView(event)
+        for rule in rules:
+            stats = self.stats[rule.name]
+            stats.evaluated += 1
+            ok = True
+            if rule.condition is not None:
+                try:
+                    ok = bool(rule.condition.evaluate(data, view))
+                except EvaluationError as err:
+                    self.record_error(rule, stats, event, err, now)
+                    ok = False
+            gate = rule.gate
+            if gate is None:
+                if ok:
+                    stats.matched += 1
+                    stats.fired += 1
+                    firings.append(Firing(rule, event))
+                continue
+            try:
+                key = bounded_text(gate.key.evaluate(data, view))
+            except EvaluationError as err:
+                self.record_error(rule, stats, event, err, now)
+                continue
+            if ok:
+                stats.matched += 1
+            if gate.kind == FOR:
+                self._for(rule, key, event, ok, now)
+            elif not ok:
+                continue
+            elif gate.kind == COUNT:
+                if self._count(rule, key, now) and self._throttle_ok(rule, event, view, now):
+                    stats.fired += 1
+                    firings.append(Firing(rule, event))
+            elif self._throttle_ok(rule, event, view, now):
+                stats.fired += 1
+                firings.append(Firing(rule, event))
+        return firings
+
+    def due(self, now: float) -> list[Firing]:
+        """Firings of ``for`` timers whose time has come."""
+        firings: list[Firing] = []
+        while self._timers and self._timers[0][0] <= now:
+            deadline, _, name, key = heapq.heappop(self._timers)
+            rule = self.index.by_name(name)
+            if rule is None or rule.gate is None:
+                continue
+            state = self.state.for_rule(name, rule.gate.signature)
+            pending = state.pending.get(key)
+            if pending is None or pending.event is None or pending.deadline != deadline:
+                continue  # cancelled, or superseded
+            event = pending.event
+            pending.event = None  # fired: stays quiet until the condition resets
+            self.state.touch(name, FOR, state.pending, key)
+            if self._throttle_ok(rule, event, EnvelopeView(event), now):
+                self.stats[name].fired += 1
+                firings.append(Firing(rule, event))
+        return firings
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def sweep(self, now: float) -> int:
+        """Forget keys whose windows are empty (call periodically)."""
+        widths = {
+            r.name: (r.gate.window if r.gate.kind == COUNT else 0.0, r.gate.throttle_window)
+            for r in self.index.rules if r.gate is not None
+        }
+        return self.state.sweep(now, widths)
+
+    # -- gates ------------------------------------------------------------------------
+
+    def _for(self, rule: Rule, key: str, event: Event, ok: bool, now: float) -> None:
+        assert rule.gate is not None
+        state = self.state.for_rule(rule.name, rule.gate.signature)
+        pending = state.pending.get(key)
+        if not ok:
+            if pending is not None:
+                del state.pending[key]
+                self.state.dirty.add((rule.name, FOR, key))
+            return
+        if pending is None:
+            deadline = now + rule.gate.window
+            state.pending[key] = Pending(deadline, event)
+            self.state.touch(rule.name, FOR, state.pending, key)
+            self._push_timer(deadline, rule.name, key)
+
+    def _count(self, rule: Rule, key: str, now: float) -> bool:
+        assert rule.gate is not None
+        state = self.state.for_rule(rule.name, rule.gate.signature)
+        times = state.counts.get(key)
+        if times is None:
+            times = state.counts[key] = []
+        horizon = now - rule.gate.window
+        while times and times[0] <= horizon:
+            times.pop(0)
+        times.append(now)
+        reached = len(times) >= rule.gate.threshold
+        if reached:
+            times.clear()  # the next firing needs a fresh set of matches
+        self.state.touch(rule.name, COUNT, state.counts, key)
+        return reached
+
+    def _throttle_ok(self, rule: Rule, event: Event, view: EnvelopeView, now: float) -> bool:
+        gate = rule.gate
+        if gate is None or gate.throttle_key is None:
+            return True
+        stats = self.stats[rule.name]
+        try:
+            key = bounded_text(gate.throttle_key.evaluate(event.data, view))
+        except EvaluationError as err:
+            self.record_error(rule, stats, event, err, now)
+            return False
+        state = self.state.for_rule(rule.name, gate.signature)
+        times = state.throttles.get(key)
+        if times is None:
+            times = state.throttles[key] = []
+        horizon = now - gate.throttle_window
+        while times and times[0] <= horizon:
+            times.pop(0)
+        if len(times) >= gate.throttle_max:
+            stats.throttled += 1
+            return False
+        times.append(now)
+        self.state.touch(rule.name, THROTTLE, state.throttles, key)
+        return True
+
+    def _push_timer(self, deadline: float, rule: str, key: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (deadline, self._seq, rule, key))
+
+    def record_error(self, rule: Rule, stats: RuleStats, event: Event, err: EvaluationError,
+                     now: float) -> None:
+        """Count a failed evaluation; log it at most once a minute per rule."""
+        if isinstance(err, MissingField):
+            stats.missing_field += 1
+        else:
+            stats.errors += 1
+        stats.last_error = f"{err} (event {event.type} {event.id})"
+        wall = time.monotonic()
+        if wall - stats._last_logged >= ERROR_LOG_INTERVAL:
+            stats._last_logged = wall
+            log.warning("rule %s (%s): %s on event %s id=%s; counted as not matching "
+                        "(further errors of this rule are counted, logged once a minute)",
+                        rule.name, rule.where, err, event.type, event.id)
+
+
+def _fingerprint(rule: Rule) -> tuple[Any, ...]:
+    return (rule.patterns, rule.condition.source if rule.condition else None,
+            rule.gate.signature if rule.gate else None,
+            tuple((a.name, repr(a.params.value)) for a in rule.actions))

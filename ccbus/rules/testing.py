@@ -1,0 +1,199 @@
+"""Rule test cases, run offline: ``ccbus test RULES_DIR``.
+
+A rule file may carry ``tests:`` next to its ``rules:``.  Each case feeds
+events (and waits) through that file's rules on a virtual clock and
+compares the actions the rules would call, in order, with ``expect``::
+
+    tests:
+      - name: an abandoned call is logged
+        events:
+          - {type: call.abandoned, subject: c1, data: {callId: c1, queue: sales}}
+          - wait: 10m                     # moves the clock; due `for` timers fire
+        expect:
+          - log: {message: "abandoned in sales"}   # same shape as `do:`
+          - action: emit                  # or explicit: action, rule, params
+            rule: abandoned-escalate
+            params: {type: ops.escalate}
+
+``params`` are compared as a subset: keys not named are not checked.
+``expect: []`` asserts that nothing happens.  Each case starts with fresh
+rule state; the clock starts at ``start`` (default: the first event's
+``time``, else 2026-01-05T09:00:00Z, a Monday morning).
+
+Cases use only the rules of their own file, so adding a rule elsewhere never
+breaks another file's tests.  Nothing is executed: the same pipeline as
+``ccbus run`` renders the calls, and the test compares them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..actions import ActionSpec, Invocation
+from ..durations import parse_duration
+from ..errors import EvaluationError
+from ..events import Event, parse_timestamp
+from ..functions import Clock
+from ..pipeline import Pipeline
+from ..yamlfile import line_of
+from .engine import Engine
+from .loader import RuleFile
+
+__all__ = ["CaseResult", "ManualClock", "run_file_tests"]
+
+DEFAULT_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+class ManualClock(Clock):
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float) -> None:
+        self.current = start
+
+    def now(self) -> float:
+        return self.current
+
+
+@dataclass(slots=True)
+class CaseResult:
+    file: Path
+    name: str
+    line: int
+    failures: list[str] = field(default_factory=list)
+    actual: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def run_file_tests(rule_file: RuleFile, actions: dict[str, ActionSpec],
+                   clock: ManualClock) -> list[CaseResult]:
+    """Run every test case of one rule file against that file's rules.
+
+    ``clock`` must be the clock the file's rules were compiled against (so
+    ``now()`` in expressions follows the test's waits).
+    """
+    results = []
+    for index, case in enumerate(rule_file.tests):
+        line = line_of(rule_file.root, ("tests", index))
+        name = case.get("name", f"case {index + 1}") if isinstance(case, dict) else f"case {index + 1}"
+        result = CaseResult(rule_file.path, str(name), line)
+        try:
+            _run_case(rule_file, case, actions, clock, result)
+        except (ValueError, TypeError, KeyError, EvaluationError) as err:
+            result.failures.append(f"the test case itself is malformed: {err}")
+        results.append(result)
+    return results
+
+
+def _run_case(rule_file: RuleFile, case: Any, actions: dict[str, ActionSpec],
+              clock: ManualClock, result: CaseResult) -> None:
+    if not isinstance(case, dict):
+        raise ValueError("a test case is a mapping with 'name', 'events' and 'expect'")
+    unknown = set(case) - {"name", "events", "expect", "start"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+                         "(a case has name, events, expect, start)")
+    steps = case.get("events") or []
+    if "expect" not in case:
+        raise ValueError("missing 'expect' (use 'expect: []' for 'nothing happens')")
+    clock.current = _start(case, steps)
+    pipeline = Pipeline(Engine(rule_file.rules))
+    invocations: list[Invocation] = []
+    for number, step in enumerate(steps, start=1):
+        if not isinstance(step, dict):
+            raise ValueError(f"event {number} must be a mapping")
+        if set(step) == {"wait"}:
+            target = clock.current + parse_duration(step["wait"])
+            # fire timers in order, each at its own deadline, as the bus would
+            while (deadline := pipeline.engine.next_deadline()) is not None and deadline <= target:
+                clock.current = max(clock.current, deadline)
+                invocations += pipeline.process_due(clock.current).invocations
+            clock.current = target
+            continue
+        doc = {"id": f"test-{number}", **step}
+        event = Event.from_dict(doc, default_source="test")
+        outcome = pipeline.process(event, clock.current)
+        invocations += outcome.invocations
+        result.failures.extend(f"event {number}: {e}" for e in outcome.render_errors)
+    result.actual = [_show(i) for i in invocations]
+    _compare(_expectations(case["expect"], actions), invocations, result)
+
+
+def _start(case: dict[str, Any], steps: list[Any]) -> float:
+    if "start" in case:
+        moment = parse_timestamp(case["start"])
+        if moment is None:
+            raise ValueError(f"'start' is not a timestamp: {case['start']!r}")
+        return moment.timestamp()
+    for step in steps:
+        if isinstance(step, dict) and step.get("time"):
+            moment = parse_timestamp(step["time"])
+            if moment is not None:
+                return moment.timestamp()
+    return DEFAULT_START.timestamp()
+
+
+def _expectations(raw: Any, actions: dict[str, ActionSpec]) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise ValueError("'expect' must be a list")
+    expected = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise ValueError(f"an expectation is a mapping, not {item!r}")
+        if "action" in item:
+            unknown = set(item) - {"action", "rule", "params"}
+            if unknown:
+                raise ValueError(f"unknown key(s) in expectation: {', '.join(sorted(unknown))}")
+            expected.append({"action": item["action"], "rule": item.get("rule"),
+                             "params": item.get("params") or {}})
+        elif len(item) == 1:
+            name, params = next(iter(item.items()))
+            spec = actions.get(name)
+            if params is not None and not isinstance(params, dict):
+                if spec is None or spec.shorthand is None:
+                    raise ValueError(f"action {name!r} has no shorthand parameter")
+                params = {spec.shorthand: params}
+            expected.append({"action": name, "rule": None, "params": params or {}})
+        else:
+            raise ValueError(f"an expectation names one action: {item!r}")
+    return expected
+
+
+def _compare(expected: list[dict[str, Any]], actual: list[Invocation],
+             result: CaseResult) -> None:
+    if len(expected) != len(actual):
+        result.failures.append(
+            f"expected {len(expected)} action call(s), got {len(actual)}"
+            + "".join(f"\n      got: {_show(i)}" for i in actual)
+        )
+        return
+    for number, (want, got) in enumerate(zip(expected, actual, strict=True), start=1):
+        if want["action"] != got.action:
+            result.failures.append(f"call {number}: expected action {want['action']!r}, "
+                                   f"got {_show(got)}")
+            continue
+        if want["rule"] is not None and want["rule"] != got.rule:
+            result.failures.append(f"call {number}: expected rule {want['rule']!r}, "
+                                   f"got rule {got.rule!r}")
+        params = got.params.model_dump()
+        for key, value in want["params"].items():
+            if key not in params:
+                result.failures.append(f"call {number} ({got.action}): no parameter {key!r}")
+            elif not _matches(value, params[key]):
+                result.failures.append(f"call {number} ({got.action}): {key} expected "
+                                       f"{value!r}, got {params[key]!r}")
+
+
+def _matches(want: Any, got: Any) -> bool:
+    if isinstance(want, dict) and isinstance(got, dict):
+        return all(k in got and _matches(v, got[k]) for k, v in want.items())
+    return bool(want == got)
+
+
+def _show(invocation: Invocation) -> str:
+    return f"{invocation.rule}: {invocation.describe()}"

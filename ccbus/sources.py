@@ -1,0 +1,90 @@
+"""What a source plugin provides, and what a running source may use.
+
+A source is registered as a :class:`SourceSpec` (plugin name, options schema,
+factory).  For each configured instance the bus calls the factory with a
+:class:`SourceContext` and awaits the returned source's ``run()``::
+
+    class TickOptions(Options):
+        every: Duration = 5.0
+
+    class Tick:
+        def __init__(self, ctx: SourceContext) -> None:
+            self.ctx = ctx
+
+        async def run(self) -> None:
+            while True:
+                await self.ctx.emit(Event(type="tick.Tick", source=self.ctx.name))
+                await anyio.sleep(self.ctx.options.every)
+
+    @hookimpl
+    def register_sources():
+        return [SourceSpec(name="tick", options=TickOptions, factory=Tick)]
+
+``run()`` runs until cancelled.  If it raises, the bus logs the error, marks
+the source ``reconnecting`` and calls ``run()`` again after a jittered,
+growing delay (see :mod:`ccbus.backoff`); it never gives up.  ``await
+ctx.emit(event)`` returns once the event's actions are recorded, so a
+source that acknowledges to a broker does so after ``emit`` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from .events import Event
+
+__all__ = ["Source", "SourceContext", "SourceSpec"]
+
+
+class Source(Protocol):
+    """A running source instance."""
+
+    async def run(self) -> None:
+        """Produce events with ``ctx.emit`` until cancelled; raise to be restarted."""
+
+
+@dataclass(slots=True, kw_only=True)
+class SourceContext:
+    """Handed to a source's factory: its identity, options and the way into the bus."""
+
+    #: The configured instance name; use it as the events' ``source``.
+    name: str
+    #: The validated options model.
+    options: Any
+    #: ``await emit(event)``: route it; returns when its actions are recorded.
+    emit: Callable[[Event], Awaitable[None]]
+    log: logging.Logger
+    #: A directory this instance may keep files in (cursors, dead letters).
+    state_dir: Path
+    #: The directory of the config file: relative paths in options are relative to it.
+    config_dir: Path = Path(".")
+    #: Routes this source serves on the local HTTP listener: (path, methods, handler).
+    routes: list[tuple[str, list[str], Any]] = field(default_factory=list)
+    #: ``set_state("connected")`` etc.; shown by health and metrics.
+    set_state: Callable[[str], None] = lambda state: None
+
+    def add_route(self, path: str, handler: Any, methods: list[str] | None = None) -> None:
+        """Serve ``handler`` (a Starlette endpoint) at ``path`` on the local listener."""
+        self.routes.append((path, methods or ["POST"], handler))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceSpec:
+    """A kind of source, as written in a config's ``plugin:``.
+
+    :param name: the plugin name in configs (``replay``, ``cisco-cvp``).
+    :param options: an :class:`~ccbus.schema.Options` model of its options.
+    :param factory: called with a :class:`SourceContext`; returns a :class:`Source`.
+    :param description: one line for ``ccbus plugins`` and the docs.
+    """
+
+    name: str
+    options: type[BaseModel]
+    factory: Callable[[SourceContext], Source]
+    description: str = ""
