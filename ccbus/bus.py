@@ -102,8 +102,9 @@ class Bus:
         self.compiler = make_compiler(plugins, self.clock)
         self.store = SqliteStateStore(loaded.state_dir / "rules.sqlite3") if persist_state else None
         self.engine = Engine(state=StateTable(self.config.max_keys_per_rule))
-        self.pipeline = Pipeline(self.engine, dedup_window=self.config.dedup_window,
-                                 observer=observer)
+        self.pipeline = Pipeline(
+            self.engine, dedup_window=self.config.dedup_window, observer=observer
+        )
         self.ruleset = RuleSet()
         self.sources: dict[str, SourceRuntime] = {}
         self.http_port: int | None = None
@@ -121,8 +122,9 @@ class Bus:
         A file that fails on reload keeps its previous rules running, so a
         typo saved in an editor never switches a working rule off.
         """
-        fresh = load_rules(self.loaded.rule_paths, actions=self.plugins.actions,
-                           compiler=self.compiler)
+        fresh = load_rules(
+            self.loaded.rule_paths, actions=self.plugins.actions, compiler=self.compiler
+        )
         rules: list[Rule] = []
         previous = {f.path: f for f in self.ruleset.files}
         for rule_file in fresh.files:
@@ -131,15 +133,22 @@ class Bus:
                 self.counters.inc("rule_load_errors")
             old = previous.get(rule_file.path)
             if rule_file.errors and old is not None and not initial:
-                log.warning("%s has errors: keeping its previous %d rule(s) until it is fixed",
-                            rule_file.path, len(old.rules))
+                log.warning(
+                    "%s has errors: keeping its previous %d rule(s) until it is fixed",
+                    rule_file.path,
+                    len(old.rules),
+                )
                 rule_file.rules = old.rules
             rules.extend(rule_file.rules)
         changes = self.engine.swap(rules)
         self.ruleset = fresh
         summary = ", ".join(f"{k}: {', '.join(v)}" for k, v in changes.items() if v)
-        log.info("rules %s: %d active%s", "loaded" if initial else "reloaded", len(rules),
-                 f" ({summary})" if summary and not initial else "")
+        log.info(
+            "rules %s: %d active%s",
+            "loaded" if initial else "reloaded",
+            len(rules),
+            f" ({summary})" if summary and not initial else "",
+        )
         self.counters.inc("rule_reloads")
         return fresh
 
@@ -174,7 +183,8 @@ class Bus:
     async def execute(self, invocation: Invocation) -> bool:
         """Run one action call; failures are logged and counted, never raised."""
         ctx = ActionContext(
-            rule=invocation.rule, event=invocation.event,
+            rule=invocation.rule,
+            event=invocation.event,
             idempotency_key=invocation.idempotency_key,
             log=logging.getLogger(f"ccbus.action.{invocation.action}"),
             targets=self.config.targets,
@@ -185,8 +195,14 @@ class Bus:
         except Exception as err:  # an action's failure must never stop the bus
             kind = "permanent" if isinstance(err, PermanentActionError) else "failed"
             self.counters.inc("actions", action=invocation.action, outcome=kind)
-            log.error("rule %s: action %s failed for event %s: %s: %s", invocation.rule,
-                      invocation.action, invocation.event.id, type(err).__name__, err)
+            log.error(
+                "rule %s: action %s failed for event %s: %s: %s",
+                invocation.rule,
+                invocation.action,
+                invocation.event.id,
+                type(err).__name__,
+                err,
+            )
             return False
         self.counters.inc("actions", action=invocation.action, outcome="ok")
         return True
@@ -206,19 +222,28 @@ class Bus:
                     log.info("source %s: %s", box[0].name, state)
 
             ctx = SourceContext(
-                name=name, options=source_options(self.loaded, self.plugins, name),
-                emit=self.publish, log=logging.getLogger(f"ccbus.source.{name}"),
+                name=name,
+                options=source_options(self.loaded, self.plugins, name),
+                emit=self.publish,
+                log=logging.getLogger(f"ccbus.source.{name}"),
                 state_dir=self.loaded.state_dir / "sources" / name,
-                config_dir=self.loaded.base_dir, set_state=set_state,
+                config_dir=self.loaded.base_dir,
+                set_state=set_state,
             )
             ctx.state_dir.mkdir(parents=True, exist_ok=True)
-            runtime = SourceRuntime(name=name, plugin=source_config.plugin, context=ctx,
-                                    source=spec.factory(ctx))
+            runtime = SourceRuntime(
+                name=name, plugin=source_config.plugin, context=ctx, source=spec.factory(ctx)
+            )
             runtime_box.append(runtime)
             self.sources[name] = runtime
 
-    async def run(self, *, until_sources_finish: bool = False, handle_signals: bool = False,
-                  watch_rules: bool = True) -> None:
+    async def run(
+        self,
+        *,
+        until_sources_finish: bool = False,
+        handle_signals: bool = False,
+        watch_rules: bool = True,
+    ) -> None:
         """Run until :meth:`stop` (or a signal, or, if asked, until every source finished)."""
         self._restore_state()
         self._build_sources()
@@ -245,7 +270,6 @@ class Bus:
                 if until_sources_finish:
                     for runtime in self.sources.values():
                         await runtime.finished.wait()
-                    await self._settle()
                     tg.cancel_scope.cancel()
             await send.aclose()  # workers finish what is queued, then stop
         await self._flush_state()
@@ -256,11 +280,6 @@ class Bus:
         """Stop sources and timers; queued actions still run to completion."""
         if self._cancel is not None:
             self._cancel.cancel()
-
-    async def _settle(self) -> None:
-        """Let the action queue empty (used when a finite replay ends)."""
-        while self._send is not None and self._send.statistics().current_buffer_used:
-            await anyio.sleep(0.01)
 
     async def _supervise(self, runtime: SourceRuntime) -> None:
         backoff = Backoff()
@@ -274,8 +293,13 @@ class Bus:
                 runtime.context.set_state("reconnecting")
                 delay = backoff.next_delay()
                 self.counters.inc("source_restarts", source=runtime.name)
-                log.error("source %s (%s) failed: %s; restarting in %.1fs", runtime.name,
-                          runtime.plugin, runtime.last_error, delay)
+                log.error(
+                    "source %s (%s) failed: %s; restarting in %.1fs",
+                    runtime.name,
+                    runtime.plugin,
+                    runtime.last_error,
+                    delay,
+                )
                 await anyio.sleep(delay)
                 continue
             runtime.context.set_state("finished")
@@ -344,8 +368,9 @@ class Bus:
                     log.info("%s: stopping", signal.Signals(signum).name)
                     self.stop()
 
-    async def _serve_http(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                          ) -> None:
+    async def _serve_http(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         from .http import build_app, serve
 
         http = self.config.http
@@ -355,8 +380,9 @@ class Bus:
             sock.bind((http.host, http.port))
         except OSError as err:
             sock.close()
-            raise OSError(f"cannot listen on {http.listen}: {err.strerror} "
-                          f"(set http.listen in the config)") from None
+            raise OSError(
+                f"cannot listen on {http.listen}: {err.strerror} (set http.listen in the config)"
+            ) from None
         sock.listen(128)
         self.http_port = sock.getsockname()[1]
         log.info("HTTP listener on %s:%d", http.host, self.http_port)
@@ -367,7 +393,14 @@ class Bus:
         return {
             "status": "ok",
             "rules": len(self.engine.index.rules),
-            "sources": {n: {"plugin": r.plugin, "state": r.state, "restarts": r.restarts,
-                            "last_error": r.last_error} for n, r in self.sources.items()},
+            "sources": {
+                n: {
+                    "plugin": r.plugin,
+                    "state": r.state,
+                    "restarts": r.restarts,
+                    "last_error": r.last_error,
+                }
+                for n, r in self.sources.items()
+            },
             "events_in": self.counters.total("events_in"),
         }

@@ -65,15 +65,27 @@ def _workspace(config: Path | None, rules: tuple[Path, ...]) -> LoadedConfig:
         return loaded
     chosen = [str(p) for p in rules] or ["rules"]
     state = tempfile.mkdtemp(prefix="ccbus-")
-    return LoadedConfig(config=Config.model_validate({"rules": chosen, "state_dir": state,
-                                                      "http": {"enabled": False}}), path=None)
+    return LoadedConfig(
+        config=Config.model_validate(
+            {"rules": chosen, "state_dir": state, "http": {"enabled": False}}
+        ),
+        path=None,
+    )
 
 
-config_option = click.option("-c", "--config", type=click.Path(path_type=Path, dir_okay=False),
-                             help="The ccbus config file (YAML).")
-rules_option = click.option("--rules", "rules", multiple=True,
-                            type=click.Path(path_type=Path),
-                            help="A rules directory or file (repeatable); overrides the config's.")
+config_option = click.option(
+    "-c",
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The ccbus config file (YAML).",
+)
+rules_option = click.option(
+    "--rules",
+    "rules",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A rules directory or file (repeatable); overrides the config's.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,28 +115,38 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
     plugins = _plugins(ctx)
     loaded = _workspace(config, rules)
     problems = [str(e) for e in check_sources(loaded, plugins)] if config else []
-    problems += [f"plugin {f.name} failed to load: {f.error}" for f in plugins.failures
-                 if config is None or any(s.plugin == f.name
-                                          for s in loaded.config.sources.values())]
+    problems += [
+        f"plugin {f.name} failed to load: {f.error}"
+        for f in plugins.failures
+        if config is None or any(s.plugin == f.name for s in loaded.config.sources.values())
+    ]
     problems += plugins.problems
     compiler = make_compiler(plugins, ManualClock(0))
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
     problems += [str(e) for e in ruleset.errors]
     for failure in plugins.failures:
-        click.echo(click.style("warning: ", fg="yellow") +
-                   f"plugin {failure.name} failed to load: {failure.error}", err=True)
+        click.echo(
+            click.style("warning: ", fg="yellow")
+            + f"plugin {failure.name} failed to load: {failure.error}",
+            err=True,
+        )
     if problems:
         _fail(problems)
         click.echo(f"{len(problems)} problem(s) found.", err=True)
         sys.exit(1)
-    click.echo(f"OK: {len(loaded.config.sources)} source(s), {len(ruleset.rules)} rule(s) in "
-               f"{len(ruleset.files)} file(s).")
+    click.echo(
+        f"OK: {len(loaded.config.sources)} source(s), {len(ruleset.rules)} rule(s) in "
+        f"{len(ruleset.files)} file(s)."
+    )
 
 
 @cli.command()
 @config_option
-@click.option("--dry-run", is_flag=True, help="Route and render, but run only side-effect-free "
-              "actions (log, emit).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Route and render, but run only side-effect-free actions (log, emit).",
+)
 @click.pass_context
 def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
     """Run the bus: connect the sources, route events through the rules, run actions."""
@@ -138,28 +160,46 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
         sys.exit(1)
     setup_logging(loaded.config.log_level, loaded.secrets)
     for failure in plugins.failures:
-        logging.getLogger("ccbus").error("plugin %s failed to load: %s", failure.name,
-                                         failure.error)
+        logging.getLogger("ccbus").error(
+            "plugin %s failed to load: %s", failure.name, failure.error
+        )
     bus = Bus(loaded, plugins, dry_run=dry_run)
     anyio.run(lambda: bus.run(handle_signals=True))
 
 
-def _replay(ctx: click.Context, loaded: LoadedConfig, files: list[Path], *, speed: float,
-            dry_run: bool, show_unmatched: bool) -> ConsoleReporter:
+def _replay(
+    ctx: click.Context,
+    loaded: LoadedConfig,
+    files: list[Path],
+    *,
+    speed: float,
+    dry_run: bool,
+    show_unmatched: bool,
+) -> ConsoleReporter:
     """Run a bus whose only source replays ``files``; print matches as they happen."""
     plugins = _plugins(ctx)
-    sources = {"replay": {"plugin": "replay",
-                          "options": {"path": [str(f.resolve()) for f in files], "speed": speed}}}
-    loaded.config = loaded.config.model_copy(update={
-        "sources": Config.model_validate({"sources": sources}).sources,
-        "http": loaded.config.http.model_copy(update={"enabled": False}),
-    })
+    sources = {
+        "replay": {
+            "plugin": "replay",
+            "options": {"path": [str(f.resolve()) for f in files], "speed": speed},
+        }
+    }
+    loaded.config = loaded.config.model_copy(
+        update={
+            "sources": Config.model_validate({"sources": sources}).sources,
+            "http": loaded.config.http.model_copy(update={"enabled": False}),
+        }
+    )
     reporter = ConsoleReporter(quiet_unmatched=not show_unmatched, executed=not dry_run)
     bus = Bus(loaded, plugins, dry_run=dry_run, observer=reporter, persist_state=False)
     anyio.run(lambda: bus.run(until_sources_finish=True, watch_rules=False))
     runtime = bus.sources["replay"].source
-    reporter.summary({"bad lines": getattr(runtime, "bad_lines", 0),
-                      "duplicates dropped": bus.pipeline.duplicates})
+    reporter.summary(
+        {
+            "bad lines": getattr(runtime, "bad_lines", 0),
+            "duplicates dropped": bus.pipeline.duplicates,
+        }
+    )
     return reporter
 
 
@@ -167,17 +207,34 @@ def _replay(ctx: click.Context, loaded: LoadedConfig, files: list[Path], *, spee
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @config_option
 @rules_option
-@click.option("--speed", default=0.0, show_default=True,
-              help="Pace by the events' own times: 1 real time, 10 ten times faster, 0 no pauses.")
+@click.option(
+    "--speed",
+    default=0.0,
+    show_default=True,
+    help="Pace by the events' own times: 1 real time, 10 ten times faster, 0 no pauses.",
+)
 @click.option("--dry-run", is_flag=True, help="Run only side-effect-free actions (log, emit).")
 @click.option("--all", "show_all", is_flag=True, help="Also list events no rule matched.")
 @click.pass_context
-def replay(ctx: click.Context, files: tuple[Path, ...], config: Path | None,
-           rules: tuple[Path, ...], speed: float, dry_run: bool, show_all: bool) -> None:
+def replay(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    config: Path | None,
+    rules: tuple[Path, ...],
+    speed: float,
+    dry_run: bool,
+    show_all: bool,
+) -> None:
     """Replay JSON Lines event FILES through the rules (and their actions)."""
     setup_logging("warning")
-    _replay(ctx, _workspace(config, rules), list(files), speed=speed, dry_run=dry_run,
-            show_unmatched=show_all)
+    _replay(
+        ctx,
+        _workspace(config, rules),
+        list(files),
+        speed=speed,
+        dry_run=dry_run,
+        show_unmatched=show_all,
+    )
 
 
 @cli.command()
@@ -188,28 +245,36 @@ def demo(ctx: click.Context, speed: float, show_all: bool) -> None:
     """Replay sample events of all five vendors through the shipped rules (dry run)."""
     setup_logging("warning")
     events = sorted((PACKAGE_DIR / "demo" / "events").glob("*.jsonl"))
-    click.echo(click.style("ccbus demo", bold=True) + f": {len(events)} sample files "
-               f"({', '.join(p.stem for p in events)}) through the rules in {shipped_rules_dir()}")
+    click.echo(
+        click.style("ccbus demo", bold=True) + f": {len(events)} sample files "
+        f"({', '.join(p.stem for p in events)}) through the rules in {shipped_rules_dir()}"
+    )
     click.echo("Nothing leaves this machine: actions with side effects are shown, not run.\n")
     loaded = _workspace(None, (shipped_rules_dir(),))
     _replay(ctx, loaded, events, speed=speed, dry_run=True, show_unmatched=show_all)
 
 
 @cli.command(name="try")
-@click.option("--event", "event_file", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A JSON event, or JSON Lines of events.")
+@click.option(
+    "--event",
+    "event_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A JSON event, or JSON Lines of events.",
+)
 @config_option
 @rules_option
 @click.pass_context
-def try_(ctx: click.Context, event_file: Path, config: Path | None,
-         rules: tuple[Path, ...]) -> None:
+def try_(
+    ctx: click.Context, event_file: Path, config: Path | None, rules: tuple[Path, ...]
+) -> None:
     """Dry-run events through the rules: which rules match and what they would call."""
     plugins = _plugins(ctx)
     loaded = _workspace(config, rules)
     clock = ManualClock(0)
-    ruleset = load_rules(loaded.rule_paths, actions=plugins.actions,
-                         compiler=make_compiler(plugins, clock))
+    ruleset = load_rules(
+        loaded.rule_paths, actions=plugins.actions, compiler=make_compiler(plugins, clock)
+    )
     _fail([str(e) for e in ruleset.errors])
     pipeline = Pipeline(Engine(ruleset.rules), observer=None)
     for item in _events_in(event_file):
@@ -217,8 +282,11 @@ def try_(ctx: click.Context, event_file: Path, config: Path | None,
             _fail([str(item)])
             continue
         clock.current = item.time.timestamp()
-        click.echo(click.style(item.type, fg="cyan", bold=True) + f"  id={item.id}"
-                   + (f" subject={item.subject}" if item.subject else ""))
+        click.echo(
+            click.style(item.type, fg="cyan", bold=True)
+            + f"  id={item.id}"
+            + (f" subject={item.subject}" if item.subject else "")
+        )
         candidates = pipeline.engine.index.lookup(item.type)
         if not candidates:
             click.echo("  no rule listens to this type")
@@ -272,8 +340,11 @@ def test_rules(ctx: click.Context, paths: tuple[Path, ...], verbose: bool) -> No
     """Run the test cases in rule files (offline: nothing is executed)."""
     plugins = _plugins(ctx)
     clock = ManualClock(0)
-    ruleset = load_rules(list(paths) or [Path("rules")], actions=plugins.actions,
-                         compiler=make_compiler(plugins, clock))
+    ruleset = load_rules(
+        list(paths) or [Path("rules")],
+        actions=plugins.actions,
+        compiler=make_compiler(plugins, clock),
+    )
     passed = failed = 0
     for rule_file in ruleset.files:
         for err in rule_file.errors:
@@ -307,8 +378,12 @@ def plugins(ctx: click.Context, functions: bool) -> None:
     host = _plugins(ctx)
     for info in host.info():
         click.echo(click.style(info.name, bold=True) + f" {info.version}  ({info.module})")
-        for label, things in (("sources", info.sources), ("actions", info.actions),
-                              ("functions", info.functions), ("simulators", info.simulators)):
+        for label, things in (
+            ("sources", info.sources),
+            ("actions", info.actions),
+            ("functions", info.functions),
+            ("simulators", info.simulators),
+        ):
             if things:
                 click.echo(f"    {label}: {', '.join(sorted(things))}")
     for failure in host.failures:
@@ -327,8 +402,14 @@ def plugins(ctx: click.Context, functions: bool) -> None:
 
 @cli.command(name="new-plugin")
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("."),
-              show_default=True, help="Where to create ccbus-NAME/.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to create ccbus-NAME/.",
+)
 def new_plugin(name: str, directory: Path) -> None:
     """Create a working third-party plugin project ccbus-NAME from the template."""
     from .scaffold import render_plugin
@@ -337,8 +418,9 @@ def new_plugin(name: str, directory: Path) -> None:
         target = render_plugin(name, directory)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    click.echo(f"Created {target}\n\nNext:\n  pip install -e {target}\n  ccbus plugins\n"
-               f"  pytest {target}")
+    click.echo(
+        f"Created {target}\n\nNext:\n  pip install -e {target}\n  ccbus plugins\n  pytest {target}"
+    )
 
 
 @cli.group()

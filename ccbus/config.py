@@ -115,7 +115,10 @@ class LoadedConfig:
 
 
 def load_config(path: Path, *, environ: dict[str, str] | None = None) -> LoadedConfig:
-    """Read, expand and validate a config file; raises :class:`ConfigErrors` listing every problem."""
+    """Read, expand and validate a config file.
+
+    Raises :class:`ConfigErrors` listing every problem found, not just the first.
+    """
     environ = dict(os.environ) if environ is None else environ
     root = load_yaml(path)
     if root is None:
@@ -141,19 +144,30 @@ class ConfigErrors(ConfigError):
         super().__init__("; ".join(str(e) for e in errors))
 
 
-def _expand(node: Any, keys: tuple[Any, ...], path: Path, root: Any, environ: dict[str, str],
-            secrets: set[str], problems: list[ConfigError]) -> None:
+def _expand(
+    node: Any,
+    keys: tuple[Any, ...],
+    path: Path,
+    root: Any,
+    environ: dict[str, str],
+    secrets: set[str],
+    problems: list[ConfigError],
+) -> None:
     """Replace ``${...}`` in every string of the tree, in place, keeping line information."""
-    items: Any = node.items() if isinstance(node, LineDict) else (
-        enumerate(node) if isinstance(node, LineList) else ())
+    items: Any = (
+        node.items()
+        if isinstance(node, LineDict)
+        else (enumerate(node) if isinstance(node, LineList) else ())
+    )
     for key, value in list(items):
         if isinstance(value, str) and "${" in value:
             try:
                 node[key] = _VARIABLE.sub(lambda m: _lookup(m.group(1), environ, secrets), value)
             except LookupError as err:
                 dotted = ".".join(str(k) for k in keys + (key,))
-                problems.append(ConfigError(f"{dotted}: {err.args[0]}",
-                                            location(path, root, keys + (key,))))
+                problems.append(
+                    ConfigError(f"{dotted}: {err.args[0]}", location(path, root, keys + (key,)))
+                )
         elif isinstance(value, LineDict | LineList):
             _expand(value, keys + (key,), path, root, environ, secrets, problems)
 
@@ -163,8 +177,10 @@ def _lookup(expression: str, environ: dict[str, str], secrets: set[str]) -> str:
         name = expression.split(":", 1)[1]
         directory = environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
-            raise LookupError(f"${{credential:{name}}} needs $CREDENTIALS_DIRECTORY "
-                              "(set by systemd's LoadCredential=)")
+            raise LookupError(
+                f"${{credential:{name}}} needs $CREDENTIALS_DIRECTORY "
+                "(set by systemd's LoadCredential=)"
+            )
         if "/" in name or name.startswith("."):
             raise LookupError(f"credential name {name!r} must be a plain file name")
         try:
@@ -175,8 +191,9 @@ def _lookup(expression: str, environ: dict[str, str], secrets: set[str]) -> str:
         return value
     name, sep, default = expression.partition(":-")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise LookupError(f"${{{expression}}} is not ${{NAME}}, ${{NAME:-default}} "
-                          "or ${credential:NAME}")
+        raise LookupError(
+            f"${{{expression}}} is not ${{NAME}}, ${{NAME:-default}} or ${{credential:NAME}}"
+        )
     if name in environ:
         value = environ[name]
         if len(value) >= MIN_SECRET_LENGTH:  # tokens, passwords, URLs with keys
@@ -184,8 +201,9 @@ def _lookup(expression: str, environ: dict[str, str], secrets: set[str]) -> str:
         return value
     if sep:
         return default
-    raise LookupError(f"environment variable {name} is not set (use ${{{name}:-default}} "
-                      "for an optional one)")
+    raise LookupError(
+        f"environment variable {name} is not set (use ${{{name}:-default}} for an optional one)"
+    )
 
 
 def check_sources(loaded: LoadedConfig, plugins: PluginHost) -> list[ConfigError]:
@@ -194,13 +212,21 @@ def check_sources(loaded: LoadedConfig, plugins: PluginHost) -> list[ConfigError
     for name, source in loaded.config.sources.items():
         spec = plugins.sources.get(source.plugin)
         if spec is None:
-            problems.append(ConfigError(
-                f"sources.{name}: " + unknown_message("source plugin", source.plugin,
-                                                      plugins.sources),
-                loaded.where("sources", name, "plugin")))
+            problems.append(
+                ConfigError(
+                    f"sources.{name}: "
+                    + unknown_message("source plugin", source.plugin, plugins.sources),
+                    loaded.where("sources", name, "plugin"),
+                )
+            )
             continue
-        _, errors = validate(spec.options, source.options, file=loaded.path or "<config>",
-                             root=loaded.root, prefix=("sources", name, "options"))
+        _, errors = validate(
+            spec.options,
+            source.options,
+            file=loaded.path or "<config>",
+            root=loaded.root,
+            prefix=("sources", name, "options"),
+        )
         problems.extend(errors)
     return problems
 

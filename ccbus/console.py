@@ -16,8 +16,11 @@ __all__ = ["ConsoleReporter"]
 
 def _event_line(event: Event) -> str:
     subject = f" [{event.subject}]" if event.subject else ""
-    return (click.style(event.type, fg="cyan", bold=True) + subject
-            + click.style(f"  from {event.source}", dim=True))
+    return (
+        click.style(event.type, fg="cyan", bold=True)
+        + subject
+        + click.style(f"  from {event.source}", dim=True)
+    )
 
 
 class ConsoleReporter:
@@ -41,8 +44,11 @@ class ConsoleReporter:
         click.echo(_event_line(event))
         for firing in firings:
             self.rules[firing.rule.name] += 1
-            click.echo("  " + click.style("✔ " + firing.rule.name, fg="green")
-                       + click.style(f"  {firing.rule.where}", dim=True))
+            click.echo(
+                "  "
+                + click.style("✔ " + firing.rule.name, fg="green")
+                + click.style(f"  {firing.rule.where}", dim=True)
+            )
             for invocation in made:
                 if invocation.rule != firing.rule.name:
                     continue
@@ -52,9 +58,11 @@ class ConsoleReporter:
 
     def summary(self, extra: dict[str, Any] | None = None) -> None:
         click.echo()
-        click.echo(click.style("Summary", bold=True) + f": {self.events} events, "
-                   f"{self.matched} matched a rule, "
-                   f"{sum(self.actions.values())} action calls")
+        click.echo(
+            click.style("Summary", bold=True) + f": {self.events} events, "
+            f"{self.matched} matched a rule, "
+            f"{sum(self.actions.values())} action calls"
+        )
         for name, count in self.rules.most_common():
             click.echo(f"  {count:4d}  {name}")
         for key, value in (extra or {}).items():

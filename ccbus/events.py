@@ -15,6 +15,7 @@ in addition to the native ones so that one rule can serve every vendor.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -94,8 +95,18 @@ class Event:
         if not isinstance(data, dict):
             raise ValueError(f"'data' must be a JSON object, not {type(data).__name__}")
         received = _utcnow()
-        known = {"specversion", "id", "source", "type", "time", "subject", "data",
-                 "datacontenttype", "vendor", "receivedat"}
+        known = {
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "time",
+            "subject",
+            "data",
+            "datacontenttype",
+            "vendor",
+            "receivedat",
+        }
         subject = doc.get("subject")
         return cls(
             type=event_type,
@@ -161,14 +172,17 @@ def parse_timestamp(value: Any, *, unit: str = "auto") -> datetime | None:
 
 
 def _from_number(number: float, unit: str) -> datetime | None:
-    if number != number or number in (float("inf"), float("-inf")):  # NaN / inf
+    if isinstance(number, float) and not math.isfinite(number):
         return None
     if unit == "auto":
         unit = "s" if abs(number) < 10**11 else "ms"
-    seconds = number / 1000 if unit == "ms" else float(number)
     try:
-        moment = _EPOCH + timedelta(seconds=seconds)
-    except OverflowError:
+        if isinstance(number, int):  # exact: no detour through float for big millis
+            whole, part = divmod(number, 1000) if unit == "ms" else (number, 0)
+            moment = _EPOCH + timedelta(seconds=whole, milliseconds=part)
+        else:
+            moment = _EPOCH + timedelta(seconds=number / 1000 if unit == "ms" else number)
+    except (OverflowError, ValueError):  # Long.MAX_VALUE and beyond: "never", not a time
         return None
     return moment if _plausible(moment) else None
 
@@ -234,65 +248,108 @@ CANONICAL_EVENTS: dict[str, CanonicalEvent] = {
     e.type: e
     for e in (
         CanonicalEvent(
-            "call.started", "A call (engagement) arrived or was placed.", "callId",
-            (_CALL_ID, _CALLER, _CALLED, _CHANNEL,
-             _f("direction", "str", "inbound or outbound.")),
-        ),
-        CanonicalEvent(
-            "call.queued", "A call entered a queue to wait for an agent.", "callId",
-            (_CALL_ID, _QUEUE, _CALLER,
-             _f("position", "int", "Position in queue, when the vendor says.")),
-        ),
-        CanonicalEvent(
-            "call.transferred", "A call moved to another agent, queue, number or application.",
+            "call.started",
+            "A call (engagement) arrived or was placed.",
             "callId",
-            (_CALL_ID, _f("target", "str", "Where the call went."), _QUEUE, _AGENT,
-             _f("transferType", "str", "blind, consult, overflow, ... as the vendor says.")),
+            (_CALL_ID, _CALLER, _CALLED, _CHANNEL, _f("direction", "str", "inbound or outbound.")),
         ),
         CanonicalEvent(
-            "call.abandoned", "The caller hung up before being answered.", "callId",
-            (_CALL_ID, _CALLER, _QUEUE,
-             _f("waitSeconds", "float", "How long the caller waited.")),
+            "call.queued",
+            "A call entered a queue to wait for an agent.",
+            "callId",
+            (
+                _CALL_ID,
+                _QUEUE,
+                _CALLER,
+                _f("position", "int", "Position in queue, when the vendor says."),
+            ),
         ),
         CanonicalEvent(
-            "call.ended", "A call ended, whatever its outcome.", "callId",
-            (_CALL_ID, _CALLER, _CALLED, _AGENT,
-             _f("durationSeconds", "float", "Total call duration."),
-             _f("result", "str", "completed, abandoned, transferred, failed or the vendor's word.")),
+            "call.transferred",
+            "A call moved to another agent, queue, number or application.",
+            "callId",
+            (
+                _CALL_ID,
+                _f("target", "str", "Where the call went."),
+                _QUEUE,
+                _AGENT,
+                _f("transferType", "str", "blind, consult, overflow, ... as the vendor says."),
+            ),
         ),
         CanonicalEvent(
-            "agent.state_changed", "An agent's availability changed.", "agentId",
-            (_f("agentId", "str", "The vendor's agent (user) id.", True),
-             _f("state", "str",
-                "available, busy, not_ready, after_call_work, logged_in, logged_out or unknown.",
-                True),
-             _f("nativeState", "str", "The vendor's own state name."),
-             _f("reason", "str", "Not-ready or logout reason, when given.")),
+            "call.abandoned",
+            "The caller hung up before being answered.",
+            "callId",
+            (_CALL_ID, _CALLER, _QUEUE, _f("waitSeconds", "float", "How long the caller waited.")),
         ),
         CanonicalEvent(
-            "queue.status", "A snapshot of a queue's load.", "queueId",
-            (_f("queueId", "str", "The vendor's queue id.", True),
-             _f("name", "str", "Queue name."),
-             _f("waiting", "int", "Calls waiting."),
-             _f("agentsAvailable", "int", "Agents ready to take a call."),
-             _f("longestWaitSeconds", "float", "Longest current wait.")),
+            "call.ended",
+            "A call ended, whatever its outcome.",
+            "callId",
+            (
+                _CALL_ID,
+                _CALLER,
+                _CALLED,
+                _AGENT,
+                _f("durationSeconds", "float", "Total call duration."),
+                _f(
+                    "result",
+                    "str",
+                    "completed, abandoned, transferred, failed or the vendor's own.",
+                ),
+            ),
         ),
         CanonicalEvent(
-            "system.alert", "Something in the platform needs attention.", "component",
-            (_f("component", "str", "Host, service or component raising the alert.", True),
-             _f("severity", "str", "critical, major, minor, warning or info.", True),
-             _f("message", "str", "Human-readable description."),
-             _f("metric", "str", "Threshold alerts: the metric."),
-             _f("value", "float", "Threshold alerts: the current value."),
-             _f("threshold", "float", "Threshold alerts: the limit crossed.")),
+            "agent.state_changed",
+            "An agent's availability changed.",
+            "agentId",
+            (
+                _f("agentId", "str", "The vendor's agent (user) id.", True),
+                _f(
+                    "state",
+                    "str",
+                    "available, busy, not_ready, after_call_work, logged_in, logged_out, unknown.",
+                    True,
+                ),
+                _f("nativeState", "str", "The vendor's own state name."),
+                _f("reason", "str", "Not-ready or logout reason, when given."),
+            ),
         ),
         CanonicalEvent(
-            "device.status_changed", "A device (gateway, server, phone) changed state.",
+            "queue.status",
+            "A snapshot of a queue's load.",
+            "queueId",
+            (
+                _f("queueId", "str", "The vendor's queue id.", True),
+                _f("name", "str", "Queue name."),
+                _f("waiting", "int", "Calls waiting."),
+                _f("agentsAvailable", "int", "Agents ready to take a call."),
+                _f("longestWaitSeconds", "float", "Longest current wait."),
+            ),
+        ),
+        CanonicalEvent(
+            "system.alert",
+            "Something in the platform needs attention.",
+            "component",
+            (
+                _f("component", "str", "Host, service or component raising the alert.", True),
+                _f("severity", "str", "critical, major, minor, warning or info.", True),
+                _f("message", "str", "Human-readable description."),
+                _f("metric", "str", "Threshold alerts: the metric."),
+                _f("value", "float", "Threshold alerts: the current value."),
+                _f("threshold", "float", "Threshold alerts: the limit crossed."),
+            ),
+        ),
+        CanonicalEvent(
+            "device.status_changed",
+            "A device (gateway, server, phone) changed state.",
             "deviceId",
-            (_f("deviceId", "str", "Device name or id.", True),
-             _f("status", "str", "The new status, e.g. up, down, degraded.", True),
-             _f("previousStatus", "str", "The status before, when known."),
-             _f("deviceType", "str", "Gateway, server, phone, ... as the vendor says.")),
+            (
+                _f("deviceId", "str", "Device name or id.", True),
+                _f("status", "str", "The new status, e.g. up, down, degraded.", True),
+                _f("previousStatus", "str", "The status before, when known."),
+                _f("deviceType", "str", "Gateway, server, phone, ... as the vendor says."),
+            ),
         ),
     )
 }

@@ -66,11 +66,19 @@ _MAX_STRING = simpleeval.MAX_STRING_LENGTH
 
 _ALLOWED_BINOPS: dict[type[ast.operator], str | None] = {
     # None: Python's own operator is safe (result bounded by the operands).
-    ast.Sub: None, ast.Div: None, ast.FloorDiv: None,
-    ast.BitOr: None, ast.BitXor: None, ast.BitAnd: None,
+    ast.Sub: None,
+    ast.Div: None,
+    ast.FloorDiv: None,
+    ast.BitOr: None,
+    ast.BitXor: None,
+    ast.BitAnd: None,
     # A name: routed through the guard of that name.
-    ast.Add: "_add", ast.Mult: "_mul", ast.Pow: "_pow", ast.Mod: "_mod",
-    ast.LShift: "_lshift", ast.RShift: "_rshift",
+    ast.Add: "_add",
+    ast.Mult: "_mul",
+    ast.Pow: "_pow",
+    ast.Mod: "_mod",
+    ast.LShift: "_lshift",
+    ast.RShift: "_rshift",
 }
 _ALLOWED_UNARY = (ast.Not, ast.USub, ast.UAdd, ast.Invert)
 
@@ -78,10 +86,34 @@ _ALLOWED_UNARY = (ast.Not, ast.USub, ast.UAdd, ast.Invert)
 # not do: mutate the event that other rules share, or allocate without bound
 # (``"x".ljust(10**9)``, ``(1).to_bytes(10**9)``), or reach format strings.
 _MUTATING_OR_UNBOUNDED = {
-    "append", "clear", "extend", "insert", "pop", "popitem", "remove", "reverse", "sort",
-    "setdefault", "update", "add", "discard", "difference_update", "intersection_update",
-    "symmetric_difference_update", "center", "ljust", "rjust", "zfill", "expandtabs",
-    "to_bytes", "from_bytes", "format", "format_map", "maketrans", "translate", "encode",
+    "append",
+    "clear",
+    "extend",
+    "insert",
+    "pop",
+    "popitem",
+    "remove",
+    "reverse",
+    "sort",
+    "setdefault",
+    "update",
+    "add",
+    "discard",
+    "difference_update",
+    "intersection_update",
+    "symmetric_difference_update",
+    "center",
+    "ljust",
+    "rjust",
+    "zfill",
+    "expandtabs",
+    "to_bytes",
+    "from_bytes",
+    "format",
+    "format_map",
+    "maketrans",
+    "translate",
+    "encode",
     "fromkeys",
 }
 _ALLOWED_ATTRS: dict[type, frozenset[str]] = {
@@ -90,8 +122,21 @@ _ALLOWED_ATTRS: dict[type, frozenset[str]] = {
     if t is not None
 }
 _ALLOWED_ATTRS[datetime] = frozenset(
-    {"year", "month", "day", "hour", "minute", "second", "microsecond", "weekday",
-     "isoweekday", "isoformat", "timestamp", "date", "tzname"}
+    {
+        "year",
+        "month",
+        "day",
+        "hour",
+        "minute",
+        "second",
+        "microsecond",
+        "weekday",
+        "isoweekday",
+        "isoformat",
+        "timestamp",
+        "date",
+        "tzname",
+    }
 )
 _ALLOWED_ATTRS[date] = frozenset({"year", "month", "day", "weekday", "isoweekday", "isoformat"})
 _ALLOWED_ATTRS[timedelta] = frozenset({"days", "seconds", "total_seconds"})
@@ -321,12 +366,14 @@ class _Rewriter:
                 return ast.BoolOp(op=op, values=[self.visit(v, d) for v in values])
             case ast.Compare(left=left, ops=ops, comparators=comparators):
                 return ast.Compare(
-                    left=self.visit(left, d), ops=ops,
+                    left=self.visit(left, d),
+                    ops=ops,
                     comparators=[self.visit(c, d) for c in comparators],
                 )
             case ast.IfExp(test=test, body=body, orelse=orelse):
                 return ast.IfExp(
-                    test=self.visit(test, d), body=self.visit(body, d),
+                    test=self.visit(test, d),
+                    body=self.visit(body, d),
                     orelse=self.visit(orelse, d),
                 )
             case ast.Call():
@@ -401,7 +448,9 @@ class _Rewriter:
         match node.func:
             case ast.Name(id=name):
                 if name not in self.functions:
-                    raise self.fail(node, f"unknown function {name!r}{_suggest(name, self.functions)}")
+                    raise self.fail(
+                        node, f"unknown function {name!r}{_suggest(name, self.functions)}"
+                    )
                 self.used_functions.add(name)
                 func: ast.expr = ast.Name(id=f"_fn_{name}", ctx=ast.Load())
             case ast.Attribute(value=value, attr=attr):
@@ -522,7 +571,8 @@ class ExpressionCompiler:
         else:
             body = ast.JoinedStr(
                 values=[
-                    p if isinstance(p, ast.Constant)
+                    p
+                    if isinstance(p, ast.Constant)
                     else ast.FormattedValue(value=_call("_text", p), conversion=-1)
                     for p in pieces
                 ]
@@ -553,8 +603,11 @@ class ExpressionCompiler:
         self, body: ast.expr, used_functions: set[str]
     ) -> Callable[[Mapping[str, Any], Any], Any]:
         args = ast.arguments(
-            posonlyargs=[], args=[ast.arg("_d"), ast.arg("_e")], kwonlyargs=[],
-            kw_defaults=[], defaults=[],
+            posonlyargs=[],
+            args=[ast.arg("_d"), ast.arg("_e")],
+            kwonlyargs=[],
+            kw_defaults=[],
+            defaults=[],
         )
         tree = ast.fix_missing_locations(ast.Expression(ast.Lambda(args=args, body=body)))
         namespace: dict[str, Any] = {"__builtins__": {}}
@@ -623,7 +676,9 @@ def _hole_end(source: str, start: int) -> int:
                 if ch != "}":
                     break
                 if not source[start + 1 : i].strip():
-                    raise ExpressionSyntaxError(f"empty hole {{}} at column {start + 1} in {source!r}")
+                    raise ExpressionSyntaxError(
+                        f"empty hole {{}} at column {start + 1} in {source!r}"
+                    )
                 return i
         i += 1
     raise ExpressionSyntaxError(f"unclosed '{{' at column {start + 1} in {source!r}")

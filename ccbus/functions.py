@@ -243,13 +243,49 @@ def build_library(clock: Clock) -> dict[str, Callable[..., Any]]:
         return int(as_float) if as_float.is_integer() and "." not in str(value) else as_float
 
     library: dict[str, Callable[..., Any]] = {
-        "str": text, "int": _safe_int, "float": float, "bool": bool, "len": len, "abs": abs,
-        "round": round, "min": min, "max": max, "sum": _safe_sum, "any": any, "all": all,
-        "sorted": _safe_sorted, "list": _safe_list,
+        "str": text,
+        "int": _safe_int,
+        "float": float,
+        "bool": bool,
+        "len": len,
+        "abs": abs,
+        "round": round,
+        "min": min,
+        "max": max,
+        "sum": _safe_sum,
+        "any": any,
+        "all": all,
+        "sorted": _safe_sorted,
+        "list": _safe_list,
     }
-    for func in (now, timestamp, age, seconds, local_time, hour, weekday, between,
-                 matches, extract, sub, get, has, coalesce, one_of, lower, upper, strip,
-                 contains, startswith, endswith, truncate, text, join, split, number):
+    for func in (
+        now,
+        timestamp,
+        age,
+        seconds,
+        local_time,
+        hour,
+        weekday,
+        between,
+        matches,
+        extract,
+        sub,
+        get,
+        has,
+        coalesce,
+        one_of,
+        lower,
+        upper,
+        strip,
+        contains,
+        startswith,
+        endswith,
+        truncate,
+        text,
+        join,
+        split,
+        number,
+    ):
         library[func.__name__] = func
     return library
 
@@ -286,7 +322,7 @@ def _safe_sorted(values: Iterable[Any], reverse: bool = False) -> list[Any]:
 
 
 def _safe_list(values: Iterable[Any] = ()) -> list[Any]:
-    items = list(values) if not isinstance(values, str) else list(values[: 100_000])
+    items = list(values) if not isinstance(values, str) else list(values[:100_000])
     check_size(items)
     return items
 

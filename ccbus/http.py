@@ -34,8 +34,9 @@ def build_app(bus: Bus) -> Starlette:
     return Starlette(routes=routes)
 
 
-async def serve(app: Any, sock: socket.socket, *,
-                task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    app: Any, sock: socket.socket, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
@@ -47,6 +48,6 @@ async def serve(app: Any, sock: socket.socket, *,
     stopped = anyio.Event()
     task_status.started()
     try:
-        await hypercorn_serve(app, config, shutdown_trigger=stopped.wait)  # type: ignore[arg-type]
+        await hypercorn_serve(app, config, shutdown_trigger=stopped.wait)
     finally:
         sock.close()

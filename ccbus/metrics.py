@@ -14,8 +14,9 @@ __all__ = ["Counters"]
 
 class Counters:
     def __init__(self) -> None:
-        self._values: defaultdict[tuple[str, tuple[tuple[str, str], ...]], float] = (
-            defaultdict(float))
+        self._values: defaultdict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(
+            float
+        )
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         self._values[(name, tuple(sorted(labels.items())))] += amount
@@ -27,5 +28,6 @@ class Counters:
         return sum(v for (n, _), v in self._values.items() if n == name)
 
     def snapshot(self) -> list[tuple[str, dict[str, str], float]]:
-        return [(name, dict(labels), value)
-                for (name, labels), value in sorted(self._values.items())]
+        return [
+            (name, dict(labels), value) for (name, labels), value in sorted(self._values.items())
+        ]

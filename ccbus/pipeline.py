@@ -101,9 +101,13 @@ class Pipeline:
             for derived in inline(invocation.params, event, invocation.rule):
                 if hops > MAX_HOPS:
                     self.hop_limit_drops += 1
-                    log.warning("rule %s: emit of %s dropped: events emitted %d generations deep "
-                                "(rules emitting each other's events?)", invocation.rule,
-                                derived.type, hops)
+                    log.warning(
+                        "rule %s: emit of %s dropped: events emitted %d generations deep "
+                        "(rules emitting each other's events?)",
+                        invocation.rule,
+                        derived.type,
+                        hops,
+                    )
                     continue
                 derived.extensions[HOPS_EXTENSION] = hops
                 self._step(derived, self.engine.route(derived, now), now, outcome)
@@ -119,12 +123,21 @@ class Pipeline:
             except (EvaluationError, ValidationError) as err:
                 reason = _short(err)
                 message = f"action {index + 1} ({call.name}, line {call.line}): {reason}"
-                self.engine.record_error(rule, self.engine.stats[rule.name], event,
-                                         EvaluationError(message), now)
+                self.engine.record_error(
+                    rule, self.engine.stats[rule.name], event, EvaluationError(message), now
+                )
                 outcome.render_errors.append(f"{rule.name}: {message}")
                 continue
-            made.append(Invocation(rule=rule.name, action=call.name, index=index,
-                                   params=params, event=event, spec=call.spec))
+            made.append(
+                Invocation(
+                    rule=rule.name,
+                    action=call.name,
+                    index=index,
+                    params=params,
+                    event=event,
+                    spec=call.spec,
+                )
+            )
         return made
 
     def _duplicate(self, event: Event, now: float) -> bool:

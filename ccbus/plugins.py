@@ -115,7 +115,7 @@ class PluginHost:
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             plugin = impl.plugin_name
             try:
-                specs = impl.function() or []
+                specs: Any = impl.function() or []
             except Exception as err:
                 self.problems.append(f"plugin {plugin}: {hook_name}() failed: {err}")
                 continue
@@ -139,9 +139,11 @@ class PluginHost:
         found: dict[str, Callable[..., Any]] = {}
         for impl in self.pm.hook.register_functions.get_hookimpls():
             try:
-                functions = impl.function() or {}
+                functions: Any = impl.function() or {}
             except Exception as err:
-                self.problems.append(f"plugin {impl.plugin_name}: register_functions() failed: {err}")
+                self.problems.append(
+                    f"plugin {impl.plugin_name}: register_functions() failed: {err}"
+                )
                 continue
             for name, func in functions.items():
                 if not callable(func) or not str(name).isidentifier() or name.startswith("_"):
@@ -175,13 +177,17 @@ class PluginHost:
             info = infos.get(owner)
             if info is None:
                 continue
-            {"register_sources": info.sources, "register_actions": info.actions,
-             "register_functions": info.functions}[hook].append(thing)
+            {
+                "register_sources": info.sources,
+                "register_actions": info.actions,
+                "register_functions": info.functions,
+            }[hook].append(thing)
         for impl in self.pm.hook.register_simulators.get_hookimpls():
             info = infos.get(impl.plugin_name)
             if info is not None:
                 try:
-                    info.simulators.extend(c.name for c in impl.function() or [])
+                    commands: Any = impl.function() or []
+                    info.simulators.extend(c.name for c in commands)
                 except Exception as err:
                     self.problems.append(f"plugin {impl.plugin_name}: register_simulators(): {err}")
         return list(infos.values())
@@ -194,11 +200,17 @@ class PluginHost:
         """
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             try:
-                await await_me_maybe(impl.function(**{k: v for k, v in kwargs.items()
-                                                      if k in impl.argnames}))
+                await await_me_maybe(
+                    impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+                )
             except Exception as err:  # a plugin's lifecycle hook must not stop the bus
-                log.error("plugin %s: %s hook failed: %s: %s", impl.plugin_name, hook_name,
-                          type(err).__name__, err)
+                log.error(
+                    "plugin %s: %s hook failed: %s: %s",
+                    impl.plugin_name,
+                    hook_name,
+                    type(err).__name__,
+                    err,
+                )
 
     def source(self, name: str) -> SourceSpec:
         try:
@@ -212,7 +224,9 @@ def unknown_message(kind: str, name: str, known: dict[str, Any]) -> str:
     import difflib
 
     close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known)) or 'none'}"
+    hint = (
+        f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known)) or 'none'}"
+    )
     return f"unknown {kind} {name!r} ({hint})"
 
 

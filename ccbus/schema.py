@@ -81,15 +81,17 @@ def _describe(
     if kind == "extra_forbidden":
         known = _known_keys(model, loc[:-1])
         close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else (
-            f" (known keys: {', '.join(sorted(known))})" if known else ""
+        hint = (
+            f" (did you mean {close[0]!r}?)"
+            if close
+            else (f" (known keys: {', '.join(sorted(known))})" if known else "")
         )
         return f"{where}unknown key {key!r}{hint}"
     if kind == "missing":
         return f"{where}missing required key {key!r}"
     message = item["msg"]
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     full = ".".join(str(p) for p in tuple(prefix) + loc)
     return f"{full}: {message}" if full else message
 
@@ -98,7 +100,9 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names of the (nested) model at ``loc``, for "did you mean"."""
     current: Any = model
     for step in loc:
-        if isinstance(step, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+        if isinstance(step, int) or not (
+            isinstance(current, type) and issubclass(current, BaseModel)
+        ):
             continue
         field = current.model_fields.get(str(step))
         if field is None:

@@ -49,12 +49,12 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 
 
 class _LineLoader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
         self.flatten_mapping(node)
         result = LineDict()
         result.line, result.col = _mark(node)
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
@@ -64,19 +64,21 @@ class _LineLoader(yaml.SafeLoader):
             if key in result:
                 first = result.key_lines[key][0]
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first defined on line {first})",
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first defined on line {first})",
                     key_node.start_mark,
                 )
-            result[key] = self.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+            result[key] = self.construct_object(value_node, deep=True)
             result.key_lines[key] = _mark(key_node)
             result.value_lines[key] = _mark(value_node)
         return result
 
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:  # type: ignore[override]
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:
         result = LineList()
         result.line, result.col = _mark(node)
         for child in node.value:
-            result.append(self.construct_object(child, deep=True))  # type: ignore[no-untyped-call]
+            result.append(self.construct_object(child, deep=True))
             result.item_lines.append(_mark(child))
         return result
 
@@ -88,7 +90,8 @@ _LineLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _LineLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
 )
 _LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_mapping)

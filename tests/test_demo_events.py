@@ -71,7 +71,8 @@ def test_every_line_loads_as_an_event(vendor: str) -> None:
         # The envelope time is a real, plausible time, not the receive-time fallback.
         assert event.time == parse_timestamp(doc["time"]), where
         assert WINDOW[0] <= event.time < WINDOW[1], where
-        assert isinstance(doc["time"], str) and doc["time"].endswith("Z"), where
+        assert isinstance(doc["time"], str), where
+        assert doc["time"].endswith("Z"), where
         assert event.extensions == {}, f"{where}: unexpected top-level keys {event.extensions}"
 
 
@@ -83,12 +84,14 @@ def test_envelopes_are_complete_and_consistent(vendor: str) -> None:
     for number, doc in docs:
         where = f"{vendor}.jsonl:{number}"
         keys = set(doc)
-        assert ENVELOPE_KEYS <= keys, f"{where}: missing {sorted(ENVELOPE_KEYS - keys)}"
+        assert keys >= ENVELOPE_KEYS, f"{where}: missing {sorted(ENVELOPE_KEYS - keys)}"
         unknown = keys - ENVELOPE_KEYS - OPTIONAL_KEYS
         assert not unknown, f"{where}: unexpected keys {sorted(unknown)}"
         assert doc["vendor"] == vendor, where
-        assert isinstance(doc["subject"], str) and doc["subject"], where
-        assert isinstance(doc["data"], dict) and doc["data"], where
+        assert isinstance(doc["subject"], str), where
+        assert doc["subject"], where
+        assert isinstance(doc["data"], dict), where
+        assert doc["data"], where
         assert doc["id"] not in ids, f"{where}: duplicate id {doc['id']}"
         ids.add(doc["id"])
         if not _is_canonical(doc):

@@ -31,16 +31,18 @@ class EmitParams(Options):
 
 
 def derive(params: EmitParams, event: Event, rule: str) -> list[Event]:
-    return [Event(
-        type=params.type,
-        source=event.source,
-        id=f"{event.id}:{rule}:{params.type}",
-        subject=params.subject if params.subject is not None else event.subject,
-        data=dict(params.data),
-        time=event.time,
-        vendor="ccbus",
-        extensions={"derivedfrom": event.id, "derivedby": rule},
-    )]
+    return [
+        Event(
+            type=params.type,
+            source=event.source,
+            id=f"{event.id}:{rule}:{params.type}",
+            subject=params.subject if params.subject is not None else event.subject,
+            data=dict(params.data),
+            time=event.time,
+            vendor="ccbus",
+            extensions={"derivedfrom": event.id, "derivedby": rule},
+        )
+    ]
 
 
 async def run(params: EmitParams, ctx: ActionContext) -> None:
@@ -49,5 +51,13 @@ async def run(params: EmitParams, ctx: ActionContext) -> None:
 
 @hookimpl
 def register_actions() -> list[ActionSpec]:
-    return [ActionSpec(name="emit", params=EmitParams, run=run, inline=derive,
-                       side_effects=False, description="Raise a derived event on the bus.")]
+    return [
+        ActionSpec(
+            name="emit",
+            params=EmitParams,
+            run=run,
+            inline=derive,
+            side_effects=False,
+            description="Raise a derived event on the bus.",
+        )
+    ]

@@ -18,8 +18,12 @@ from ..schema import Options
 
 log = logging.getLogger("ccbus.action.log")
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class LogParams(Options):
@@ -33,5 +37,13 @@ async def run(params: LogParams, ctx: ActionContext) -> None:
 
 @hookimpl
 def register_actions() -> list[ActionSpec]:
-    return [ActionSpec(name="log", params=LogParams, run=run, shorthand="message",
-                       side_effects=False, description="Write a line to the ccbus log.")]
+    return [
+        ActionSpec(
+            name="log",
+            params=LogParams,
+            run=run,
+            shorthand="message",
+            side_effects=False,
+            description="Write a line to the ccbus log.",
+        )
+    ]

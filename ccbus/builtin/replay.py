@@ -66,8 +66,12 @@ class ReplaySource:
             if not self.options.loop:
                 break
         self.ctx.set_state("finished")
-        self.ctx.log.info("replay %s: finished: %d events, %d bad lines", self.ctx.name,
-                          self.replayed, self.bad_lines)
+        self.ctx.log.info(
+            "replay %s: finished: %d events, %d bad lines",
+            self.ctx.name,
+            self.replayed,
+            self.bad_lines,
+        )
 
     async def replay_file(self, path: Path) -> None:
         previous = None
@@ -86,5 +90,11 @@ class ReplaySource:
 
 @hookimpl
 def register_sources() -> list[SourceSpec]:
-    return [SourceSpec(name="replay", options=ReplayOptions, factory=ReplaySource,
-                       description="Replay events from JSON Lines files.")]
+    return [
+        SourceSpec(
+            name="replay",
+            options=ReplayOptions,
+            factory=ReplaySource,
+            description="Replay events from JSON Lines files.",
+        )
+    ]

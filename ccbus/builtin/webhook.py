@@ -110,8 +110,12 @@ class WebhookSource:
             return self._reject(413, f"body larger than {MAX_BODY} bytes")
         problem = self._authorized(request, body)
         if problem is not None:
-            self.ctx.log.warning("webhook %s: refused a request from %s: %s", self.ctx.name,
-                                 request.client.host if request.client else "?", problem)
+            self.ctx.log.warning(
+                "webhook %s: refused a request from %s: %s",
+                self.ctx.name,
+                request.client.host if request.client else "?",
+                problem,
+            )
             return self._reject(401, "unauthorized")
         try:
             doc: Any = json.loads(body)
@@ -138,5 +142,11 @@ class WebhookSource:
 
 @hookimpl
 def register_sources() -> list[SourceSpec]:
-    return [SourceSpec(name="webhook", options=WebhookOptions, factory=WebhookSource,
-                       description="Receive events as JSON over HTTP (token or HMAC).")]
+    return [
+        SourceSpec(
+            name="webhook",
+            options=WebhookOptions,
+            factory=WebhookSource,
+            description="Receive events as JSON over HTTP (token or HMAC).",
+        )
+    ]

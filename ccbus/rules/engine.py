@@ -77,8 +77,9 @@ class Engine:
         changes = {
             "added": sorted(new.keys() - old.keys()),
             "removed": sorted(old.keys() - new.keys()),
-            "changed": sorted(n for n in new.keys() & old.keys()
-                              if _fingerprint(new[n]) != _fingerprint(old[n])),
+            "changed": sorted(
+                n for n in new.keys() & old.keys() if _fingerprint(new[n]) != _fingerprint(old[n])
+            ),
         }
         self.index = RuleIndex(rules)
         self.state.retain({r.name for r in rules if r.gate is not None})
@@ -176,7 +177,8 @@ class Engine:
         """Forget keys whose windows are empty (call periodically)."""
         widths = {
             r.name: (r.gate.window if r.gate.kind == COUNT else 0.0, r.gate.throttle_window)
-            for r in self.index.rules if r.gate is not None
+            for r in self.index.rules
+            if r.gate is not None
         }
         return self.state.sweep(now, widths)
 
@@ -241,8 +243,9 @@ class Engine:
         self._seq += 1
         heapq.heappush(self._timers, (deadline, self._seq, rule, key))
 
-    def record_error(self, rule: Rule, stats: RuleStats, event: Event, err: EvaluationError,
-                     now: float) -> None:
+    def record_error(
+        self, rule: Rule, stats: RuleStats, event: Event, err: EvaluationError, now: float
+    ) -> None:
         """Count a failed evaluation; log it at most once a minute per rule."""
         if isinstance(err, MissingField):
             stats.missing_field += 1
@@ -252,12 +255,21 @@ class Engine:
         wall = time.monotonic()
         if wall - stats._last_logged >= ERROR_LOG_INTERVAL:
             stats._last_logged = wall
-            log.warning("rule %s (%s): %s on event %s id=%s; counted as not matching "
-                        "(further errors of this rule are counted, logged once a minute)",
-                        rule.name, rule.where, err, event.type, event.id)
+            log.warning(
+                "rule %s (%s): %s on event %s id=%s; counted as not matching "
+                "(further errors of this rule are counted, logged once a minute)",
+                rule.name,
+                rule.where,
+                err,
+                event.type,
+                event.id,
+            )
 
 
 def _fingerprint(rule: Rule) -> tuple[Any, ...]:
-    return (rule.patterns, rule.condition.source if rule.condition else None,
-            rule.gate.signature if rule.gate else None,
-            tuple((a.name, repr(a.params.value)) for a in rule.actions))
+    return (
+        rule.patterns,
+        rule.condition.source if rule.condition else None,
+        rule.gate.signature if rule.gate else None,
+        tuple((a.name, repr(a.params.value)) for a in rule.actions),
+    )

@@ -58,8 +58,10 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             found.extend(
-                p for p in sorted(path.rglob("*"))
-                if p.suffix in RULE_SUFFIXES and p.is_file()
+                p
+                for p in sorted(path.rglob("*"))
+                if p.suffix in RULE_SUFFIXES
+                and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         else:
@@ -81,23 +83,28 @@ def load_rules(
         rule_file = _load_file(path, actions, compiler)
         for rule in list(rule_file.rules):
             if rule.name in seen:
-                rule_file.errors.append(RuleError(
-                    f"rule {rule.name!r} is already defined at {seen[rule.name].where}; "
-                    "this one is skipped", rule.where,
-                ))
+                rule_file.errors.append(
+                    RuleError(
+                        f"rule {rule.name!r} is already defined at {seen[rule.name].where}; "
+                        "this one is skipped",
+                        rule.where,
+                    )
+                )
                 rule_file.rules.remove(rule)
             else:
                 seen[rule.name] = rule
         ruleset.files.append(rule_file)
     for path in paths:
         if not path.exists():
-            ruleset.files.append(RuleFile(path, errors=[ConfigError("no such file or directory",
-                                                                    str(path))]))
+            ruleset.files.append(
+                RuleFile(path, errors=[ConfigError("no such file or directory", str(path))])
+            )
     return ruleset
 
 
-def _load_file(path: Path, actions: Mapping[str, ActionSpec],
-               compiler: ExpressionCompiler) -> RuleFile:
+def _load_file(
+    path: Path, actions: Mapping[str, ActionSpec], compiler: ExpressionCompiler
+) -> RuleFile:
     result = RuleFile(path)
     try:
         root = load_yaml(path)
@@ -108,15 +115,21 @@ def _load_file(path: Path, actions: Mapping[str, ActionSpec],
     if root is None:
         return result
     if not isinstance(root, LineDict):
-        result.errors.append(RuleError("a rule file is a mapping with 'rules:' (and optionally "
-                                       "'tests:')", location(path, root)))
+        result.errors.append(
+            RuleError(
+                "a rule file is a mapping with 'rules:' (and optionally 'tests:')",
+                location(path, root),
+            )
+        )
         return result
     for key in root:
         if key not in ("rules", "tests"):
-            result.errors.append(RuleError(
-                f"unknown top-level key {key!r} (a rule file has 'rules:' and 'tests:')",
-                location(path, root, (key,)),
-            ))
+            result.errors.append(
+                RuleError(
+                    f"unknown top-level key {key!r} (a rule file has 'rules:' and 'tests:')",
+                    location(path, root, (key,)),
+                )
+            )
     entries = root.get("rules") or []
     if not isinstance(entries, LineList):
         result.errors.append(RuleError("'rules' must be a list", location(path, root, ("rules",))))
@@ -137,11 +150,19 @@ def _load_file(path: Path, actions: Mapping[str, ActionSpec],
     return result
 
 
-def _compile_rule(path: Path, root: Any, index: int, entry: Any,
-                  actions: Mapping[str, ActionSpec],
-                  compiler: ExpressionCompiler) -> Rule | None:
+def _compile_rule(
+    path: Path,
+    root: Any,
+    index: int,
+    entry: Any,
+    actions: Mapping[str, ActionSpec],
+    compiler: ExpressionCompiler,
+) -> Rule | None:
     at = ("rules", index)
-    spec, problems = validate(RuleSpec, entry, file=path, root=root, prefix=at)
+    if not isinstance(entry, dict):
+        raise RuleError("each rule is a mapping with name, on, if and do",
+                        location(path, root, at))
+    spec, problems = validate(RuleSpec, entry, file=path, root=entry)
     if spec is None:
         name = entry.get("name") if isinstance(entry, dict) else None
         first = problems[0]
@@ -178,22 +199,40 @@ def _compile_rule(path: Path, root: Any, index: int, entry: Any,
             throttle_max=spec.throttle.at_most if spec.throttle else 0,
             throttle_window=spec.throttle.every if spec.throttle else 0.0,
             throttle_key=expression(spec.throttle.per or per_source, "throttle")
-            if spec.throttle else None,
+            if spec.throttle
+            else None,
         )
     patterns = (spec.on,) if isinstance(spec.on, str) else tuple(spec.on)
     return Rule(
-        name=spec.name, file=path, line=line_of(root, at), patterns=tuple(p.strip() for p in patterns), condition=condition,
-        actions=calls, gate=gate, description=spec.description,
+        name=spec.name,
+        file=path,
+        line=line_of(root, at),
+        patterns=tuple(p.strip() for p in patterns),
+        condition=condition,
+        actions=calls,
+        gate=gate,
+        description=spec.description,
     )
 
 
-def _compile_action(item: Any, index: int, entry: Any, actions: Mapping[str, ActionSpec],
-                    compiler: ExpressionCompiler, fail: Any, path: Path, root: Any,
-                    at: tuple[Any, ...]) -> ActionCall:
+def _compile_action(
+    item: Any,
+    index: int,
+    entry: Any,
+    actions: Mapping[str, ActionSpec],
+    compiler: ExpressionCompiler,
+    fail: Any,
+    path: Path,
+    root: Any,
+    at: tuple[Any, ...],
+) -> ActionCall:
     keys = ("do", index)
     if not isinstance(item, dict) or len(item) != 1:
-        raise fail("each 'do' item is one action, e.g. '- log: \"text\"' or "
-                   "'- notify: {to: ops, body: ...}'", *keys)
+        raise fail(
+            "each 'do' item is one action, e.g. '- log: \"text\"' or "
+            "'- notify: {to: ops, body: ...}'",
+            *keys,
+        )
     name, raw = next(iter(item.items()))
     spec = actions.get(name)
     if spec is None:
@@ -207,8 +246,12 @@ def _compile_action(item: Any, index: int, entry: Any, actions: Mapping[str, Act
     fields = {f.alias or n: f for n, f in spec.params.model_fields.items()}
     for key in raw:
         if key not in fields:
-            raise fail(f"action {name!r}: " + unknown_message("parameter", str(key), fields),
-                       *keys, name, key)
+            raise fail(
+                f"action {name!r}: " + unknown_message("parameter", str(key), fields),
+                *keys,
+                name,
+                key,
+            )
     for key, model_field in fields.items():
         if model_field.is_required() and key not in raw:
             raise fail(f"action {name!r}: missing required parameter {key!r}", *keys)
@@ -218,11 +261,14 @@ def _compile_action(item: Any, index: int, entry: Any, actions: Mapping[str, Act
         raise fail(f"action {name!r}: {err}", *keys) from None
     params = ParamTemplate(compiled, constant)
     if constant:  # nothing to fill in: the parameters can be checked completely now
-        checked, problems = validate(spec.params, compiled, file=path, root=root,
-                                     prefix=at + keys + (name,))
+        checked, problems = validate(
+            spec.params, compiled, file=path, root=item, prefix=(name,)
+        )
         if checked is None:
-            raise RuleError(f"rule {entry.get('name')!r}: action {name!r}: {problems[0].message}",
-                            problems[0].location)
+            raise RuleError(
+                f"rule {entry.get('name')!r}: action {name!r}: {problems[0].message}",
+                problems[0].location,
+            )
     return ActionCall(name=name, spec=spec, params=params, line=line_of(root, at + keys))
 
 

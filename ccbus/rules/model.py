@@ -148,9 +148,15 @@ class Gate:
     @property
     def signature(self) -> tuple[Any, ...]:
         """What must stay equal across a reload for the rule's state to be kept."""
-        return (self.kind, self.key.source, self.threshold, self.window,
-                self.throttle_max, self.throttle_window,
-                self.throttle_key.source if self.throttle_key else None)
+        return (
+            self.kind,
+            self.key.source,
+            self.threshold,
+            self.window,
+            self.throttle_max,
+            self.throttle_window,
+            self.throttle_key.source if self.throttle_key else None,
+        )
 
 
 @dataclass(eq=False, slots=True)

@@ -95,10 +95,13 @@ class StateTable:
         removed = 0
         for name, state in self.rules.items():
             count_window, throttle_window = windows.get(name, (0.0, 0.0))
-            for kind, mapping, width in ((COUNT, state.counts, count_window),
-                                         (THROTTLE, state.throttles, throttle_window)):
-                for key in [k for k, times in mapping.items() if not times or
-                            times[-1] <= now - width]:
+            for kind, mapping, width in (
+                (COUNT, state.counts, count_window),
+                (THROTTLE, state.throttles, throttle_window),
+            ):
+                for key in [
+                    k for k, times in mapping.items() if not times or times[-1] <= now - width
+                ]:
                     del mapping[key]
                     self.dirty.add((name, kind, key))
                     removed += 1
@@ -119,8 +122,9 @@ class StateTable:
         self.dirty.clear()
         return rows
 
-    def restore(self, rows: list[tuple[str, str, str, str]],
-                signatures: dict[str, tuple[Any, ...]]) -> int:
+    def restore(
+        self, rows: list[tuple[str, str, str, str]], signatures: dict[str, tuple[Any, ...]]
+    ) -> int:
         """Load saved rows for rules that still exist with the same shape; returns rows used."""
         used = 0
         for rule, kind, key, value in rows:
@@ -136,8 +140,12 @@ class StateTable:
 
 def _dump(value: Any) -> str:
     if isinstance(value, Pending):
-        return json.dumps({"deadline": value.deadline,
-                           "event": value.event.to_cloudevent() if value.event else None})
+        return json.dumps(
+            {
+                "deadline": value.deadline,
+                "event": value.event.to_cloudevent() if value.event else None,
+            }
+        )
     return json.dumps(value)
 
 
@@ -159,8 +167,10 @@ class SqliteStateStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS rule_state (rule TEXT, kind TEXT, key TEXT, "
-                       "value TEXT NOT NULL, PRIMARY KEY (rule, kind, key))")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS rule_state (rule TEXT, kind TEXT, key TEXT, "
+                "value TEXT NOT NULL, PRIMARY KEY (rule, kind, key))"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10)
@@ -184,7 +194,9 @@ class SqliteStateStore:
                     "ON CONFLICT (rule, kind, key) DO UPDATE SET value = excluded.value",
                     [r for r in rows if r[3] is not None],
                 )
-                db.executemany("DELETE FROM rule_state WHERE rule = ? AND kind = ? AND key = ?",
-                               [r[:3] for r in rows if r[3] is None])
+                db.executemany(
+                    "DELETE FROM rule_state WHERE rule = ? AND kind = ? AND key = ?",
+                    [r[:3] for r in rows if r[3] is None],
+                )
         finally:
             db.close()

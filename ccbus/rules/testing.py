@@ -70,8 +70,9 @@ class CaseResult:
         return not self.failures
 
 
-def run_file_tests(rule_file: RuleFile, actions: dict[str, ActionSpec],
-                   clock: ManualClock) -> list[CaseResult]:
+def run_file_tests(
+    rule_file: RuleFile, actions: dict[str, ActionSpec], clock: ManualClock
+) -> list[CaseResult]:
     """Run every test case of one rule file against that file's rules.
 
     ``clock`` must be the clock the file's rules were compiled against (so
@@ -80,7 +81,9 @@ def run_file_tests(rule_file: RuleFile, actions: dict[str, ActionSpec],
     results = []
     for index, case in enumerate(rule_file.tests):
         line = line_of(rule_file.root, ("tests", index))
-        name = case.get("name", f"case {index + 1}") if isinstance(case, dict) else f"case {index + 1}"
+        name = (
+            case.get("name", f"case {index + 1}") if isinstance(case, dict) else f"case {index + 1}"
+        )
         result = CaseResult(rule_file.path, str(name), line)
         try:
             _run_case(rule_file, case, actions, clock, result)
@@ -90,14 +93,21 @@ def run_file_tests(rule_file: RuleFile, actions: dict[str, ActionSpec],
     return results
 
 
-def _run_case(rule_file: RuleFile, case: Any, actions: dict[str, ActionSpec],
-              clock: ManualClock, result: CaseResult) -> None:
+def _run_case(
+    rule_file: RuleFile,
+    case: Any,
+    actions: dict[str, ActionSpec],
+    clock: ManualClock,
+    result: CaseResult,
+) -> None:
     if not isinstance(case, dict):
         raise ValueError("a test case is a mapping with 'name', 'events' and 'expect'")
     unknown = set(case) - {"name", "events", "expect", "start"}
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-                         "(a case has name, events, expect, start)")
+        raise ValueError(
+            f"unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+            "(a case has name, events, expect, start)"
+        )
     steps = case.get("events") or []
     if "expect" not in case:
         raise ValueError("missing 'expect' (use 'expect: []' for 'nothing happens')")
@@ -149,8 +159,13 @@ def _expectations(raw: Any, actions: dict[str, ActionSpec]) -> list[dict[str, An
             unknown = set(item) - {"action", "rule", "params"}
             if unknown:
                 raise ValueError(f"unknown key(s) in expectation: {', '.join(sorted(unknown))}")
-            expected.append({"action": item["action"], "rule": item.get("rule"),
-                             "params": item.get("params") or {}})
+            expected.append(
+                {
+                    "action": item["action"],
+                    "rule": item.get("rule"),
+                    "params": item.get("params") or {},
+                }
+            )
         elif len(item) == 1:
             name, params = next(iter(item.items()))
             spec = actions.get(name)
@@ -164,8 +179,7 @@ def _expectations(raw: Any, actions: dict[str, ActionSpec]) -> list[dict[str, An
     return expected
 
 
-def _compare(expected: list[dict[str, Any]], actual: list[Invocation],
-             result: CaseResult) -> None:
+def _compare(expected: list[dict[str, Any]], actual: list[Invocation], result: CaseResult) -> None:
     if len(expected) != len(actual):
         result.failures.append(
             f"expected {len(expected)} action call(s), got {len(actual)}"
@@ -174,19 +188,22 @@ def _compare(expected: list[dict[str, Any]], actual: list[Invocation],
         return
     for number, (want, got) in enumerate(zip(expected, actual, strict=True), start=1):
         if want["action"] != got.action:
-            result.failures.append(f"call {number}: expected action {want['action']!r}, "
-                                   f"got {_show(got)}")
+            result.failures.append(
+                f"call {number}: expected action {want['action']!r}, got {_show(got)}"
+            )
             continue
         if want["rule"] is not None and want["rule"] != got.rule:
-            result.failures.append(f"call {number}: expected rule {want['rule']!r}, "
-                                   f"got rule {got.rule!r}")
+            result.failures.append(
+                f"call {number}: expected rule {want['rule']!r}, got rule {got.rule!r}"
+            )
         params = got.params.model_dump()
         for key, value in want["params"].items():
             if key not in params:
                 result.failures.append(f"call {number} ({got.action}): no parameter {key!r}")
             elif not _matches(value, params[key]):
-                result.failures.append(f"call {number} ({got.action}): {key} expected "
-                                       f"{value!r}, got {params[key]!r}")
+                result.failures.append(
+                    f"call {number} ({got.action}): {key} expected {value!r}, got {params[key]!r}"
+                )
 
 
 def _matches(want: Any, got: Any) -> bool:

@@ -1,0 +1,28 @@
+"""Shared fixtures: a plugin host with the built-ins, a compiler, file writers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccbus.bus import make_compiler
+from ccbus.expressions import ExpressionCompiler
+from ccbus.plugins import PluginHost
+from ccbus.rules.testing import ManualClock
+
+
+@pytest.fixture
+def plugins() -> PluginHost:
+    """Built-in plugins only: tests do not depend on what else is installed."""
+    return PluginHost(autoload=False)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_767_600_000.0)  # 2026-01-05T08:00:00Z
+
+
+@pytest.fixture
+def compiler(plugins: PluginHost, clock: ManualClock) -> ExpressionCompiler:
+    return make_compiler(plugins, clock)
