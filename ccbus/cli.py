@@ -244,6 +244,7 @@ def replay(
 def demo(ctx: click.Context, speed: float, show_all: bool) -> None:
     """Replay sample events of all five vendors through the shipped rules (dry run)."""
     setup_logging("warning")
+    logging.getLogger("ccbus.action.log").setLevel(logging.CRITICAL)  # the reporter shows calls
     events = sorted((PACKAGE_DIR / "demo" / "events").glob("*.jsonl"))
     click.echo(
         click.style("ccbus demo", bold=True) + f": {len(events)} sample files "
@@ -339,6 +340,7 @@ def _condition(rule: Any, event: Any) -> str:
 def test_rules(ctx: click.Context, paths: tuple[Path, ...], verbose: bool) -> None:
     """Run the test cases in rule files (offline: nothing is executed)."""
     plugins = _plugins(ctx)
+    logging.getLogger("ccbus.rules").setLevel(logging.CRITICAL)  # failures are reported below
     clock = ManualClock(0)
     ruleset = load_rules(
         list(paths) or [Path("rules")],

@@ -124,7 +124,12 @@ class Pipeline:
                 reason = _short(err)
                 message = f"action {index + 1} ({call.name}, line {call.line}): {reason}"
                 self.engine.record_error(
-                    rule, self.engine.stats[rule.name], event, EvaluationError(message), now
+                    rule,
+                    self.engine.stats[rule.name],
+                    event,
+                    EvaluationError(message),
+                    now,
+                    consequence="this action is skipped, the rule's other actions run",
                 )
                 outcome.render_errors.append(f"{rule.name}: {message}")
                 continue

@@ -244,7 +244,13 @@ class Engine:
         heapq.heappush(self._timers, (deadline, self._seq, rule, key))
 
     def record_error(
-        self, rule: Rule, stats: RuleStats, event: Event, err: EvaluationError, now: float
+        self,
+        rule: Rule,
+        stats: RuleStats,
+        event: Event,
+        err: EvaluationError,
+        now: float,
+        consequence: str = "the rule counts as not matching",
     ) -> None:
         """Count a failed evaluation; log it at most once a minute per rule."""
         if isinstance(err, MissingField):
@@ -256,13 +262,14 @@ class Engine:
         if wall - stats._last_logged >= ERROR_LOG_INTERVAL:
             stats._last_logged = wall
             log.warning(
-                "rule %s (%s): %s on event %s id=%s; counted as not matching "
+                "rule %s (%s): %s on event %s id=%s; %s "
                 "(further errors of this rule are counted, logged once a minute)",
                 rule.name,
                 rule.where,
                 err,
                 event.type,
                 event.id,
+                consequence,
             )
 
 
