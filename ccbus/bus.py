@@ -250,10 +250,18 @@ class Bus:
         await self.plugins.call_each("startup", bus=self)
         send, receive = anyio.create_memory_object_stream[Invocation](QUEUE_SIZE)
         self._send = send
+        http_stop = anyio.Event()
         async with anyio.create_task_group() as workers:
             for _ in range(self.config.action_workers):
                 workers.start_soon(self._worker, receive.clone())
             receive.close()
+            # HTTP lives beside the workers, not among the sources: it is stopped
+            # gracefully (answering requests in flight) before the queue closes.
+            http_done = anyio.Event()
+            if self.config.http.enabled:
+                await workers.start(self._serve_http, http_stop, http_done)
+            else:
+                http_done.set()
             async with anyio.create_task_group() as tg:
                 self._cancel = tg.cancel_scope
                 if handle_signals:
@@ -262,8 +270,6 @@ class Bus:
                 tg.start_soon(self._flush_state_forever)
                 if watch_rules:
                     tg.start_soon(self._watch_rules)
-                if self.config.http.enabled:
-                    await tg.start(self._serve_http)
                 for runtime in self.sources.values():
                     tg.start_soon(self._supervise, runtime)
                 self.started.set()
@@ -271,6 +277,8 @@ class Bus:
                     for runtime in self.sources.values():
                         await runtime.finished.wait()
                     tg.cancel_scope.cancel()
+            http_stop.set()
+            await http_done.wait()
             await send.aclose()  # workers finish what is queued, then stop
         await self._flush_state()
         await self.plugins.call_each("shutdown", bus=self)
@@ -369,7 +377,11 @@ class Bus:
                     self.stop()
 
     async def _serve_http(
-        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        stop: anyio.Event,
+        done: anyio.Event,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         from .http import build_app, serve
 
@@ -386,7 +398,10 @@ class Bus:
         sock.listen(128)
         self.http_port = sock.getsockname()[1]
         log.info("HTTP listener on %s:%d", http.host, self.http_port)
-        await serve(build_app(self), sock, task_status=task_status)
+        try:
+            await serve(build_app(self), sock, stop, task_status=task_status)
+        finally:
+            done.set()
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` answers."""

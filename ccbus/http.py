@@ -35,19 +35,25 @@ def build_app(bus: Bus) -> Starlette:
 
 
 async def serve(
-    app: Any, sock: socket.socket, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    app: Any,
+    sock: socket.socket,
+    stop: anyio.Event,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve ``app`` on the bound, listening ``sock`` until ``stop`` is set.
+
+    Hypercorn takes the socket over (and closes it); stopping through its
+    shutdown trigger lets requests in flight finish, where cancelling it
+    would cut them off.
+    """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
     config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
+    config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 2.0
-    stopped = anyio.Event()
     task_status.started()
-    try:
-        await hypercorn_serve(app, config, shutdown_trigger=stopped.wait)
-    finally:
-        sock.close()
+    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)

@@ -120,4 +120,3 @@ def render_plugin(name: str, directory: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
-

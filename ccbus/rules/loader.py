@@ -160,8 +160,7 @@ def _compile_rule(
 ) -> Rule | None:
     at = ("rules", index)
     if not isinstance(entry, dict):
-        raise RuleError("each rule is a mapping with name, on, if and do",
-                        location(path, root, at))
+        raise RuleError("each rule is a mapping with name, on, if and do", location(path, root, at))
     spec, problems = validate(RuleSpec, entry, file=path, root=entry)
     if spec is None:
         name = entry.get("name") if isinstance(entry, dict) else None
@@ -261,9 +260,7 @@ def _compile_action(
         raise fail(f"action {name!r}: {err}", *keys) from None
     params = ParamTemplate(compiled, constant)
     if constant:  # nothing to fill in: the parameters can be checked completely now
-        checked, problems = validate(
-            spec.params, compiled, file=path, root=item, prefix=(name,)
-        )
+        checked, problems = validate(spec.params, compiled, file=path, root=item, prefix=(name,))
         if checked is None:
             raise RuleError(
                 f"rule {entry.get('name')!r}: action {name!r}: {problems[0].message}",

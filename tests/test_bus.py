@@ -1,0 +1,253 @@
+"""The running bus with real parts: HTTP over loopback, files, signals, restarts."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from support import write
+
+from ccbus import ActionSpec, Event, Options, SourceSpec, hookimpl
+from ccbus.bus import Bus
+from ccbus.config import load_config
+from ccbus.plugins import PluginHost
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Recorder:
+    """A test plugin: action `record` keeps its calls; source `fail-twice` fails, then emits."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.runs = 0
+
+    @hookimpl
+    def register_actions(self) -> list[ActionSpec]:
+        recorder = self
+
+        class Params(Options):
+            value: Any = None
+
+        async def run(params: Params, ctx: Any) -> None:
+            recorder.calls.append({"value": params.value, "rule": ctx.rule,
+                                   "key": ctx.idempotency_key})
+
+        return [ActionSpec(name="record", params=Params, run=run, shorthand="value")]
+
+    @hookimpl
+    def register_sources(self) -> list[SourceSpec]:
+        recorder = self
+
+        class Flaky:
+            def __init__(self, ctx: Any) -> None:
+                self.ctx = ctx
+
+            async def run(self) -> None:
+                recorder.runs += 1
+                if recorder.runs <= 2:
+                    raise ConnectionError(f"broker away (attempt {recorder.runs})")
+                await self.ctx.emit(Event(type="flaky.up", source=self.ctx.name))
+
+        return [SourceSpec(name="fail-twice", options=Options, factory=Flaky)]
+
+
+def make_bus(tmp_path: Path, config: str, recorder: Recorder, **kwargs: Any) -> Bus:
+    path = write(tmp_path / "ccbus.yaml", config)
+    return Bus(load_config(path), PluginHost(autoload=False, extra=[recorder]), **kwargs)
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)
+
+
+async def test_webhook_source_with_hmac_over_real_http(tmp_path: Path) -> None:
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - name: got-it
+            on: crm.*
+            do: [record: "{ticket}"]
+    """)
+    recorder = Recorder()
+    bus = make_bus(tmp_path, """
+        http: {listen: "127.0.0.1:0"}
+        sources:
+          crm:
+            plugin: webhook
+            options: {hmac_secret: s3cret-s3cret}
+    """, recorder, persist_state=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bus.run)
+        await bus.started.wait()
+        url = f"http://127.0.0.1:{bus.http_port}/events/crm"
+        body = json.dumps([{"type": "crm.TicketOpened", "data": {"ticket": "T-1"}},
+                           {"type": "crm.TicketOpened", "data": {"ticket": "T-2"}}]).encode()
+        stamp = str(int(time.time()))
+        good = "sha256=" + hmac.new(b"s3cret-s3cret", stamp.encode() + b"." + body,
+                                    hashlib.sha256).hexdigest()
+        async with httpx.AsyncClient() as client:
+            ok = await client.post(url, content=body, headers={
+                "X-Ccbus-Timestamp": stamp, "X-Ccbus-Signature": good})
+            forged = await client.post(url, content=body.replace(b"T-1", b"T-9"), headers={
+                "X-Ccbus-Timestamp": stamp, "X-Ccbus-Signature": good})
+            old = str(int(time.time()) - 3600)
+            replayed = await client.post(url, content=body, headers={
+                "X-Ccbus-Timestamp": old, "X-Ccbus-Signature": "sha256=" + hmac.new(
+                    b"s3cret-s3cret", old.encode() + b"." + body, hashlib.sha256).hexdigest()})
+            garbage = await client.post(url, content=b"{not json", headers={
+                "X-Ccbus-Timestamp": stamp, "X-Ccbus-Signature": "sha256=" + hmac.new(
+                    b"s3cret-s3cret", stamp.encode() + b".{not json", hashlib.sha256
+                ).hexdigest()})
+            health = await client.get(f"http://127.0.0.1:{bus.http_port}/health")
+        await wait_for(lambda: len(recorder.calls) == 2)
+        bus.stop()
+    assert ok.status_code == 202 and ok.json() == {"accepted": 2}
+    assert forged.status_code == 401 and replayed.status_code == 401
+    assert garbage.status_code == 400 and "invalid JSON" in garbage.json()["error"]
+    assert health.json()["sources"]["crm"]["state"] == "listening"
+    assert [c["value"] for c in recorder.calls] == ["T-1", "T-2"]
+
+
+async def test_replay_skips_malformed_lines_with_file_and_line(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    events = write(tmp_path / "events.jsonl", """
+        {"type": "x.A", "data": {"n": 1}}
+        {"type": "x.A", "data": {"n": 2}
+        ["not", "an", "event"]
+        {"type": "x.A", "data": {"n": 3}}
+    """)
+    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: x.A, do: [record: '{n}']}]\n")
+    recorder = Recorder()
+    bus = make_bus(tmp_path, f"""
+        http: {{enabled: false}}
+        sources:
+          rec: {{plugin: replay, options: {{path: {events.name}}}}}
+    """, recorder, persist_state=False)
+    await bus.run(until_sources_finish=True, watch_rules=False)
+    assert [c["value"] for c in recorder.calls] == [1, 3]
+    assert bus.sources["rec"].source.bad_lines == 2  # type: ignore[attr-defined]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"{events}:2: invalid JSON" in m for m in messages)
+    assert any(f"{events}:3: not an event" in m for m in messages)
+
+
+async def test_failing_source_is_restarted_with_backoff(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("ccbus.backoff.Backoff.next_delay", lambda self: 0.01)
+    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: flaky.up, do: [record: up]}]\n")
+    recorder = Recorder()
+    bus = make_bus(tmp_path, """
+        http: {enabled: false}
+        sources: {flaky: {plugin: fail-twice}}
+    """, recorder, persist_state=False)
+    await bus.run(until_sources_finish=True, watch_rules=False)
+    assert recorder.runs == 3 and bus.sources["flaky"].restarts == 2
+    assert "broker away (attempt 2)" in bus.sources["flaky"].last_error
+    assert [c["value"] for c in recorder.calls] == ["up"]
+
+
+async def test_for_timer_fires_in_real_time_and_survives_restart(tmp_path: Path) -> None:
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - name: held
+            on: s.state
+            if: up == False
+            for: {per: host, duration: 1.5s}
+            do: [record: "{host} down"]
+    """)
+    config = "http: {enabled: false}\nstate_dir: state\n"
+    recorder = Recorder()
+    first = make_bus(tmp_path, config, recorder)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: first.run(watch_rules=False))
+        await first.started.wait()
+        await first.publish(Event(type="s.state", source="t", data={"host": "h1", "up": False}))
+        first.stop()  # "crash" long before the timer is due
+    assert recorder.calls == []
+
+    second = make_bus(tmp_path, config, recorder)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: second.run(watch_rules=False))
+        await wait_for(lambda: recorder.calls, timeout=5)
+        second.stop()
+    assert recorder.calls[0]["value"] == "h1 down"
+
+
+async def test_rule_file_change_hot_reloads_and_broken_edit_keeps_old_rules(
+        tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    rules = write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: a, do: [record: one]}]\n")
+    recorder = Recorder()
+    bus = make_bus(tmp_path, "http: {enabled: false}\n", recorder, persist_state=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bus.run)
+        await bus.started.wait()
+        await anyio.sleep(0.3)  # let the watcher start
+        await bus.publish(Event(type="a", source="t"))
+        rules.write_text("rules: [{name: r, on: a, do: [record: two]}]\n")
+        await wait_for(lambda: "two" in repr(bus.engine.index.rules[0].actions[0].params.value))
+        await bus.publish(Event(type="a", source="t"))
+        rules.write_text("rules: [{name: r, on: a, do: [record: three]}\n")  # broken YAML
+        await wait_for(lambda: any("keeping its previous" in r.getMessage()
+                                   for r in caplog.records))
+        await bus.publish(Event(type="a", source="t"))
+        await wait_for(lambda: len(recorder.calls) == 3)
+        bus.stop()
+    assert [c["value"] for c in recorder.calls] == ["one", "two", "two"]
+    assert any("changed: r" in r.getMessage() for r in caplog.records)
+
+
+async def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
+    rules = write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: a, do: [record: one]}]\n")
+    recorder = Recorder()
+    bus = make_bus(tmp_path, "http: {enabled: false}\n", recorder, persist_state=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(handle_signals=True, watch_rules=False))
+        await bus.started.wait()
+        rules.write_text("rules: [{name: r, on: a, do: [record: two]}]\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+        await wait_for(lambda: "two" in repr(bus.engine.index.rules[0].actions[0].params.value))
+        for _ in range(50):
+            await bus.publish(Event(type="a", source="t"))
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert len(recorder.calls) == 50  # queued actions ran before the bus stopped
+    assert len({c["key"] for c in recorder.calls}) == 50
+
+
+async def test_an_action_that_raises_is_counted_not_fatal(tmp_path: Path) -> None:
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - name: bad-then-good
+            on: a
+            do: [emit: {type: b}, log: "{event.type}"]
+          - name: b
+            on: b
+            do: [record: "{1 / 0}", record: fine]
+    """)
+    recorder = Recorder()
+    bus = make_bus(tmp_path, "http: {enabled: false}\n", recorder, persist_state=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(watch_rules=False))
+        await bus.started.wait()
+        await bus.publish(Event(type="a", source="t"))
+        await wait_for(lambda: recorder.calls)
+        bus.stop()
+    assert [c["value"] for c in recorder.calls] == ["fine"]
+    assert bus.engine.stats["b"].errors == 1
+    assert "ZeroDivisionError" in bus.engine.stats["b"].last_error
