@@ -45,8 +45,9 @@ class Recorder:
             value: Any = None
 
         async def run(params: Params, ctx: Any) -> None:
-            recorder.calls.append({"value": params.value, "rule": ctx.rule,
-                                   "key": ctx.idempotency_key})
+            recorder.calls.append(
+                {"value": params.value, "rule": ctx.rule, "key": ctx.idempotency_key}
+            )
 
         return [ActionSpec(name="record", params=Params, run=run, shorthand="value")]
 
@@ -79,42 +80,75 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
 
 
 async def test_webhook_source_with_hmac_over_real_http(tmp_path: Path) -> None:
-    write(tmp_path / "rules" / "r.yaml", """
+    write(
+        tmp_path / "rules" / "r.yaml",
+        """
         rules:
           - name: got-it
             on: crm.*
             do: [record: "{ticket}"]
-    """)
+    """,
+    )
     recorder = Recorder()
-    bus = make_bus(tmp_path, """
+    bus = make_bus(
+        tmp_path,
+        """
         http: {listen: "127.0.0.1:0"}
         sources:
           crm:
             plugin: webhook
             options: {hmac_secret: s3cret-s3cret}
-    """, recorder, persist_state=False)
+    """,
+        recorder,
+        persist_state=False,
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(bus.run)
         await bus.started.wait()
         url = f"http://127.0.0.1:{bus.http_port}/events/crm"
-        body = json.dumps([{"type": "crm.TicketOpened", "data": {"ticket": "T-1"}},
-                           {"type": "crm.TicketOpened", "data": {"ticket": "T-2"}}]).encode()
+        body = json.dumps(
+            [
+                {"type": "crm.TicketOpened", "data": {"ticket": "T-1"}},
+                {"type": "crm.TicketOpened", "data": {"ticket": "T-2"}},
+            ]
+        ).encode()
         stamp = str(int(time.time()))
-        good = "sha256=" + hmac.new(b"s3cret-s3cret", stamp.encode() + b"." + body,
-                                    hashlib.sha256).hexdigest()
+        good = (
+            "sha256="
+            + hmac.new(b"s3cret-s3cret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        )
         async with httpx.AsyncClient() as client:
-            ok = await client.post(url, content=body, headers={
-                "X-Ccbus-Timestamp": stamp, "X-Ccbus-Signature": good})
-            forged = await client.post(url, content=body.replace(b"T-1", b"T-9"), headers={
-                "X-Ccbus-Timestamp": stamp, "X-Ccbus-Signature": good})
+            ok = await client.post(
+                url, content=body, headers={"X-Ccbus-Timestamp": stamp, "X-Ccbus-Signature": good}
+            )
+            forged = await client.post(
+                url,
+                content=body.replace(b"T-1", b"T-9"),
+                headers={"X-Ccbus-Timestamp": stamp, "X-Ccbus-Signature": good},
+            )
             old = str(int(time.time()) - 3600)
-            replayed = await client.post(url, content=body, headers={
-                "X-Ccbus-Timestamp": old, "X-Ccbus-Signature": "sha256=" + hmac.new(
-                    b"s3cret-s3cret", old.encode() + b"." + body, hashlib.sha256).hexdigest()})
-            garbage = await client.post(url, content=b"{not json", headers={
-                "X-Ccbus-Timestamp": stamp, "X-Ccbus-Signature": "sha256=" + hmac.new(
-                    b"s3cret-s3cret", stamp.encode() + b".{not json", hashlib.sha256
-                ).hexdigest()})
+            replayed = await client.post(
+                url,
+                content=body,
+                headers={
+                    "X-Ccbus-Timestamp": old,
+                    "X-Ccbus-Signature": "sha256="
+                    + hmac.new(
+                        b"s3cret-s3cret", old.encode() + b"." + body, hashlib.sha256
+                    ).hexdigest(),
+                },
+            )
+            garbage = await client.post(
+                url,
+                content=b"{not json",
+                headers={
+                    "X-Ccbus-Timestamp": stamp,
+                    "X-Ccbus-Signature": "sha256="
+                    + hmac.new(
+                        b"s3cret-s3cret", stamp.encode() + b".{not json", hashlib.sha256
+                    ).hexdigest(),
+                },
+            )
             health = await client.get(f"http://127.0.0.1:{bus.http_port}/health")
         await wait_for(lambda: len(recorder.calls) == 2)
         bus.stop()
@@ -127,19 +161,27 @@ async def test_webhook_source_with_hmac_over_real_http(tmp_path: Path) -> None:
 
 async def test_replay_skips_malformed_lines_with_file_and_line(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.WARNING)
-    events = write(tmp_path / "events.jsonl", """
+    events = write(
+        tmp_path / "events.jsonl",
+        """
         {"type": "x.A", "data": {"n": 1}}
         {"type": "x.A", "data": {"n": 2}
         ["not", "an", "event"]
         {"type": "x.A", "data": {"n": 3}}
-    """)
+    """,
+    )
     write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: x.A, do: [record: '{n}']}]\n")
     recorder = Recorder()
-    bus = make_bus(tmp_path, f"""
+    bus = make_bus(
+        tmp_path,
+        f"""
         http: {{enabled: false}}
         sources:
           rec: {{plugin: replay, options: {{path: {events.name}}}}}
-    """, recorder, persist_state=False)
+    """,
+        recorder,
+        persist_state=False,
+    )
     await bus.run(until_sources_finish=True, watch_rules=False)
     assert [c["value"] for c in recorder.calls] == [1, 3]
     assert bus.sources["rec"].source.bad_lines == 2  # type: ignore[attr-defined]
@@ -152,10 +194,15 @@ async def test_failing_source_is_restarted_with_backoff(tmp_path: Path, monkeypa
     monkeypatch.setattr("ccbus.backoff.Backoff.next_delay", lambda self: 0.01)
     write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: flaky.up, do: [record: up]}]\n")
     recorder = Recorder()
-    bus = make_bus(tmp_path, """
+    bus = make_bus(
+        tmp_path,
+        """
         http: {enabled: false}
         sources: {flaky: {plugin: fail-twice}}
-    """, recorder, persist_state=False)
+    """,
+        recorder,
+        persist_state=False,
+    )
     await bus.run(until_sources_finish=True, watch_rules=False)
     assert recorder.runs == 3 and bus.sources["flaky"].restarts == 2
     assert "broker away (attempt 2)" in bus.sources["flaky"].last_error
@@ -163,14 +210,17 @@ async def test_failing_source_is_restarted_with_backoff(tmp_path: Path, monkeypa
 
 
 async def test_for_timer_fires_in_real_time_and_survives_restart(tmp_path: Path) -> None:
-    write(tmp_path / "rules" / "r.yaml", """
+    write(
+        tmp_path / "rules" / "r.yaml",
+        """
         rules:
           - name: held
             on: s.state
             if: up == False
             for: {per: host, duration: 1.5s}
             do: [record: "{host} down"]
-    """)
+    """,
+    )
     config = "http: {enabled: false}\nstate_dir: state\n"
     recorder = Recorder()
     first = make_bus(tmp_path, config, recorder)
@@ -190,7 +240,8 @@ async def test_for_timer_fires_in_real_time_and_survives_restart(tmp_path: Path)
 
 
 async def test_rule_file_change_hot_reloads_and_broken_edit_keeps_old_rules(
-        tmp_path: Path, caplog) -> None:
+    tmp_path: Path, caplog
+) -> None:
     caplog.set_level(logging.INFO)
     rules = write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: a, do: [record: one]}]\n")
     recorder = Recorder()
@@ -204,8 +255,9 @@ async def test_rule_file_change_hot_reloads_and_broken_edit_keeps_old_rules(
         await wait_for(lambda: "two" in repr(bus.engine.index.rules[0].actions[0].params.value))
         await bus.publish(Event(type="a", source="t"))
         rules.write_text("rules: [{name: r, on: a, do: [record: three]}\n")  # broken YAML
-        await wait_for(lambda: any("keeping its previous" in r.getMessage()
-                                   for r in caplog.records))
+        await wait_for(
+            lambda: any("keeping its previous" in r.getMessage() for r in caplog.records)
+        )
         await bus.publish(Event(type="a", source="t"))
         await wait_for(lambda: len(recorder.calls) == 3)
         bus.stop()
@@ -231,7 +283,9 @@ async def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
 
 
 async def test_an_action_that_raises_is_counted_not_fatal(tmp_path: Path) -> None:
-    write(tmp_path / "rules" / "r.yaml", """
+    write(
+        tmp_path / "rules" / "r.yaml",
+        """
         rules:
           - name: bad-then-good
             on: a
@@ -239,7 +293,8 @@ async def test_an_action_that_raises_is_counted_not_fatal(tmp_path: Path) -> Non
           - name: b
             on: b
             do: [record: "{1 / 0}", record: fine]
-    """)
+    """,
+    )
     recorder = Recorder()
     bus = make_bus(tmp_path, "http: {enabled: false}\n", recorder, persist_state=False)
     async with anyio.create_task_group() as tg:

@@ -5,21 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import write
 
 from ccbus.config import ConfigErrors, check_sources, load_config
 from ccbus.errors import ConfigError
 from ccbus.plugins import PluginHost
 
-from support import write
-
 
 def test_valid_config_resolves_paths_relative_to_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path / "etc" / "ccbus.yaml", """
+    path = write(
+        tmp_path / "etc" / "ccbus.yaml",
+        """
         rules: [rules, more/rules.yaml]
         state_dir: state
         http: {listen: "127.0.0.1:0"}
         targets: {ops: "json://127.0.0.1:9/x"}
-    """)
+    """,
+    )
     loaded = load_config(path)
     assert loaded.rule_paths == [tmp_path / "etc" / "rules", tmp_path / "etc" / "more/rules.yaml"]
     assert loaded.state_dir == tmp_path / "etc" / "state"
@@ -28,11 +30,14 @@ def test_valid_config_resolves_paths_relative_to_the_file(tmp_path: Path) -> Non
 
 
 def test_env_expansion_defaults_and_secrets(tmp_path: Path) -> None:
-    path = write(tmp_path / "c.yaml", """
+    path = write(
+        tmp_path / "c.yaml",
+        """
         targets:
           ops: "slack://${SLACK_TOKEN}/#ops"
           dev: "json://${DEV_HOST:-127.0.0.1}/hook"
-    """)
+    """,
+    )
     loaded = load_config(path, environ={"SLACK_TOKEN": "xoxb-very-secret"})
     assert loaded.config.targets["ops"] == "slack://xoxb-very-secret/#ops"
     assert loaded.config.targets["dev"] == "json://127.0.0.1/hook"
@@ -40,10 +45,13 @@ def test_env_expansion_defaults_and_secrets(tmp_path: Path) -> None:
 
 
 def test_missing_env_variable_names_file_line_and_key(tmp_path: Path) -> None:
-    path = write(tmp_path / "c.yaml", """
+    path = write(
+        tmp_path / "c.yaml",
+        """
         targets:
           ops: "slack://${SLACK_TOKEN}/#ops"
-    """)
+    """,
+    )
     with pytest.raises(ConfigErrors) as caught:
         load_config(path, environ={})
     message = str(caught.value.errors[0])
@@ -63,10 +71,13 @@ def test_systemd_credentials(tmp_path: Path) -> None:
 
 
 def test_misspelt_top_level_key_suggests_the_right_one(tmp_path: Path) -> None:
-    path = write(tmp_path / "c.yaml", """
+    path = write(
+        tmp_path / "c.yaml",
+        """
         sources: {}
         state_dri: /var/lib/ccbus
-    """)
+    """,
+    )
     with pytest.raises(ConfigErrors) as caught:
         load_config(path)
     assert str(caught.value.errors[0]) == (
@@ -84,12 +95,16 @@ def test_invalid_yaml_names_line_and_column(tmp_path: Path) -> None:
 
 def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
     path = write(tmp_path / "c.yaml", "state_dir: a\nstate_dir: b\n")
-    with pytest.raises(ConfigError, match="duplicate key 'state_dir' \\(first defined on line 1\\)"):
+    with pytest.raises(
+        ConfigError, match="duplicate key 'state_dir' \\(first defined on line 1\\)"
+    ):
         load_config(path)
 
 
 def test_plugin_options_are_checked_by_the_plugins_schema(tmp_path: Path) -> None:
-    path = write(tmp_path / "c.yaml", """
+    path = write(
+        tmp_path / "c.yaml",
+        """
         sources:
           old-calls:
             plugin: replay
@@ -97,12 +112,18 @@ def test_plugin_options_are_checked_by_the_plugins_schema(tmp_path: Path) -> Non
               paht: calls.jsonl
           web:
             plugin: webhok
-    """)
+    """,
+    )
     problems = [str(p) for p in check_sources(load_config(path), PluginHost(autoload=False))]
-    assert f"{path}:5:7: sources.old-calls.options: unknown key 'paht' (did you mean 'path'?)" in problems
+    assert (
+        f"{path}:5:7: sources.old-calls.options: unknown key 'paht' (did you mean 'path'?)"
+        in problems
+    )
     assert any(p.startswith(f"{path}:4:") and "missing required key 'path'" in p for p in problems)
-    assert (f"{path}:7:5: sources.web: unknown source plugin 'webhok' (did you mean 'webhook'?)"
-            in problems)
+    assert (
+        f"{path}:7:5: sources.web: unknown source plugin 'webhok' (did you mean 'webhook'?)"
+        in problems
+    )
 
 
 def test_wrong_value_type_names_the_key(tmp_path: Path) -> None:

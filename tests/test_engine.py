@@ -55,11 +55,19 @@ def fired(engine: Engine, event: Event, now: float) -> list[str]:
 
 def test_throttle_limits_per_key(engine: Engine) -> None:
     crit = dict(severity="critical", metric="cpu")
-    assert fired(engine, ev("cvp.system.threshold_exceeded", hostname="a", **crit), 0) == ["critical"]
-    assert fired(engine, ev("cvp.system.threshold_exceeded", hostname="a", **crit), 1) == ["critical"]
+    assert fired(engine, ev("cvp.system.threshold_exceeded", hostname="a", **crit), 0) == [
+        "critical"
+    ]
+    assert fired(engine, ev("cvp.system.threshold_exceeded", hostname="a", **crit), 1) == [
+        "critical"
+    ]
     assert fired(engine, ev("cvp.system.threshold_exceeded", hostname="a", **crit), 2) == []
-    assert fired(engine, ev("cvp.system.threshold_exceeded", hostname="b", **crit), 3) == ["critical"]
-    assert fired(engine, ev("cvp.system.threshold_exceeded", hostname="a", **crit), 601) == ["critical"]
+    assert fired(engine, ev("cvp.system.threshold_exceeded", hostname="b", **crit), 3) == [
+        "critical"
+    ]
+    assert fired(engine, ev("cvp.system.threshold_exceeded", hostname="a", **crit), 601) == [
+        "critical"
+    ]
     assert engine.stats["critical"].throttled == 1
 
 
@@ -129,12 +137,15 @@ def test_state_survives_a_restart(tmp_path: Path, plugins, compiler) -> None:
     assert firing.event.type == "agent.state_changed"
 
 
-def test_reload_keeps_state_of_unchanged_rules_and_drops_changed(engine: Engine, tmp_path,
-                                                                 plugins, compiler) -> None:
+def test_reload_keeps_state_of_unchanged_rules_and_drops_changed(
+    engine: Engine, tmp_path, plugins, compiler
+) -> None:
     engine.route(ev("call.abandoned", queue="q"), 0)
     engine.route(ev("call.abandoned", queue="q"), 1)
-    write(tmp_path / "rules" / "r.yaml", RULES.replace("if: severity == \"critical\"",
-                                                         "if: severity == \"major\""))
+    write(
+        tmp_path / "rules" / "r.yaml",
+        RULES.replace('if: severity == "critical"', 'if: severity == "major"'),
+    )
     ruleset = load_rules([tmp_path / "rules"], actions=plugins.actions, compiler=compiler)
     changes = engine.swap(ruleset.rules)
     assert changes == {"added": [], "removed": [], "changed": ["critical"]}
@@ -158,7 +169,9 @@ def test_unmatched_types_cost_nothing(engine: Engine) -> None:
 
 
 def test_pipeline_drops_duplicates_and_limits_emit_loops(tmp_path, plugins, compiler) -> None:
-    write(tmp_path / "rules" / "loop.yaml", """
+    write(
+        tmp_path / "rules" / "loop.yaml",
+        """
         rules:
           - name: ping
             on: ping
@@ -166,7 +179,8 @@ def test_pipeline_drops_duplicates_and_limits_emit_loops(tmp_path, plugins, comp
           - name: pong
             on: pong
             do: [emit: {type: ping}]
-    """)
+    """,
+    )
     ruleset = load_rules([tmp_path / "rules"], actions=plugins.actions, compiler=compiler)
     pipeline = Pipeline(Engine(ruleset.rules))
     event = ev("ping")

@@ -17,7 +17,9 @@ def load(tmp_path: Path, text: str, plugins: PluginHost, compiler: ExpressionCom
 
 
 def test_one_bad_rule_does_not_stop_the_others(tmp_path, plugins, compiler) -> None:
-    path, ruleset = load(tmp_path, """
+    path, ruleset = load(
+        tmp_path,
+        """
         rules:
           - name: good
             on: call.*
@@ -29,7 +31,10 @@ def test_one_bad_rule_does_not_stop_the_others(tmp_path, plugins, compiler) -> N
           - name: also-good
             on: [agent.state_changed, avaya.AgentState]
             do: [log: y]
-    """, plugins, compiler)
+    """,
+        plugins,
+        compiler,
+    )
     assert [r.name for r in ruleset.rules] == ["good", "also-good"]
     assert ruleset.rules[1].patterns == ("agent.state_changed", "avaya.AgentState")
     [error] = ruleset.errors
@@ -38,20 +43,27 @@ def test_one_bad_rule_does_not_stop_the_others(tmp_path, plugins, compiler) -> N
 
 
 def test_unknown_action_names_rule_file_and_line(tmp_path, plugins, compiler) -> None:
-    path, ruleset = load(tmp_path, """
+    path, ruleset = load(
+        tmp_path,
+        """
         rules:
           - name: r
             on: x
             do:
               - log: fine
               - notfy: {to: ops}
-    """, plugins, compiler)
+    """,
+        plugins,
+        compiler,
+    )
     [error] = ruleset.errors
     assert str(error) == f"{path}:6:9: rule 'r': unknown action 'notfy' (known: emit, log)"
 
 
 def test_unknown_and_missing_action_parameters(tmp_path, plugins, compiler) -> None:
-    path, ruleset = load(tmp_path, """
+    path, ruleset = load(
+        tmp_path,
+        """
         rules:
           - name: a
             on: x
@@ -62,7 +74,10 @@ def test_unknown_and_missing_action_parameters(tmp_path, plugins, compiler) -> N
           - name: c
             on: x
             do: [log: {message: hi, level: loud}]
-    """, plugins, compiler)
+    """,
+        plugins,
+        compiler,
+    )
     errors = [str(e) for e in ruleset.errors]
     assert errors[0].startswith(f"{path}:4:16: rule 'a': action 'log': unknown parameter 'mesage'")
     assert "did you mean 'message'" in errors[0]
@@ -72,7 +87,9 @@ def test_unknown_and_missing_action_parameters(tmp_path, plugins, compiler) -> N
 
 
 def test_misspelt_rule_key_and_bad_duration(tmp_path, plugins, compiler) -> None:
-    path, ruleset = load(tmp_path, """
+    path, ruleset = load(
+        tmp_path,
+        """
         rules:
           - name: a
             on: x
@@ -82,7 +99,10 @@ def test_misspelt_rule_key_and_bad_duration(tmp_path, plugins, compiler) -> None
             on: x
             throttle: {every: 10 minutes}
             do: [log: hi]
-    """, plugins, compiler)
+    """,
+        plugins,
+        compiler,
+    )
     errors = [str(e) for e in ruleset.errors]
     assert errors[0] == f"{path}:4:5: rule 'a': unknown key 'iff' (did you mean 'if'?)"
     assert errors[1].startswith(f"{path}:8:") and "not a duration: '10 minutes'" in errors[1]
@@ -102,28 +122,39 @@ def test_invalid_yaml_in_a_rule_file(tmp_path, plugins, compiler) -> None:
 
 
 def test_count_and_for_cannot_be_combined(tmp_path, plugins, compiler) -> None:
-    _, ruleset = load(tmp_path, """
+    _, ruleset = load(
+        tmp_path,
+        """
         rules:
           - name: a
             on: x
             count: {at_least: 2, within: 1m}
             for: {duration: 1m}
             do: [log: hi]
-    """, plugins, compiler)
+    """,
+        plugins,
+        compiler,
+    )
     assert "'count' and 'for' cannot be combined" in str(ruleset.errors[0])
 
 
 def test_disabled_rules_are_skipped(tmp_path, plugins, compiler) -> None:
-    _, ruleset = load(tmp_path, "rules: [{name: a, on: x, enabled: false, do: [log: a]}]\n",
-                      plugins, compiler)
+    _, ruleset = load(
+        tmp_path, "rules: [{name: a, on: x, enabled: false, do: [log: a]}]\n", plugins, compiler
+    )
     assert ruleset.rules == [] and ruleset.errors == []
 
 
 def test_template_syntax_errors_are_load_errors(tmp_path, plugins, compiler) -> None:
-    path, ruleset = load(tmp_path, """
+    path, ruleset = load(
+        tmp_path,
+        """
         rules:
           - name: a
             on: x
             do: [log: "caller {caller"]
-    """, plugins, compiler)
+    """,
+        plugins,
+        compiler,
+    )
     assert str(ruleset.errors[0]).startswith(f"{path}:4:10: rule 'a': action 'log': unclosed '{{'")
