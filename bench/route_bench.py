@@ -329,14 +329,14 @@ def write_rules(directory: Path) -> list[Path]:
 
 
 def _call_data(rnd: random.Random, i: int) -> dict[str, Any]:
-    number = rnd.choice(["+31", "+44", "+1", "+49", "0"]) + str(rnd.randrange(10**8, 10**9))
+    number = rnd.choice(["+31", "+31", "+44", "+1", "+49", "0"]) + str(rnd.randrange(10**8, 10**9))
     data: dict[str, Any] = {
         "callId": f"c{i:06d}",
         "caller": {"number": number, "name": rnd.choice(["J. Smith", "A. Jansen", "M. Rossi"])},
-        "queue": rnd.choice(["Sales", "SALES", "Support", "Billing", "Retention", "Tech"]),
-        "waitSeconds": round(rnd.expovariate(1 / 40), 1),
-        "durationSeconds": int(rnd.expovariate(1 / 300)),
-        "result": rnd.choice(["completed"] * 4 + ["abandoned", "failed", "transferred"]),
+        "queue": rnd.choice(["Sales", "SALES", "Support", "Billing", "Retention"]),
+        "waitSeconds": round(rnd.expovariate(1 / 60), 1),
+        "durationSeconds": int(rnd.expovariate(1 / 400)),
+        "result": rnd.choice(["completed"] * 3 + ["abandoned", "failed", "transferred"]),
     }
     if rnd.random() < 0.6:
         data["agent"] = f"a{rnd.randrange(200)}"
@@ -348,9 +348,9 @@ def _agent_data(rnd: random.Random, i: int) -> dict[str, Any]:
         "agentId": f"a{rnd.randrange(200)}",
         "state": rnd.choice(["READY", "READY", "NOT_READY", "AFTER_CALL_WORK", "LOGGED_OUT", "BUSY"]),
         "reason": rnd.choice(["", "", "Lunch", "Break", "Training", "Meeting"]),
-        "team": rnd.choice(["Sales", "SUPPORT", "Billing", "Support", "Back office"]),
-        "durationSeconds": int(rnd.expovariate(1 / 240)),
-        "skills": {"primary": rnd.choice(["standard", "standard", "standard", "vip"])},
+        "team": rnd.choice(["Sales", "SALES", "SUPPORT", "Support", "Back office"]),
+        "durationSeconds": int(rnd.expovariate(1 / 400)),
+        "skills": {"primary": rnd.choice(["standard", "standard", "vip"])},
     }
     if rnd.random() < 0.97:  # a few events lack a field a condition reads: "no match"
         data["priority"] = rnd.randrange(10)
@@ -363,9 +363,9 @@ def _threshold_data(rnd: random.Random, i: int) -> dict[str, Any]:
         "severity": rnd.choice(["critical", "major", "minor", "warning", "warning"]),
         "metric": rnd.choice(["cpu", "memory", "disk", "calls"]),
         "hostname": rnd.choice(["cs", "vxml-", "rpt"]) + f"{rnd.randrange(1, 21):02d}",
-        "currentValue": round(rnd.uniform(50, 110), 1),
+        "currentValue": round(rnd.uniform(60, 120), 1),
         "thresholdValue": threshold,
-        "site": {"region": rnd.choice(["emea", "amer", "apac"])},
+        "site": {"region": rnd.choice(["emea", "emea", "amer", "apac"])},
     }
 
 
