@@ -321,15 +321,18 @@ def _events_in(path: Path) -> list[Any]:
 
 
 def _condition(rule: Any, event: Any) -> str:
+    gate = ""
+    if rule.gate is not None:
+        kind = rule.gate.kind or "throttle"
+        gate = f"; then its '{kind}' gate decides (state is per key, not shown here)"
     if rule.condition is None:
-        return click.style("matches (no condition)", fg="green")
+        return click.style("matches (no condition)" + gate, fg="green")
     try:
         value = rule.condition.evaluate(event.data, EnvelopeView(event))
     except EvaluationError as err:
         return click.style(f"condition failed: {err} (counts as false)", fg="yellow")
-    state = f", then its {rule.gate.kind or 'throttle'} gate" if rule.gate else ""
     if value:
-        return click.style(f"condition true{state}", fg="green")
+        return click.style("condition true" + gate, fg="green")
     return click.style(f"condition false: if {rule.condition.source}", dim=True)
 
 

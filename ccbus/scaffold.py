@@ -12,7 +12,7 @@ directory names:
   bound of the plugin's ``ccbus`` dependency.
 
 Why not Jinja or cookiecutter: the template is a dozen short files with
-nothing conditional, and a placeholder that cannot occur in real code keeps
+nothing conditional, and a placeholder no real code uses keeps
 the template readable as the project it becomes, with no extra dependency
 and no escaping rules for the ``{braces}`` rule files are full of.
 

@@ -36,7 +36,9 @@ class Options(BaseModel):
             speed: float = 0.0
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # coerce_numbers_to_str: a one-hole template keeps its value's type, so
+    # `message: "{count}"` renders an int; a text parameter should take it.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 #: Seconds, written in YAML as ``30s``, ``15m``, ``1h30m`` or a number.

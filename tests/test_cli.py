@@ -1,0 +1,113 @@
+"""The command line as an admin uses it: exit codes and messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from support import REPO, write
+
+from ccbus.cli import cli
+from ccbus.plugins import PluginHost
+
+CCBUS = str(Path(sys.executable).parent / "ccbus")
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), obj={"plugins": PluginHost(autoload=False)})
+    return result.exit_code, result.output
+
+
+def test_check_accepts_the_example_config_and_shipped_rules() -> None:
+    code, out = invoke("check", "-c", str(REPO / "examples" / "ccbus.yaml"))
+    assert code == 0, out
+    assert out.startswith("OK: 2 source(s),")
+
+
+def test_check_reports_every_problem_with_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - name: a
+            on: call.ended
+            if: duration >> >
+            do: [log: x]
+          - name: b
+            on: call.ended
+            do: [notfy: {to: ops}]
+    """)
+    config = write(tmp_path / "c.yaml", """
+        sources:
+          web: {plugin: webhook, options: {tokn: x}}
+    """)
+    code, out = invoke("check", "-c", str(config))
+    assert code == 1
+    assert f"{config}:2:36: sources.web.options: unknown key 'tokn' (did you mean 'token'?)" in out
+    assert f"{tmp_path}/rules/r.yaml:4:5: rule 'a': invalid syntax" in out
+    assert f"{tmp_path}/rules/r.yaml:8:10: rule 'b': unknown action 'notfy'" in out
+    assert "problem(s) found" in out
+
+
+def test_check_needs_something_to_check() -> None:
+    code, out = invoke("check")
+    assert code == 2 and "give -c CONFIG or --rules DIR" in out
+
+
+def test_rule_tests_pass_and_fail_with_exit_codes(tmp_path: Path) -> None:
+    write(tmp_path / "ok" / "r.yaml", """
+        rules: [{name: r, on: a, do: [log: "{n}"]}]
+        tests:
+          - {name: fine, events: [{type: a, data: {n: 1}}], expect: [{log: "1"}]}
+    """)
+    write(tmp_path / "bad" / "r.yaml", """
+        rules: [{name: r, on: a, do: [log: "{n}"]}]
+        tests:
+          - {name: wrong, events: [{type: a, data: {n: 1}}], expect: [{log: "2"}]}
+    """)
+    code, out = invoke("test", str(tmp_path / "ok"))
+    assert code == 0 and "1 passed, 0 failed" in out
+    code, out = invoke("test", str(tmp_path / "bad"))
+    assert code == 1 and "FAIL" in out and "message expected '2', got '1'" in out
+    write(tmp_path / "none" / "r.yaml", "rules: [{name: r, on: a, do: [log: x]}]\n")
+    code, out = invoke("test", str(tmp_path / "none"))
+    assert code == 1 and "no rule tests found" in out
+
+
+def test_try_shows_conditions_and_calls_and_runs_nothing() -> None:
+    code, out = invoke("try", "--event", str(REPO / "examples" / "events" / "abandoned.json"),
+                       "--rules", str(REPO / "rules"))
+    assert code == 0, out
+    assert "abandoned-call" in out and "would call log(message='abandoned call" in out
+    assert "'count' gate decides" in out
+
+
+def test_plugins_lists_builtins_and_functions() -> None:
+    code, out = invoke("plugins", "--functions")
+    assert code == 0
+    assert "ccbus.builtin.replay builtin" in out and "sources: replay" in out
+    assert "actions: log" in out and "matches" in out
+
+
+def test_replay_file_through_rules(tmp_path: Path) -> None:
+    events = write(tmp_path / "e.jsonl", """
+        {"type": "call.abandoned", "data": {"callId": "c1", "caller": "123", "queue": "q"}}
+        not json at all
+    """)
+    code, out = invoke("replay", str(events), "--rules", str(REPO / "rules"))
+    assert code == 0, out
+    assert "✔ abandoned-call" in out and "bad lines: 1" in out
+
+
+@pytest.mark.slow
+def test_the_demo_runs_as_the_readme_says() -> None:
+    result = subprocess.run([CCBUS, "demo"], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    for vendor in ("avaya", "cucm", "cvp", "enreach", "genesys"):
+        assert f"from {vendor}-demo" in result.stdout
+    assert "✔ cvp-critical-threshold" in result.stdout
+    assert "emit(type='ops.abandon_surge'" in result.stdout
+    assert "bad lines: 0" in result.stdout
+    assert "Traceback" not in result.stderr
