@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import platform
 import random
@@ -284,8 +285,18 @@ EVENT_TYPES: dict[str, list[str]] = {
         "system.alert",
         "cucm.PerfAlert",
     ],
-    "queue": ["queue.status", "genesys.EventQueueStats", "enreach.QueueStatus", "avaya.SkillStatus"],
-    "device": ["device.status_changed", "cucm.DeviceStatus", "cvp.device.state", "avaya.MediaGateway"],
+    "queue": [
+        "queue.status",
+        "genesys.EventQueueStats",
+        "enreach.QueueStatus",
+        "avaya.SkillStatus",
+    ],
+    "device": [
+        "device.status_changed",
+        "cucm.DeviceStatus",
+        "cvp.device.state",
+        "avaya.MediaGateway",
+    ],
 }
 
 CANONICAL_VENDORS = ["cvp", "genesys", "avaya", "enreach", "cucm"]
@@ -346,7 +357,9 @@ def _call_data(rnd: random.Random, i: int) -> dict[str, Any]:
 def _agent_data(rnd: random.Random, i: int) -> dict[str, Any]:
     data: dict[str, Any] = {
         "agentId": f"a{rnd.randrange(200)}",
-        "state": rnd.choice(["READY", "READY", "NOT_READY", "AFTER_CALL_WORK", "LOGGED_OUT", "BUSY"]),
+        "state": rnd.choice(
+            ["READY", "READY", "NOT_READY", "AFTER_CALL_WORK", "LOGGED_OUT", "BUSY"]
+        ),
         "reason": rnd.choice(["", "", "Lunch", "Break", "Training", "Meeting"]),
         "team": rnd.choice(["Sales", "SALES", "SUPPORT", "Support", "Back office"]),
         "durationSeconds": int(rnd.expovariate(1 / 400)),
@@ -446,6 +459,10 @@ def load_system(paths: list[Path]) -> System:
     return System(ruleset.rules, dict(plugins.actions), clock)
 
 
+#: (wall seconds, CPU seconds, rules matched) of one run
+Timing = tuple[float, float, int]
+
+
 class CcbusRouter:
     """``Pipeline.process``: what the bus runs for each event."""
 
@@ -460,12 +477,12 @@ class CcbusRouter:
         calls = [(i.rule, i.action, i.params.model_dump()) for i in outcome.invocations]
         return len(outcome.firings), calls
 
-    def run(self, events: list[Event], start: float, latencies: list[int]) -> tuple[float, int]:
+    def run(self, events: list[Event], start: float, latencies: list[int]) -> Timing:
         process = self.pipeline.process
         clock = time.perf_counter_ns
         append = latencies.append
         matched = 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i, event in enumerate(events):
             now = start + i * EVENT_SPACING
             a = clock()
@@ -473,7 +490,7 @@ class CcbusRouter:
             b = clock()
             append(b - a)
             matched += len(outcome.firings)
-        return time.perf_counter() - t0, matched
+        return time.perf_counter() - t0, time.process_time() - c0, matched
 
 
 # ---------------------------------------------------------------------------
@@ -507,7 +524,7 @@ def naive_rules(paths: Iterable[Path], actions: dict[str, Any]) -> list[NaiveRul
             on = raw["on"] if "on" in raw else raw[True]  # YAML 1.1 reads a bare `on` as True
             calls = []
             for item in raw["do"]:
-                (action, params), = item.items()
+                ((action, params),) = item.items()
                 if not isinstance(params, dict):
                     params = {actions[action].shorthand: params}
                 calls.append((action, params))
@@ -553,7 +570,9 @@ class NaiveRouter:
             return [self._render(v, names) for v in value]
         return value
 
-    def _window(self, table: dict[str, list[float]], key: str, width: float, now: float) -> list[float]:
+    def _window(
+        self, table: dict[str, list[float]], key: str, width: float, now: float
+    ) -> list[float]:
         times = table.setdefault(key, [])
         while times and times[0] <= now - width:
             times.pop(0)
@@ -575,7 +594,9 @@ class NaiveRouter:
                 continue
             if rule.kind == "count":
                 assert rule.key is not None
-                times = self._window(rule.counts, _text(self._eval(rule.key, names)), rule.window, now)
+                times = self._window(
+                    rule.counts, _text(self._eval(rule.key, names)), rule.window, now
+                )
                 times.append(now)
                 if len(times) < rule.threshold:
                     continue
@@ -596,12 +617,12 @@ class NaiveRouter:
                 calls.append((rule.name, action, checked.model_dump()))
         return fired, calls
 
-    def run(self, events: list[Event], start: float, latencies: list[int]) -> tuple[float, int]:
+    def run(self, events: list[Event], start: float, latencies: list[int]) -> Timing:
         clock = time.perf_counter_ns
         append = latencies.append
         process = self.process
         matched = 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i, event in enumerate(events):
             now = start + i * EVENT_SPACING
             a = clock()
@@ -609,7 +630,7 @@ class NaiveRouter:
             b = clock()
             append(b - a)
             matched += fired
-        return time.perf_counter() - t0, matched
+        return time.perf_counter() - t0, time.process_time() - c0, matched
 
 
 def _text(value: Any) -> str:
@@ -626,6 +647,7 @@ class Result:
     runs: int
     events: int
     rates: list[float]
+    cpu_rates: list[float]
     p50_us: float
     p99_us: float
     mean_us: float
@@ -642,6 +664,7 @@ class Result:
             "events_per_run": self.events,
             "events_per_second_median": round(self.median_rate),
             "events_per_second_runs": [round(r) for r in self.rates],
+            "events_per_cpu_second_median": round(statistics.median(self.cpu_rates)),
             "latency_p50_us": round(self.p50_us, 2),
             "latency_p99_us": round(self.p99_us, 2),
             "latency_mean_us": round(self.mean_us, 2),
@@ -657,13 +680,15 @@ def percentile(sorted_values: list[int], q: float) -> float:
 def measure(router: Any, events: list[Event], runs: int, warmup: int = 1) -> Result:
     latencies: list[int] = []
     rates: list[float] = []
+    cpu_rates: list[float] = []
     matched_total = 0
     for r in range(warmup + runs):
         start = START + RUN_GAP * (r + 1)
         sink: list[int] = [] if r < warmup else latencies
-        elapsed, matched = router.run(events, start, sink)
+        elapsed, cpu, matched = router.run(events, start, sink)
         if r >= warmup:
             rates.append(len(events) / elapsed)
+            cpu_rates.append(len(events) / cpu)
             matched_total += matched
     latencies.sort()
     return Result(
@@ -671,6 +696,7 @@ def measure(router: Any, events: list[Event], runs: int, warmup: int = 1) -> Res
         runs=runs,
         events=len(events),
         rates=rates,
+        cpu_rates=cpu_rates,
         p50_us=percentile(latencies, 0.50) / 1000,
         p99_us=percentile(latencies, 0.99) / 1000,
         mean_us=sum(latencies) / len(latencies) / 1000,
@@ -718,6 +744,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -732,6 +759,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    # a failing condition logs a warning once a minute per rule; keep the table readable
+    logging.getLogger("ccbus").addHandler(logging.NullHandler())
+    logging.getLogger("ccbus").propagate = False
+    load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="ccbus-bench-") as tmp:
         paths = write_rules(Path(tmp))
@@ -760,9 +791,15 @@ def main(argv: list[str] | None = None) -> int:
             naive = measure(NaiveRouter(system, paths), events, args.baseline_runs)
 
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}")
+    info["load_average_1m_before"] = round(load_before, 2)
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}; "
+        f"load average {load_before:.2f} before, {info['load_average_1m']:.2f} after "
+        "(other processes on the machine skew wall-clock figures)"
+    )
     print()
-    header = f"{'':<18}{'events/s (median)':>18}{'p50 µs':>10}{'p99 µs':>10}{'mean µs':>10}"
+    header = f"{'':<18}{'events/s (median)':>18}{'per CPU-s':>11}"
+    header += f"{'p50 µs':>9}{'p99 µs':>9}{'mean µs':>9}"
     header += f"{'matches/ev':>12}{'runs':>6}"
     print(header)
     print("-" * len(header))
@@ -770,8 +807,9 @@ def main(argv: list[str] | None = None) -> int:
         if result is None:
             continue
         print(
-            f"{result.name:<18}{result.median_rate:>18,.0f}{result.p50_us:>10.1f}"
-            f"{result.p99_us:>10.1f}{result.mean_us:>10.1f}{result.matches_per_event:>12.2f}"
+            f"{result.name:<18}{result.median_rate:>18,.0f}"
+            f"{statistics.median(result.cpu_rates):>11,.0f}{result.p50_us:>9.1f}"
+            f"{result.p99_us:>9.1f}{result.mean_us:>9.1f}{result.matches_per_event:>12.2f}"
             f"{result.runs:>6}"
         )
     print("-" * len(header))

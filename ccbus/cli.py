@@ -433,8 +433,8 @@ def simulate() -> None:
     """Play a vendor's side of a protocol on this machine (from plugins)."""
 
 
-def main() -> None:
-    host = PluginHost()
+def attach_plugins(host: PluginHost) -> None:
+    """Add plugins' simulators (under ``simulate``) and commands to the CLI."""
     for command in host.simulators():
         simulate.add_command(command)
     for impl in host.pm.hook.register_commands.get_hookimpls():
@@ -442,4 +442,9 @@ def main() -> None:
             impl.function(cli=cli)
         except Exception as err:  # a broken plugin must not take the CLI down
             host.problems.append(f"plugin {impl.plugin_name}: register_commands failed: {err}")
+
+
+def main() -> None:
+    host = PluginHost()
+    attach_plugins(host)
     cli(obj={"plugins": host})

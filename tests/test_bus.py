@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from support import write
@@ -36,6 +37,16 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.runs = 0
+        self.lifecycle: list[str] = []
+
+    @hookimpl
+    def startup(self, bus: Bus) -> None:
+        self.lifecycle.append(f"startup with {len(bus.engine.index.rules)} rules")
+
+    @hookimpl
+    async def shutdown(self, bus: Bus) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.lifecycle.append("shutdown")
 
     @hookimpl
     def register_actions(self) -> list[ActionSpec]:
@@ -204,6 +215,7 @@ async def test_failing_source_is_restarted_with_backoff(tmp_path: Path, monkeypa
         persist_state=False,
     )
     await bus.run(until_sources_finish=True, watch_rules=False)
+    assert recorder.lifecycle == ["startup with 1 rules", "shutdown"]
     assert recorder.runs == 3 and bus.sources["flaky"].restarts == 2
     assert "broker away (attempt 2)" in bus.sources["flaky"].last_error
     assert [c["value"] for c in recorder.calls] == ["up"]

@@ -6,11 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from support import REPO, write
 
-from ccbus.cli import cli
+from ccbus import hookimpl
+from ccbus.cli import attach_plugins, cli
 from ccbus.plugins import PluginHost
 
 CCBUS = str(Path(sys.executable).parent / "ccbus")
@@ -111,3 +113,38 @@ def test_the_demo_runs_as_the_readme_says() -> None:
     assert "emit(type='ops.abandon_surge'" in result.stdout
     assert "bad lines: 0" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+class CommandPlugin:
+    """A plugin adding a command group and a simulator, as vendor plugins do."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.group(name="acmetest")
+        def group() -> None:
+            """Acme things."""
+
+        @group.command()
+        def status() -> None:
+            click.echo("acme is fine")
+
+    @hookimpl
+    def register_simulators(self) -> list[click.Command]:
+        @click.command(name="acmetest")
+        @click.option("--calls", default=3)
+        def simulate_acme(calls: int) -> None:
+            click.echo(f"simulated {calls} calls")
+
+        return [simulate_acme]
+
+
+def test_plugins_add_commands_and_simulators() -> None:
+    host = PluginHost(autoload=False, extra=[CommandPlugin()])
+    attach_plugins(host)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["acmetest", "status"], obj={"plugins": host})
+    assert result.output == "acme is fine\n"
+    result = runner.invoke(cli, ["simulate", "acmetest", "--calls", "5"], obj={"plugins": host})
+    assert result.output == "simulated 5 calls\n"
+    result = runner.invoke(cli, ["plugins"], obj={"plugins": host})
+    assert "simulators: acmetest" in result.output

@@ -1,0 +1,108 @@
+"""Plugin discovery: entry points, broken plugins, clashes, and hooks kept in step with docs."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+from support import REPO, write
+
+from ccbus import ActionSpec, Options, hookimpl, hookspecs
+from ccbus.plugins import PluginHost
+
+
+@pytest.fixture
+def fake_distributions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two installed distributions on sys.path: one good plugin, one that fails to import."""
+    write(tmp_path / "good_plugin.py", """
+        import ccbus
+        from ccbus import ActionSpec, Options
+
+        class P(Options):
+            x: int = 0
+
+        async def run(params, ctx):
+            pass
+
+        @ccbus.hookimpl
+        def register_actions():
+            return [ActionSpec(name="good.act", params=P, run=run)]
+
+        @ccbus.hookimpl
+        def register_functions():
+            return {"double": lambda v: v * 2}
+    """)
+    write(tmp_path / "broken_plugin.py", "import module_that_does_not_exist\n")
+    write(tmp_path / "typo_plugin.py", """
+        import ccbus
+
+        @ccbus.hookimpl
+        def register_actoins():
+            return []
+    """)
+    for name, module in (("good", "good_plugin"), ("broken", "broken_plugin"),
+                         ("typo", "typo_plugin")):
+        dist = tmp_path / f"ccbus_{name}-1.2.3.dist-info"
+        write(dist / "METADATA", f"Metadata-Version: 2.1\nName: ccbus-{name}\nVersion: 1.2.3\n")
+        write(dist / "entry_points.txt", f"[ccbus]\n{name} = {module}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_entry_points_load_and_failures_are_reported_by_name(fake_distributions: Path) -> None:
+    host = PluginHost()
+    assert "good.act" in host.actions and "double" in host.functions
+    failures = {f.name: f.error for f in host.failures}
+    assert failures["broken"].startswith("ModuleNotFoundError: No module named "
+                                         "'module_that_does_not_exist'")
+    assert "register_actoins" in failures["typo"]  # a misspelt hook is an error, not ignored
+    info = {i.name: i for i in host.info()}
+    assert info["good"].version == "1.2.3" and info["good"].actions == ["good.act"]
+
+
+def test_autoload_can_be_switched_off(fake_distributions: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CCBUS_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert "good.act" not in PluginHost().actions
+    monkeypatch.delenv("CCBUS_DISABLE_PLUGIN_AUTOLOAD")
+    monkeypatch.setenv("CCBUS_DISABLE_PLUGINS", "good,broken")
+    host = PluginHost()
+    assert "good.act" not in host.actions and "broken" not in {f.name for f in host.failures}
+
+
+def test_name_clashes_keep_the_first_and_say_so() -> None:
+    class Clash:
+        @hookimpl
+        def register_actions(self) -> list[ActionSpec]:
+            async def run(params: Options, ctx: object) -> None:
+                return None
+
+            return [ActionSpec(name="log", params=Options, run=run), "not a spec"]  # type: ignore[list-item]
+
+    host = PluginHost(autoload=False, extra=[Clash()])
+    assert host.actions["log"].description.startswith("Write a line")
+    assert any("'log' is already provided by ccbus.builtin.log_action" in p for p in host.problems)
+    assert any("not a ActionSpec" in p for p in host.problems)
+
+
+HOOKS = sorted(name for name, obj in inspect.getmembers(hookspecs, inspect.isfunction)
+               if hasattr(obj, "ccbus_spec"))
+
+
+def test_every_hook_is_documented_in_its_spec_and_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(HOOKS) == 7
+    for name in HOOKS:
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert len(doc) > 40, f"hook {name} needs a docstring that says what and why"
+        assert f"`{name}`" in readme, f"hook {name} is missing from the README's plugin section"
+
+
+def test_every_hook_is_exercised_by_a_test() -> None:
+    tests = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "tests").glob("test_*.py")
+                      if p.name != "test_plugins.py")
+    template = "\n".join(p.read_text(encoding="utf-8")
+                         for p in (REPO / "ccbus" / "templates").rglob("*") if p.is_file())
+    for name in HOOKS:
+        assert re.search(rf"\b{name}\b", tests + template), f"no test implements hook {name}"
