@@ -27,11 +27,15 @@ import pluggy
 from . import hookspecs
 from .actions import ActionSpec
 from .errors import PluginError
+from .functions import Clock, build_library
 from .sources import SourceSpec
 
 __all__ = ["PluginFailure", "PluginHost", "PluginInfo", "await_me_maybe"]
 
 log = logging.getLogger("ccbus.plugins")
+
+#: Names of the built-in expression functions; plugins cannot replace them.
+BUILTIN_FUNCTIONS = frozenset(build_library(Clock()))
 
 BUILTIN_PLUGINS = (
     "ccbus.builtin.replay",
@@ -152,8 +156,20 @@ class PluginHost:
                         "with an identifier name"
                     )
                     continue
-                found.setdefault(name, func)
-                self._owners[("register_functions", name)] = impl.plugin_name
+                owner = self._owners.get(("register_functions", name))
+                if name in BUILTIN_FUNCTIONS:
+                    self.problems.append(
+                        f"plugin {impl.plugin_name}: function {name!r} is a built-in "
+                        "function name; the built-in is kept"
+                    )
+                elif owner is not None:
+                    self.problems.append(
+                        f"plugin {impl.plugin_name}: function {name!r} is already provided "
+                        f"by {owner}; keeping the first"
+                    )
+                else:
+                    found[name] = func
+                    self._owners[("register_functions", name)] = impl.plugin_name
         return found
 
     def simulators(self) -> list[Any]:

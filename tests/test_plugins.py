@@ -106,3 +106,22 @@ def test_every_hook_is_exercised_by_a_test() -> None:
                          for p in (REPO / "ccbus" / "templates").rglob("*") if p.is_file())
     for name in HOOKS:
         assert re.search(rf"\b{name}\b", tests + template), f"no test implements hook {name}"
+
+
+def test_function_clashes_are_reported_and_builtins_win() -> None:
+    class Funcs:
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        @hookimpl
+        def register_functions(self) -> dict[str, object]:
+            return {"lower": str.upper, "shared": lambda: self.tag, "_hidden": len}
+
+    first, second = Funcs("first"), Funcs("second")
+    host = PluginHost(autoload=False, extra=[first, second])
+    assert host.functions["shared"]() == "first"
+    assert "lower" not in host.functions
+    assert any("'lower' is a built-in function name" in p for p in host.problems)
+    assert any("'shared' is already provided by" in p and "keeping the first" in p
+               for p in host.problems)
+    assert any("'_hidden' is not a callable with an identifier name" in p for p in host.problems)
