@@ -167,7 +167,9 @@ class EnvelopeView:
 
 def _attr(obj: Any, name: str) -> Any:
     """``obj.name`` under simpleeval's rules; dict keys win over dict methods."""
-    if type(obj) is dict or isinstance(obj, Mapping):
+    # Exact type checks first: they are the common cases and far cheaper than
+    # the ABC check isinstance(obj, Mapping) (this runs for every dotted name).
+    if type(obj) is dict:
         if name in obj:
             return obj[name]
         raise MissingField(f"no key {name!r}")
@@ -175,6 +177,10 @@ def _attr(obj: Any, name: str) -> Any:
         if name in EnvelopeView.FIELDS:
             return obj.get(name)
         raise EvaluationError(f"event has no attribute {name!r}")
+    if isinstance(obj, Mapping):
+        if name in obj:
+            return obj[name]
+        raise MissingField(f"no key {name!r}")
     allowed = _ALLOWED_ATTRS.get(type(obj))
     if allowed is None or name not in allowed:
         raise EvaluationError(f"'.{name}' is not available on {type(obj).__name__}")

@@ -150,10 +150,10 @@ def build_library(clock: Clock) -> dict[str, Callable[..., Any]]:
         ``path`` is dot-separated (list indexes are numbers) or a list of keys;
         any missing step gives ``default`` instead of failing the rule.
         """
-        current = obj.get("data") if isinstance(obj, EnvelopeView) else obj
+        current = obj.get("data") if type(obj) is EnvelopeView else obj
         steps = path.split(".") if isinstance(path, str) else list(path)
         for step in steps:
-            if isinstance(current, Mapping):
+            if type(current) is dict or isinstance(current, Mapping):
                 if step not in current:
                     return default
                 current = current[step]

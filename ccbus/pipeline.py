@@ -14,7 +14,6 @@ limit, so two rules that emit each other's events cannot loop forever).
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,7 +60,7 @@ class Pipeline:
         self.dedup_window = dedup_window
         self.dedup_size = dedup_size
         self.observer = observer
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._seen: dict[tuple[str, str], float] = {}
         self.duplicates = 0
         self.hop_limit_drops = 0
 
@@ -118,8 +117,11 @@ class Pipeline:
         made = []
         for index, call in enumerate(rule.actions):
             try:
-                raw = call.params.render(event.data, view)
-                params = call.spec.params.model_validate(raw)
+                params = (
+                    call.validated
+                    if call.validated is not None
+                    else call.spec.params.model_validate(call.params.render(event.data, view))
+                )
             except (EvaluationError, ValidationError) as err:
                 reason = _short(err)
                 message = f"action {index + 1} ({call.name}, line {call.line}): {reason}"
@@ -152,10 +154,11 @@ class Pipeline:
         if first is not None and now - first < self.dedup_window:
             self.duplicates += 1
             return True
+        if first is not None:
+            del seen[key]  # re-insert at the end: a plain dict keeps insertion order
         seen[key] = now
-        seen.move_to_end(key)
-        while len(seen) > self.dedup_size:
-            seen.popitem(last=False)
+        if len(seen) > self.dedup_size:
+            del seen[next(iter(seen))]
         return False
 
 

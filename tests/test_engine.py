@@ -188,3 +188,12 @@ def test_pipeline_drops_duplicates_and_limits_emit_loops(tmp_path, plugins, comp
     assert len(outcome.invocations) == 9  # the original plus MAX_HOPS generations
     assert pipeline.hop_limit_drops == 1
     assert pipeline.process(event, 1).duplicates == 1
+
+
+def test_fired_for_markers_are_forgotten_after_a_day(engine: Engine) -> None:
+    engine.route(ev("agent.state_changed", agentId="a1", state="not_ready"), 0)
+    assert len(engine.due(900)) == 1
+    assert engine.sweep(900 + 3600) == 0  # fired, still remembered
+    assert engine.sweep(900 + 86_400) == 1
+    engine.route(ev("agent.state_changed", agentId="a1", state="not_ready"), 90_000)
+    assert len(engine.due(90_900)) == 1  # a key still stuck a day later warns again

@@ -124,31 +124,36 @@ class Engine:
                     self.record_error(rule, stats, event, err, now)
                     ok = False
             gate = rule.gate
-            if gate is None:
-                if ok:
-                    stats.matched += 1
-                    stats.fired += 1
-                    firings.append(Firing(rule, event))
+            if gate is not None and gate.kind == FOR:
+                # a false condition matters too: it cancels the key's timer
+                key = self._key(rule, gate.key, event, view, now)
+                if key is not None:
+                    stats.matched += ok
+                    self._for(rule, key, event, ok, now)
                 continue
-            try:
-                key = bounded_text(gate.key.evaluate(data, view))
-            except EvaluationError as err:
-                self.record_error(rule, stats, event, err, now)
+            if not ok:
                 continue
-            if ok:
-                stats.matched += 1
-            if gate.kind == FOR:
-                self._for(rule, key, event, ok, now)
-            elif not ok:
-                continue
-            elif gate.kind == COUNT:
-                if self._count(rule, key, now) and self._throttle_ok(rule, event, view, now):
-                    stats.fired += 1
-                    firings.append(Firing(rule, event))
-            elif self._throttle_ok(rule, event, view, now):
-                stats.fired += 1
-                firings.append(Firing(rule, event))
+            stats.matched += 1
+            if gate is not None:
+                if gate.kind == COUNT:
+                    key = self._key(rule, gate.key, event, view, now)
+                    if key is None or not self._count(rule, key, now):
+                        continue
+                if not self._throttle_ok(rule, event, view, now):
+                    continue
+            stats.fired += 1
+            firings.append(Firing(rule, event))
         return firings
+
+    def _key(
+        self, rule: Rule, expression: Any, event: Event, view: EnvelopeView, now: float
+    ) -> str | None:
+        """The rule's state key for this event, or None (counted) when it cannot be had."""
+        try:
+            return bounded_text(expression.evaluate(event.data, view))
+        except EvaluationError as err:
+            self.record_error(rule, self.stats[rule.name], event, err, now)
+            return None
 
     def due(self, now: float) -> list[Firing]:
         """Firings of ``for`` timers whose time has come."""
@@ -219,11 +224,8 @@ class Engine:
         gate = rule.gate
         if gate is None or gate.throttle_key is None:
             return True
-        stats = self.stats[rule.name]
-        try:
-            key = bounded_text(gate.throttle_key.evaluate(event.data, view))
-        except EvaluationError as err:
-            self.record_error(rule, stats, event, err, now)
+        key = self._key(rule, gate.throttle_key, event, view, now)
+        if key is None:
             return False
         state = self.state.for_rule(rule.name, gate.signature)
         times = state.throttles.get(key)
@@ -233,7 +235,7 @@ class Engine:
         while times and times[0] <= horizon:
             times.pop(0)
         if len(times) >= gate.throttle_max:
-            stats.throttled += 1
+            self.stats[rule.name].throttled += 1
             return False
         times.append(now)
         self.state.touch(rule.name, THROTTLE, state.throttles, key)

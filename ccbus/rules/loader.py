@@ -259,6 +259,7 @@ def _compile_action(
     except ExpressionSyntaxError as err:
         raise fail(f"action {name!r}: {err}", *keys) from None
     params = ParamTemplate(compiled, constant)
+    checked = None
     if constant:  # nothing to fill in: the parameters can be checked completely now
         checked, problems = validate(spec.params, compiled, file=path, root=item, prefix=(name,))
         if checked is None:
@@ -266,7 +267,9 @@ def _compile_action(
                 f"rule {entry.get('name')!r}: action {name!r}: {problems[0].message}",
                 problems[0].location,
             )
-    return ActionCall(name=name, spec=spec, params=params, line=line_of(root, at + keys))
+    return ActionCall(
+        name=name, spec=spec, params=params, line=line_of(root, at + keys), validated=checked
+    )
 
 
 def _compile_params(raw: Any, compiler: ExpressionCompiler) -> tuple[Any, bool]:

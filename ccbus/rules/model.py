@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator
 
 from ..actions import ActionSpec
 from ..expressions import CompiledExpression, CompiledTemplate
@@ -127,6 +127,8 @@ class ActionCall:
     spec: ActionSpec
     params: ParamTemplate
     line: int
+    #: The validated parameters when they have no holes: checked once, at load.
+    validated: BaseModel | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ from ..events import Event
 __all__ = ["Pending", "RuleState", "SqliteStateStore", "StateTable"]
 
 COUNT, THROTTLE, FOR = "count", "throttle", "for"
+#: How long a ``for`` key that fired is remembered without its condition resetting.
+FIRED_TTL = 86_400.0
 
 
 @dataclass(slots=True)
@@ -91,7 +93,13 @@ class StateTable:
             self.evicted += 1
 
     def sweep(self, now: float, windows: dict[str, tuple[float, float]]) -> int:
-        """Remove keys whose windows are empty; ``windows[rule] = (count_w, throttle_w)``."""
+        """Remove keys that have gone quiet; ``windows[rule] = (count_w, throttle_w)``.
+
+        Count and throttle keys go once their window is empty.  A ``for`` key
+        that fired and never saw its condition reset goes after
+        :data:`FIRED_TTL`, so the rule may warn again about a key that is
+        still in the same state a day later.  Pending timers always stay.
+        """
         removed = 0
         for name, state in self.rules.items():
             count_window, throttle_window = windows.get(name, (0.0, 0.0))
@@ -99,12 +107,18 @@ class StateTable:
                 (COUNT, state.counts, count_window),
                 (THROTTLE, state.throttles, throttle_window),
             ):
-                for key in [
-                    k for k, times in mapping.items() if not times or times[-1] <= now - width
-                ]:
+                for key in [k for k, t in mapping.items() if not t or t[-1] <= now - width]:
                     del mapping[key]
                     self.dirty.add((name, kind, key))
                     removed += 1
+            for key in [
+                k
+                for k, p in state.pending.items()
+                if p.event is None and p.deadline <= now - FIRED_TTL
+            ]:
+                del state.pending[key]
+                self.dirty.add((name, FOR, key))
+                removed += 1
         return removed
 
     def keys(self) -> int:
