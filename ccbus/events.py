@@ -164,6 +164,8 @@ def parse_timestamp(value: Any, *, unit: str = "auto") -> datetime | None:
         if not text:
             return None
         if _NUMERIC.match(text):
+            if len(text) > 40:  # no time has that many digits (and int() refuses > 4300)
+                return None
             return _from_number(float(text) if "." in text else int(text), unit)
         return _from_iso(text)
     if isinstance(value, int | float):

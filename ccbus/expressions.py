@@ -38,7 +38,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import simpleeval
 
@@ -57,7 +57,12 @@ __all__ = [
 #: Longest expression text accepted (a rule condition is a line, not a program).
 MAX_EXPRESSION_LENGTH = 2000
 #: Deepest syntax tree accepted.
-MAX_NESTING = 32
+MAX_NESTING = 64
+#: Longest template, and most holes in one: bounds what one render can build.
+MAX_TEMPLATE_LENGTH = 10_000
+MAX_TEMPLATE_HOLES = 100
+#: Most items a library function builds into one list (simpleeval's comprehension limit).
+MAX_ITEMS = simpleeval.MAX_COMPREHENSION_LENGTH
 #: A power whose result would need more bits than this is refused (simpleeval's
 #: MAX_POWER alone lets ``4000000 ** 4000000`` run for half a minute).
 MAX_POWER_BITS = 100_000
@@ -160,6 +165,9 @@ class EnvelopeView:
     def get(self, name: str) -> Any:
         return getattr(self._event, name)
 
+    def __repr__(self) -> str:  # never an object address in a rendered message
+        return f"event({self._event.type}, id={self._event.id})"
+
 
 # ---------------------------------------------------------------------------
 # Runtime guards the compiled code calls. Each mirrors a simpleeval safe_*.
@@ -238,6 +246,10 @@ def _mul(a: Any, b: Any) -> Any:
     # (``[[1]*100000]*100000``); strings alone are bounded by simpleeval's limit.
     if isinstance(a, list | tuple | dict | set) or isinstance(b, list | tuple | dict | set):
         raise EvaluationError("repeating a list with * is not available")
+    if type(a) is int and type(b) is int and a.bit_length() + b.bit_length() > MAX_POWER_BITS:
+        raise EvaluationError(
+            f"multiplying a {a.bit_length()}-bit by a {b.bit_length()}-bit number is too large"
+        )
     try:
         return simpleeval.safe_mult(a, b)
     except simpleeval.IterableTooLong as err:
@@ -246,11 +258,20 @@ def _mul(a: Any, b: Any) -> Any:
 
 def _pow(a: Any, b: Any) -> Any:
     if isinstance(a, int | float) and isinstance(b, int | float):
-        if abs(b) > simpleeval.MAX_POWER or abs(a) > simpleeval.MAX_POWER:
-            raise EvaluationError(f"{a} ** {b} is too large")
-        if abs(a) > 1 and b > 0 and b * math.log2(abs(a)) > MAX_POWER_BITS:
-            raise EvaluationError(f"{a} ** {b} is too large")
+        too_large = (
+            abs(b) > simpleeval.MAX_POWER
+            or abs(a) > simpleeval.MAX_POWER
+            or (abs(a) > 1 and b > 0 and b * math.log2(abs(a)) > MAX_POWER_BITS)
+        )
+        if too_large:  # describe by size: the operands themselves may be huge
+            raise EvaluationError(f"a power of {_size(a)} to {_size(b)} is too large")
     return a**b
+
+
+def _size(number: float) -> str:
+    if isinstance(number, int) and abs(number) >= 10**12:
+        return f"a {number.bit_length()}-bit number"
+    return repr(number)
 
 
 def _mod(a: Any, b: Any) -> Any:
@@ -305,6 +326,10 @@ def bounded_text(value: Any) -> str:
     if isinstance(value, dict | list | tuple):
         check_size(value)
         return json.dumps(value, default=str, ensure_ascii=False)
+    if type(value) is EnvelopeView:  # `{event}`: the whole event as CloudEvents JSON
+        document = value.get("to_cloudevent")()
+        check_size(document)
+        return json.dumps(document, default=str, ensure_ascii=False)
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 14_000:
         raise EvaluationError("integer is too large to render")
     return str(value)
@@ -496,7 +521,12 @@ class CompiledExpression:
         Raises :class:`MissingField` when a field is absent and
         :class:`EvaluationError` for any other failure; never anything else.
         """
-        return _run(self._fn, self.source, data, event)
+        try:  # _run inlined: this is the hottest call in routing
+            return self._fn(data, event)
+        except EvaluationError:
+            raise
+        except Exception as err:
+            return _run_failed(err, self.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +536,8 @@ class CompiledTemplate:
     source: str
     names: frozenset[str]
     _fn: Callable[[Mapping[str, Any], Any], Any] | None = field(repr=False, compare=False)
+    #: The rendered value when there are no holes (text with ``{{`` unescaped, or a structure).
+    value: Any = None
 
     @property
     def constant(self) -> bool:
@@ -515,7 +547,7 @@ class CompiledTemplate:
     def render(self, data: Mapping[str, Any], event: Any = None) -> Any:
         """Render against an event; raises like :meth:`CompiledExpression.evaluate`."""
         if self._fn is None:
-            return self.source
+            return self.value
         return _run(self._fn, self.source, data, event)
 
 
@@ -526,12 +558,25 @@ def _run(
         return fn(data, event)
     except EvaluationError:
         raise
-    except KeyError as err:
+    except Exception as err:
+        return _run_failed(err, source)
+
+
+def _run_failed(err: Exception, source: str) -> NoReturn:
+    """Turn any failure of compiled user code into the one error type callers handle."""
+    if isinstance(err, KeyError):
         raise MissingField(f"no field or key {err.args[0]!r}") from None
-    except (RecursionError, MemoryError) as err:
+    if isinstance(err, RecursionError | MemoryError):
         raise EvaluationError(f"{type(err).__name__} in {source!r}") from None
-    except Exception as err:  # any failure of user code is an evaluation error
-        raise EvaluationError(f"{type(err).__name__}: {err}") from None
+    raise EvaluationError(f"{type(err).__name__}: {err}") from None
+
+
+_NOT_CONSTANT: Any = object()
+
+
+def _describe(raw: Any) -> str:
+    """A stable text form of a parameter structure (for messages and reload diffs)."""
+    return raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True, default=str)
 
 
 class ExpressionCompiler:
@@ -558,11 +603,62 @@ class ExpressionCompiler:
 
     def template(self, source: str) -> CompiledTemplate:
         """Validate and compile a template string; raises :class:`ExpressionSyntaxError`."""
-        parts = split_template(source)
-        if all(isinstance(p, str) for p in parts):
-            return CompiledTemplate("".join(parts), frozenset(), None)  # type: ignore[arg-type]
+        return self.structure(source)
+
+    def structure(self, raw: Any) -> CompiledTemplate:
+        """Compile a parameter structure: dicts and lists whose strings are templates.
+
+        The whole structure becomes one compiled function (no per-field
+        dispatch at run time); a structure without holes is kept as its value.
+        """
         names: set[str] = set()
         used: set[str] = set()
+        body, constant = self._build(raw, names, used, 0)
+        if constant is not _NOT_CONSTANT:
+            return CompiledTemplate(_describe(raw), frozenset(), None, constant)
+        return CompiledTemplate(_describe(raw), frozenset(names), self._lambda(body, used))
+
+    def _build(
+        self, value: Any, names: set[str], used: set[str], depth: int
+    ) -> tuple[ast.expr, Any]:
+        """The expression building ``value``, and its value when it has no holes."""
+        if depth > MAX_NESTING:
+            raise ExpressionSyntaxError(f"parameters nested deeper than {MAX_NESTING} levels")
+        if isinstance(value, str):
+            return self._template_body(value, names, used)
+        if isinstance(value, dict):
+            keys: list[ast.expr | None] = []
+            values: list[ast.expr] = []
+            constant: dict[Any, Any] = {}
+            for key, item in value.items():
+                if not isinstance(key, str | int | float | bool) and key is not None:
+                    raise ExpressionSyntaxError(f"unsupported key {key!r}")
+                built, const = self._build(item, names, used, depth + 1)
+                keys.append(ast.Constant(key))
+                values.append(built)
+                constant[key] = const
+            holes = any(c is _NOT_CONSTANT for c in constant.values())
+            return ast.Dict(keys=keys, values=values), _NOT_CONSTANT if holes else constant
+        if isinstance(value, list):
+            built_items = [self._build(item, names, used, depth + 1) for item in value]
+            consts = [c for _, c in built_items]
+            node = ast.List(elts=[b for b, _ in built_items], ctx=ast.Load())
+            return node, _NOT_CONSTANT if any(c is _NOT_CONSTANT for c in consts) else consts
+        if value is None or isinstance(value, bool | int | float):
+            return ast.Constant(value), value
+        raise ExpressionSyntaxError(f"unsupported parameter value of type {type(value).__name__}")
+
+    def _template_body(self, source: str, names: set[str], used: set[str]) -> tuple[ast.expr, Any]:
+        if len(source) > MAX_TEMPLATE_LENGTH:
+            raise ExpressionSyntaxError(
+                f"template is {len(source)} characters long; the limit is {MAX_TEMPLATE_LENGTH}"
+            )
+        parts = split_template(source)
+        if sum(isinstance(p, _Hole) for p in parts) > MAX_TEMPLATE_HOLES:
+            raise ExpressionSyntaxError(f"template has more than {MAX_TEMPLATE_HOLES} holes")
+        if all(isinstance(p, str) for p in parts):
+            text = "".join(p for p in parts if isinstance(p, str))
+            return ast.Constant(text), text
         pieces: list[ast.expr] = []
         for part in parts:
             if isinstance(part, str):
@@ -573,17 +669,14 @@ class ExpressionCompiler:
             used |= rewriter.used_functions
             pieces.append(tree)
         if len(pieces) == 1:  # exactly one hole: keep the value's type
-            body = pieces[0]
-        else:
-            body = ast.JoinedStr(
-                values=[
-                    p
-                    if isinstance(p, ast.Constant)
-                    else ast.FormattedValue(value=_call("_text", p), conversion=-1)
-                    for p in pieces
-                ]
-            )
-        return CompiledTemplate(source, frozenset(names), self._lambda(body, used))
+            return pieces[0], _NOT_CONSTANT
+        values: list[ast.expr] = [
+            p
+            if isinstance(p, ast.Constant)
+            else ast.FormattedValue(value=_call("_text", p), conversion=-1)
+            for p in pieces
+        ]
+        return ast.JoinedStr(values=values), _NOT_CONSTANT
 
     def _rewrite(self, source: str) -> tuple[ast.expr, _Rewriter]:
         if not isinstance(source, str):

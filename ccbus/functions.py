@@ -13,22 +13,26 @@ rule through fifteen minutes in a millisecond.
 from __future__ import annotations
 
 import functools
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import regex
+
 from .durations import parse_duration
 from .errors import EvaluationError
 from .events import parse_timestamp
-from .expressions import EnvelopeView, bounded_text, check_size
+from .expressions import MAX_ITEMS, EnvelopeView, bounded_text, check_size
 
 __all__ = ["Clock", "SystemClock", "build_library"]
 
 MAX_PATTERN_LENGTH = 500
 MAX_REGEX_INPUT = 100_000
+MAX_STRING_LENGTH = 100_000
+#: Longest a regular expression may run on one event, in seconds.
+REGEX_TIMEOUT = 0.1
 
 
 class Clock:
@@ -45,15 +49,31 @@ class SystemClock(Clock):
 
 
 @functools.lru_cache(maxsize=512)
-def _regex(pattern: str) -> re.Pattern[str]:
+def _regex(pattern: str) -> Any:
+    """A compiled pattern of the ``regex`` module (re-compatible syntax).
+
+    ``regex`` rather than ``re`` because its matching takes a timeout: a
+    pattern like ``(a|aa)+$`` backtracks exponentially, and ``re`` would hold
+    the GIL (and the whole bus) until it finished, if ever.
+    """
     if not isinstance(pattern, str):
         raise EvaluationError("a regular expression must be text")
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise EvaluationError(f"regular expression longer than {MAX_PATTERN_LENGTH} characters")
     try:
-        return re.compile(pattern)
-    except re.error as err:
+        return regex.compile(pattern)
+    except regex.error as err:
         raise EvaluationError(f"bad regular expression {pattern!r}: {err}") from None
+
+
+def _timed(call: Callable[..., Any], pattern: str, *args: Any) -> Any:
+    try:
+        return call(*args, timeout=REGEX_TIMEOUT)
+    except TimeoutError:
+        raise EvaluationError(
+            f"regular expression {pattern!r} took longer than {REGEX_TIMEOUT * 1000:.0f} ms "
+            "(catastrophic backtracking?)"
+        ) from None
 
 
 def _text_arg(value: Any) -> str:
@@ -124,23 +144,29 @@ def build_library(clock: Clock) -> dict[str, Callable[..., Any]]:
     # -- regular expressions ------------------------------------------------
     def matches(pattern: str, text: Any) -> bool:
         """True when ``pattern`` (a Python regex) is found anywhere in ``text``."""
-        return _regex(pattern).search(_text_arg(text)) is not None
+        return _timed(_regex(pattern).search, pattern, _text_arg(text)) is not None
 
     def extract(pattern: str, text: Any, group: int | str = 0) -> str | None:
         """The first match of ``pattern`` in ``text`` (or one of its groups); None if none."""
-        found = _regex(pattern).search(_text_arg(text))
+        found = _timed(_regex(pattern).search, pattern, _text_arg(text))
         if found is None:
             return None
         try:
-            return found.group(group)
+            value: str | None = found.group(group)
         except IndexError:
             raise EvaluationError(f"pattern {pattern!r} has no group {group!r}") from None
+        return value
 
     def sub(pattern: str, replacement: str, text: Any) -> str:
         """``text`` with every match of ``pattern`` replaced (``\\1`` refers to groups)."""
-        result = _regex(pattern).sub(replacement, _text_arg(text))
-        if len(result) > MAX_REGEX_INPUT:
-            raise EvaluationError("sub() result too long")
+        subject = _text_arg(text)
+        # bound the worst case before building it: every position could match
+        if len(subject) + len(str(replacement)) * (len(subject) + 1) > MAX_STRING_LENGTH:
+            raise EvaluationError("sub() could build a string over the size limit")
+        try:
+            result: str = _timed(_regex(pattern).sub, pattern, replacement, subject)
+        except (regex.error, IndexError) as err:
+            raise EvaluationError(f"bad replacement {replacement!r}: {err}") from None
         return result
 
     # -- lookups ------------------------------------------------------------
@@ -223,13 +249,14 @@ def build_library(clock: Clock) -> dict[str, Callable[..., Any]]:
 
     def join(items: Iterable[Any], separator: str = ", ") -> str:
         """Items as text joined by ``separator``."""
-        parts = list(items)
-        check_size(parts)
-        return separator.join(bounded_text(p) for p in parts)
+        parts = [bounded_text(p) for p in _items(items)]
+        if sum(map(len, parts)) + len(separator) * len(parts) > MAX_STRING_LENGTH:
+            raise EvaluationError("join() would build a string over the size limit")
+        return separator.join(parts)
 
     def split(text: Any, separator: str | None = None) -> list[str]:
         """Text split on ``separator`` (white space by default)."""
-        return bounded_text(text).split(separator)
+        return _items(bounded_text(text).split(separator, MAX_ITEMS))
 
     # -- numbers and collections -----------------------------------------------
     def number(value: Any, default: Any = None) -> float | int | Any:
@@ -249,7 +276,7 @@ def build_library(clock: Clock) -> dict[str, Callable[..., Any]]:
         "bool": bool,
         "len": len,
         "abs": abs,
-        "round": round,
+        "round": _safe_round,
         "min": min,
         "max": max,
         "sum": _safe_sum,
@@ -307,29 +334,40 @@ def _safe_int(value: Any, base: int = 10) -> int:
     return int(value)
 
 
-def _safe_sum(values: Iterable[Any], start: Any = 0) -> Any:
-    items = list(values)
+def _items(values: Iterable[Any]) -> list[Any]:
+    """At most MAX_ITEMS items of ``values`` as a list, else an error: bounds every list built."""
+    items = []
+    for item in values:
+        items.append(item)
+        if len(items) > MAX_ITEMS:
+            raise EvaluationError(f"more than {MAX_ITEMS} items")
     check_size(items)
+    return items
+
+
+def _safe_round(number: float, ndigits: int | None = None) -> float:
+    if ndigits is not None and abs(ndigits) > 400:
+        raise EvaluationError("round() to more than 400 digits")
+    return round(number, ndigits)
+
+
+def _safe_sum(values: Iterable[Any], start: Any = 0) -> Any:
+    items = _items(values)
     if any(isinstance(v, list | tuple | str) for v in items):
         raise EvaluationError("sum() adds numbers only")
     return sum(items, start)
 
 
 def _safe_sorted(values: Iterable[Any], reverse: bool = False) -> list[Any]:
-    items = list(values)
-    check_size(items)
-    return sorted(items, reverse=reverse)
+    return sorted(_items(values), reverse=reverse)
 
 
 def _safe_list(values: Iterable[Any] = ()) -> list[Any]:
-    items = list(values) if not isinstance(values, str) else list(values[:100_000])
-    check_size(items)
-    return items
+    return _items(values)
 
 
-# Used by docs and `ccbus plugins`: the library's names with one-line help.
 def describe(library: Mapping[str, Callable[..., Any]]) -> dict[str, str]:
-    """``{name: first docstring line}`` for a function library."""
+    """``{name: first docstring line}`` for a function library (``ccbus plugins --functions``)."""
     return {
         name: ((func.__doc__ or "").strip().splitlines() or [""])[0]
         for name, func in sorted(library.items())

@@ -264,7 +264,7 @@ async def test_rule_file_change_hot_reloads_and_broken_edit_keeps_old_rules(
         await anyio.sleep(0.3)  # let the watcher start
         await bus.publish(Event(type="a", source="t"))
         rules.write_text("rules: [{name: r, on: a, do: [record: two]}]\n")
-        await wait_for(lambda: "two" in repr(bus.engine.index.rules[0].actions[0].params.value))
+        await wait_for(lambda: "two" in bus.engine.index.rules[0].actions[0].params.source)
         await bus.publish(Event(type="a", source="t"))
         rules.write_text("rules: [{name: r, on: a, do: [record: three]}\n")  # broken YAML
         await wait_for(
@@ -286,7 +286,7 @@ async def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
         await bus.started.wait()
         rules.write_text("rules: [{name: r, on: a, do: [record: two]}]\n")
         os.kill(os.getpid(), signal.SIGHUP)
-        await wait_for(lambda: "two" in repr(bus.engine.index.rules[0].actions[0].params.value))
+        await wait_for(lambda: "two" in bus.engine.index.rules[0].actions[0].params.source)
         for _ in range(50):
             await bus.publish(Event(type="a", source="t"))
         os.kill(os.getpid(), signal.SIGTERM)

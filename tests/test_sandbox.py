@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ from ccbus.functions import SystemClock, build_library
 
 CORPUS_PATH = Path(__file__).resolve().parent / "sandbox" / "corpus.yaml"
 TIME_LIMIT = 1.0  # seconds per entry: a safety limit, not a benchmark
-CHILD_TIMEOUT = 5.0  # a known issue still running after this is killed
+CHILD_TIMEOUT = 3.0  # a known issue still running after this is killed
 CHILD_MEMORY = 2 * 1024**3  # address-space cap for the child, in bytes
 
 DEFAULT_DATA: dict[str, Any] = {
@@ -73,6 +72,7 @@ REQUIRED_CATEGORIES = {
     "modules",
     "literal",
     "slicing",
+    "cumulative",
 }
 
 
@@ -177,6 +177,8 @@ def run_in_child(entry: dict[str, Any]) -> Outcome:
             check=False,
         )
     except subprocess.TimeoutExpired:
+        proc = None  # subprocess.run has killed the child
+    if proc is None:
         pytest.fail(f"still running after {CHILD_TIMEOUT}s: killed")
     if proc.returncode != 0:
         pytest.fail(f"child process failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -249,22 +251,20 @@ def test_escape_attempt_fails(compiler: ExpressionCompiler, entry: dict[str, Any
 
 
 def test_corpus_never_modifies_a_shared_event(compiler: ExpressionCompiler) -> None:
-    """Run every (fixed) corpus entry against one event; its data must be untouched."""
+    """Run every corpus entry against one event; its data must be untouched.
+
+    Known issues are left out (they may not finish); ``attempt`` checks each
+    of them against its own event in the child process instead.
+    """
     event = make_event()
     pristine = copy.deepcopy((event.data, event.extensions, event.type, event.subject))
     for entry in CORPUS:
         if entry.get("known_issue") or "data" in entry:
             continue
         attempt(compiler, entry, event)
-        assert copy.deepcopy(
-            (event.data, event.extensions, event.type, event.subject)
-        ) == pristine, f"modified by {source_of(entry)[1][:200]!r}"
-
-
-def test_corpus_categories_are_counted() -> None:
-    """Not an assertion about the sandbox: keeps the per-category counts visible in -v output."""
-    counts = Counter(e["category"] for e in CORPUS)
-    assert sum(counts.values()) == len(CORPUS)
+        assert (
+            copy.deepcopy((event.data, event.extensions, event.type, event.subject)) == pristine
+        ), f"modified by {source_of(entry)[1][:200]!r}"
 
 
 # ---------------------------------------------------------------------------
@@ -311,6 +311,12 @@ def test_corpus_categories_are_counted() -> None:
         ("str(count) + '!'", "3!"),
         ("'%d' if x else 'y'", "%d"),
         ("2 ** 10", 1024),
+        # guards that must not get in the way of ordinary use
+        ("matches('(a+)+$', 'a' * 50 + '!')", False),  # regex's engine, not a stall
+        ("round(2.567, 2)", 2.57),
+        ("1" + "+1" * 40, 41),
+        ("len(split('a b c'))", 3),
+        ("sub('-', '', '+31-20-555')", "+3120555"),
     ],
 )
 def test_legitimate_expression(compiler: ExpressionCompiler, source: str, expected: Any) -> None:
@@ -332,6 +338,17 @@ def test_envelope_fields(compiler: ExpressionCompiler) -> None:
     assert run("event.data['caller']['number']") == "+31201234567"
     assert run("event.time.hour") == 8
     assert run("event.type.startswith('corpus.')") is True
+
+
+def test_the_whole_event_renders_as_cloudevents_json(compiler: ExpressionCompiler) -> None:
+    import json
+
+    event = make_event()
+    view = EnvelopeView(event)
+    rendered = compiler.template("{text(event)}").render(event.data, view)
+    document = json.loads(rendered)
+    assert document["type"] == "corpus.probe" and document["specversion"] == "1.0"
+    assert "0x" not in compiler.template("event: {event}").render(event.data, view)
 
 
 def test_templates(compiler: ExpressionCompiler) -> None:

@@ -280,5 +280,5 @@ def _fingerprint(rule: Rule) -> tuple[Any, ...]:
         rule.patterns,
         rule.condition.source if rule.condition else None,
         rule.gate.signature if rule.gate else None,
-        tuple((a.name, repr(a.params.value)) for a in rule.actions),
+        tuple((a.name, a.params.source) for a in rule.actions),
     )

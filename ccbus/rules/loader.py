@@ -19,7 +19,7 @@ from ..expressions import ExpressionCompiler
 from ..plugins import unknown_message
 from ..schema import validate
 from ..yamlfile import LineDict, LineList, line_of, load_yaml, location
-from .model import ActionCall, Gate, ParamTemplate, Rule, RuleSpec
+from .model import ActionCall, Gate, Rule, RuleSpec
 
 __all__ = ["RuleFile", "RuleSet", "load_rules", "rule_files"]
 
@@ -255,13 +255,14 @@ def _compile_action(
         if model_field.is_required() and key not in raw:
             raise fail(f"action {name!r}: missing required parameter {key!r}", *keys)
     try:
-        compiled, constant = _compile_params(raw, compiler)
+        params = compiler.structure(raw)
     except ExpressionSyntaxError as err:
         raise fail(f"action {name!r}: {err}", *keys) from None
-    params = ParamTemplate(compiled, constant)
     checked = None
-    if constant:  # nothing to fill in: the parameters can be checked completely now
-        checked, problems = validate(spec.params, compiled, file=path, root=item, prefix=(name,))
+    if params.constant:  # nothing to fill in: the parameters can be checked completely now
+        checked, problems = validate(
+            spec.params, params.value, file=path, root=item, prefix=(name,)
+        )
         if checked is None:
             raise RuleError(
                 f"rule {entry.get('name')!r}: action {name!r}: {problems[0].message}",
@@ -270,19 +271,3 @@ def _compile_action(
     return ActionCall(
         name=name, spec=spec, params=params, line=line_of(root, at + keys), validated=checked
     )
-
-
-def _compile_params(raw: Any, compiler: ExpressionCompiler) -> tuple[Any, bool]:
-    if isinstance(raw, str):
-        template = compiler.template(raw)
-        return (template.source, True) if template.constant else (template, False)
-    if isinstance(raw, dict):
-        out, constant = {}, True
-        for key, value in raw.items():
-            out[key], const = _compile_params(value, compiler)
-            constant = constant and const
-        return out, constant
-    if isinstance(raw, list):
-        items = [_compile_params(v, compiler) for v in raw]
-        return [v for v, _ in items], all(c for _, c in items)
-    return raw, True

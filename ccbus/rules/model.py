@@ -94,38 +94,13 @@ class RuleSpec(Options):
 
 
 @dataclass(frozen=True, slots=True)
-class ParamTemplate:
-    """A ``do:`` parameter structure with every string compiled as a template.
-
-    ``value`` mirrors the YAML (dicts, lists, scalars) with
-    :class:`CompiledTemplate` in place of strings; ``constant`` is True when
-    no template has a hole, so rendering can return the structure as is.
-    """
-
-    value: Any
-    constant: bool
-
-    def render(self, data: Any, event: Any) -> Any:
-        return self.value if self.constant else _render(self.value, data, event)
-
-
-def _render(value: Any, data: Any, event: Any) -> Any:
-    if isinstance(value, CompiledTemplate):
-        return value.render(data, event)
-    if isinstance(value, dict):
-        return {k: _render(v, data, event) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_render(v, data, event) for v in value]
-    return value
-
-
-@dataclass(frozen=True, slots=True)
 class ActionCall:
     """One entry of a rule's ``do:`` list, compiled."""
 
     name: str
     spec: ActionSpec
-    params: ParamTemplate
+    #: The ``do:`` parameters compiled as one structure of templates.
+    params: CompiledTemplate
     line: int
     #: The validated parameters when they have no holes: checked once, at load.
     validated: BaseModel | None = None
