@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .events import Event
+from .httpclients import HttpClients
 
 __all__ = ["ActionContext", "ActionSpec", "Invocation"]
 
@@ -45,6 +46,10 @@ class ActionContext:
     log: logging.Logger
     #: Named notification targets from the config (``targets:``).
     targets: Mapping[str, str] = field(default_factory=dict)
+    #: Shared HTTP clients (connection pools), one per CA bundle; the bus closes them.
+    http: HttpClients = field(default_factory=lambda: HttpClients())
+    #: Which attempt this is: 1 for the first, 2 for the first retry, ...
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +73,9 @@ class ActionSpec:
     side_effects: bool = True
     inline: Callable[[Any, Event, str], list[Event]] | None = None
     description: str = ""
+    #: The delivery lane of a call (``"webhook:crm.example:443"``): calls to one
+    #: target share its concurrency limit, so a slow target never holds up others.
+    target: Callable[[Any], str] | None = None
 
 
 @dataclass(slots=True, kw_only=True)

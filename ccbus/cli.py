@@ -115,6 +115,7 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
     plugins = _plugins(ctx)
     loaded = _workspace(config, rules)
     problems = [str(e) for e in check_sources(loaded, plugins)] if config else []
+    problems += plugins.check_config(loaded) if config else []
     problems += [
         f"plugin {f.name} failed to load: {f.error}"
         for f in plugins.failures
@@ -154,9 +155,9 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
         raise click.UsageError("give -c CONFIG")
     plugins = _plugins(ctx)
     loaded = _workspace(config, ())
-    problems = check_sources(loaded, plugins)
+    problems = [str(e) for e in check_sources(loaded, plugins)] + plugins.check_config(loaded)
     if problems:
-        _fail([str(e) for e in problems])
+        _fail(problems)
         sys.exit(1)
     setup_logging(loaded.config.log_level, loaded.secrets)
     for failure in plugins.failures:

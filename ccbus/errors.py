@@ -81,7 +81,15 @@ class ActionError(CcbusError):
 
 
 class RetryableActionError(ActionError):
-    """An action failed in a way that may succeed later; it will be retried."""
+    """An action failed in a way that may succeed later; it will be retried.
+
+    ``retry_after`` (seconds) is honoured as the earliest next attempt, e.g.
+    from an HTTP 429's ``Retry-After``.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentActionError(ActionError):

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from .actions import ActionSpec
     from .bus import Bus
+    from .config import LoadedConfig
     from .sources import SourceSpec
 
 PROJECT = "ccbus"
@@ -91,6 +92,18 @@ def register_commands(cli: click.Group) -> None:
 
     :param cli: the root ``ccbus`` group; call ``cli.add_command(...)``.
         Use a group named after the plugin (``ccbus enreach ...``).
+    """
+
+
+@hookspec
+def check_config(config: LoadedConfig) -> list[str]:
+    """Check the parts of the config this plugin cares about, without connecting.
+
+    Called by ``ccbus check`` and by ``ccbus run`` before any source starts.
+
+    :param config: the loaded :class:`ccbus.config.LoadedConfig` (``config.config``
+        is the validated model, ``config.where("targets", name)`` gives ``file:line``).
+    :return: problems, each one line naming file, line and key, never a secret.
     """
 
 

@@ -208,6 +208,16 @@ class PluginHost:
                     self.problems.append(f"plugin {impl.plugin_name}: register_simulators(): {err}")
         return list(infos.values())
 
+    def check_config(self, loaded: Any) -> list[str]:
+        """Every plugin's own checks of the config (``check_config`` hook), as problems."""
+        problems: list[str] = []
+        for impl in self.pm.hook.check_config.get_hookimpls():
+            try:
+                problems.extend(str(p) for p in impl.function(config=loaded) or [])
+            except Exception as err:  # a plugin's check must not take `ccbus check` down
+                problems.append(f"plugin {impl.plugin_name}: check_config failed: {err}")
+        return problems
+
     async def call_each(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin, awaiting coroutines.
 
