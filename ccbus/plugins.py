@@ -213,7 +213,8 @@ class PluginHost:
         problems: list[str] = []
         for impl in self.pm.hook.check_config.get_hookimpls():
             try:
-                problems.extend(str(p) for p in impl.function(config=loaded) or [])
+                found: Any = impl.function(config=loaded) or []
+                problems.extend(str(p) for p in found)
             except Exception as err:  # a plugin's check must not take `ccbus check` down
                 problems.append(f"plugin {impl.plugin_name}: check_config failed: {err}")
         return problems
