@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,15 +32,16 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .actions import ActionContext, Invocation
 from .backoff import Backoff
 from .config import LoadedConfig, source_options
-from .errors import PermanentActionError
+from .delivery.dispatcher import Dispatcher
+from .delivery.store import DeliveryStore, MemoryDeliveryStore, SqliteDeliveryStore, StateDirError
 from .events import Event
 from .expressions import ExpressionCompiler
 from .functions import Clock, SystemClock, build_library
+from .httpclients import HttpClients
 from .metrics import Counters
 from .pipeline import Outcome, Pipeline
 from .plugins import PluginHost
@@ -53,8 +55,8 @@ __all__ = ["Bus", "SourceRuntime"]
 
 log = logging.getLogger("ccbus.bus")
 
-ACTION_TIMEOUT = 30.0
-QUEUE_SIZE = 1000
+#: How long SIGTERM waits for calls in flight before leaving them to the next start.
+DRAIN_TIMEOUT = 10.0
 STATE_FLUSH_INTERVAL = 1.0
 SWEEP_INTERVAL = 60.0
 
@@ -100,7 +102,7 @@ class Bus:
         self.dry_run = dry_run
         self.counters = Counters()
         self.compiler = make_compiler(plugins, self.clock)
-        self.store = SqliteStateStore(loaded.state_dir / "rules.sqlite3") if persist_state else None
+        self.store = self._rule_state_store() if persist_state else None
         self.engine = Engine(state=StateTable(self.config.max_keys_per_rule))
         self.pipeline = Pipeline(
             self.engine, dedup_window=self.config.dedup_window, observer=observer
@@ -109,10 +111,36 @@ class Bus:
         self.sources: dict[str, SourceRuntime] = {}
         self.http_port: int | None = None
         self.started = anyio.Event()
-        self._send: MemoryObjectSendStream[Invocation] | None = None
+        self.http = HttpClients()
+        self.delivery_store = self._delivery_store()
+        self.dispatcher = Dispatcher(
+            self.delivery_store,
+            plugins.actions,
+            self.config.delivery,
+            self._action_context,
+            self.counters,
+        )
         self._wakeup = anyio.Event()
         self._cancel: anyio.CancelScope | None = None
         self.load_rules(initial=True)
+
+    def _rule_state_store(self) -> SqliteStateStore:
+        path = self.loaded.state_dir / "rules.sqlite3"
+        try:
+            return SqliteStateStore(path)
+        except (OSError, sqlite3.Error) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            raise StateDirError(
+                f"cannot keep rule state at {path}: {reason} (check state_dir: "
+                "it must be a writable directory with free space)"
+            ) from None
+
+    def _delivery_store(self) -> DeliveryStore:
+        if not self.config.delivery.outbox:
+            return MemoryDeliveryStore()
+        return SqliteDeliveryStore(
+            self.loaded.state_dir / "delivery.sqlite3", synchronous=self.config.delivery.synchronous
+        )
 
     # -- rules ------------------------------------------------------------------------
 
@@ -164,7 +192,9 @@ class Bus:
         await self._enqueue(outcome)
 
     async def _enqueue(self, outcome: Outcome) -> None:
+        """Hand an outcome's calls to the dispatcher; returns once they are recorded."""
         self.counters.inc("events_duplicate", outcome.duplicates)
+        calls = []
         for invocation in outcome.invocations:
             self.counters.inc("rule_fired", rule=invocation.rule)
             if invocation.spec.inline is not None:
@@ -172,40 +202,21 @@ class Bus:
             if self.dry_run and invocation.spec.side_effects:
                 self.counters.inc("actions", action=invocation.action, outcome="dry_run")
                 continue
-            assert self._send is not None, "the bus is not running"
-            await self._send.send(invocation)
+            calls.append(invocation)
+        await self.dispatcher.submit(calls)
+        if outcome.render_errors and not self.dry_run:
+            await self.dispatcher.bury_unrendered(outcome.render_errors)
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[Invocation]) -> None:
-        async with receive:
-            async for invocation in receive:
-                await self.execute(invocation)
-
-    async def execute(self, invocation: Invocation) -> bool:
-        """Run one action call; failures are logged and counted, never raised."""
-        ctx = ActionContext(
+    def _action_context(self, invocation: Invocation, attempt: int) -> ActionContext:
+        return ActionContext(
             rule=invocation.rule,
             event=invocation.event,
             idempotency_key=invocation.idempotency_key,
             log=logging.getLogger(f"ccbus.action.{invocation.action}"),
             targets=self.config.targets,
+            http=self.http,
+            attempt=attempt,
         )
-        try:
-            with anyio.fail_after(ACTION_TIMEOUT):
-                await invocation.spec.run(invocation.params, ctx)
-        except Exception as err:  # an action's failure must never stop the bus
-            kind = "permanent" if isinstance(err, PermanentActionError) else "failed"
-            self.counters.inc("actions", action=invocation.action, outcome=kind)
-            log.error(
-                "rule %s: action %s failed for event %s: %s: %s",
-                invocation.rule,
-                invocation.action,
-                invocation.event.id,
-                type(err).__name__,
-                err,
-            )
-            return False
-        self.counters.inc("actions", action=invocation.action, outcome="ok")
-        return True
 
     # -- running -----------------------------------------------------------------------
 
@@ -248,18 +259,14 @@ class Bus:
         self._restore_state()
         self._build_sources()
         await self.plugins.call_each("startup", bus=self)
-        send, receive = anyio.create_memory_object_stream[Invocation](QUEUE_SIZE)
-        self._send = send
         http_stop = anyio.Event()
-        async with anyio.create_task_group() as workers:
-            for _ in range(self.config.action_workers):
-                workers.start_soon(self._worker, receive.clone())
-            receive.close()
-            # HTTP lives beside the workers, not among the sources: it is stopped
-            # gracefully (answering requests in flight) before the queue closes.
+        async with anyio.create_task_group() as delivery:
+            await delivery.start(self.dispatcher.run)
+            # HTTP lives beside delivery, not among the sources: it is stopped
+            # gracefully (answering requests in flight) before delivery drains.
             http_done = anyio.Event()
             if self.config.http.enabled:
-                await workers.start(self._serve_http, http_stop, http_done)
+                await delivery.start(self._serve_http, http_stop, http_done)
             else:
                 http_done.set()
             async with anyio.create_task_group() as tg:
@@ -279,7 +286,13 @@ class Bus:
                     tg.cancel_scope.cancel()
             http_stop.set()
             await http_done.wait()
-            await send.aclose()  # workers finish what is queued, then stop
+            if not await self.dispatcher.drain(DRAIN_TIMEOUT):
+                log.warning(
+                    "stopping with calls still in flight; they stay in the outbox "
+                    "and run again at the next start"
+                )
+            delivery.cancel_scope.cancel()
+        await self.http.aclose()
         await self._flush_state()
         await self.plugins.call_each("shutdown", bus=self)
         log.info("stopped")

@@ -21,6 +21,7 @@ from . import __version__
 from .bus import Bus, make_compiler
 from .config import Config, ConfigErrors, LoadedConfig, check_sources, load_config
 from .console import ConsoleReporter
+from .delivery.store import StateDirError
 from .errors import ConfigError, EvaluationError
 from .eventfile import BadLine, read_events
 from .expressions import EnvelopeView
@@ -164,7 +165,11 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
         logging.getLogger("ccbus").error(
             "plugin %s failed to load: %s", failure.name, failure.error
         )
-    bus = Bus(loaded, plugins, dry_run=dry_run)
+    try:
+        bus = Bus(loaded, plugins, dry_run=dry_run)
+    except StateDirError as err:  # before any source connects
+        _fail([str(err)])
+        sys.exit(1)
     anyio.run(lambda: bus.run(handle_signals=True))
 
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from .delivery.policy import DeliveryConfig
 from .errors import ConfigError
 from .plugins import PluginHost, unknown_message
 from .schema import Duration, Options, validate
@@ -76,7 +77,7 @@ class Config(Options):
     http: HttpConfig = Field(default_factory=HttpConfig)
     dedup_window: Duration = 600.0
     max_keys_per_rule: int = Field(default=100_000, gt=0)
-    action_workers: int = Field(default=16, gt=0)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("rules", mode="before")

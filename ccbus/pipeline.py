@@ -25,13 +25,31 @@ from .events import Event
 from .expressions import EnvelopeView
 from .rules.engine import Engine, Firing
 
-__all__ = ["Outcome", "Pipeline"]
+__all__ = ["Outcome", "Pipeline", "RenderFailure"]
 
 log = logging.getLogger("ccbus.pipeline")
 
 #: How many generations of ``emit`` an event may start.
 MAX_HOPS = 8
 HOPS_EXTENSION = "ccbushops"
+
+
+class RenderFailure:
+    """A call whose parameters could not be rendered: it goes to the dead letters."""
+
+    __slots__ = ("action", "event", "index", "reason", "rule")
+
+    def __init__(self, rule: str, action: str, index: int, event: Event, reason: str) -> None:
+        self.rule, self.action, self.index, self.event, self.reason = (
+            rule,
+            action,
+            index,
+            event,
+            reason,
+        )
+
+    def __str__(self) -> str:
+        return f"{self.rule}: action {self.index + 1} ({self.action}): {self.reason}"
 
 
 @dataclass(slots=True)
@@ -42,7 +60,7 @@ class Outcome:
     firings: list[Firing] = field(default_factory=list)
     invocations: list[Invocation] = field(default_factory=list)
     duplicates: int = 0
-    render_errors: list[str] = field(default_factory=list)
+    render_errors: list[RenderFailure] = field(default_factory=list)
 
 
 class Pipeline:
@@ -133,7 +151,9 @@ class Pipeline:
                     now,
                     consequence="this action is skipped, the rule's other actions run",
                 )
-                outcome.render_errors.append(f"{rule.name}: {message}")
+                outcome.render_errors.append(
+                    RenderFailure(rule.name, call.name, index, event, f"line {call.line}: {reason}")
+                )
                 continue
             made.append(
                 Invocation(

@@ -1,0 +1,269 @@
+"""Running recorded calls: lanes, retries with backoff, dead letters, draining.
+
+``submit()`` records calls and starts them at once when there is room;
+a poller picks up what is due later (retries, calls recorded by an earlier
+run, dead letters an admin retried).  Memory stays bounded: at most
+``MAX_IN_FLIGHT`` calls are held as tasks and at most ``LANE_BACKLOG`` per
+lane, everything else waits in the store.  A lane is a target (a webhook
+host, a notification target): its calls share a concurrency limit, so a
+slow or dead target holds up only its own lane.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from pydantic import ValidationError
+
+from ..actions import ActionContext, ActionSpec, Invocation
+from ..errors import PermanentActionError, RetryableActionError
+from ..events import Event
+from ..metrics import Counters
+from ..pipeline import RenderFailure
+from .policy import DeliveryConfig, DeliveryPolicy
+from .store import DeliveryStore, Pending
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger("ccbus.delivery")
+
+MAX_IN_FLIGHT = 1000
+LANE_BACKLOG = 100
+POLL_INTERVAL = 0.5
+
+
+class Dispatcher:
+    """Records, runs and retries action calls for one bus."""
+
+    def __init__(
+        self,
+        store: DeliveryStore,
+        actions: Mapping[str, ActionSpec],
+        config: DeliveryConfig,
+        context: Callable[[Invocation, int], ActionContext],
+        counters: Counters | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.actions = actions
+        self.config = config
+        self.context = context
+        self.counters = counters or Counters()
+        self.clock = clock
+        self._in_flight: set[int] = set()
+        self._lane_load: dict[str, int] = {}
+        self._lanes: dict[str, anyio.Semaphore] = {}
+        self._tasks: TaskGroup | None = None
+        self._wakeup = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    # -- recording ------------------------------------------------------------------
+
+    async def submit(self, invocations: list[Invocation]) -> None:
+        """Record calls durably, then start those there is room for. Returns once recorded."""
+        if not invocations:
+            return
+        now = self.clock()
+        rows = [self._row(i, now) for i in invocations]
+        ids = await anyio.to_thread.run_sync(self.store.add, rows)
+        for row_id, row, invocation in zip(ids, rows, invocations, strict=True):
+            if not row_id:
+                self.counters.inc("actions_deduplicated", action=row.action)
+                continue
+            row.id = row_id
+            self.counters.inc("actions_recorded", action=row.action)
+            self._maybe_start(row, invocation)
+
+    async def bury_unrendered(self, failures: list[RenderFailure]) -> None:
+        """Dead-letter calls whose templates failed, with rule, call and reason."""
+        for failure in failures:
+            row = Pending(
+                key=f"{failure.event.id}:{failure.rule}:{failure.index}",
+                rule=failure.rule,
+                action=failure.action,
+                index=failure.index,
+                lane=failure.action,
+                params="",
+                event=_event_json(failure.event),
+                created=self.clock(),
+            )
+            await anyio.to_thread.run_sync(
+                self.store.bury_unrendered, row, f"parameters did not render: {failure.reason}"
+            )
+            self.counters.inc("actions", action=failure.action, outcome="dead_letter")
+
+    def _row(self, invocation: Invocation, now: float) -> Pending:
+        spec = invocation.spec
+        return Pending(
+            key=invocation.idempotency_key,
+            rule=invocation.rule,
+            action=invocation.action,
+            index=invocation.index,
+            lane=spec.target(invocation.params) if spec.target else invocation.action,
+            params=invocation.params.model_dump_json(by_alias=True),
+            event=_event_json(invocation.event),
+            created=now,
+            next_at=now,
+        )
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll for due calls and run them until cancelled; cancelled calls stay recorded."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            task_status.started()
+            try:
+                while True:
+                    await self._poll()
+                    with anyio.move_on_after(POLL_INTERVAL):
+                        await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+            finally:
+                self._tasks = None
+
+    async def drain(self, within: float) -> bool:
+        """Wait until no call is in flight (True), or ``within`` seconds pass (False)."""
+        with anyio.move_on_after(within):
+            while self._in_flight:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+            return True
+        return False
+
+    async def _poll(self) -> None:
+        room = MAX_IN_FLIGHT - len(self._in_flight)
+        if room <= 0:
+            return
+        rows = await anyio.to_thread.run_sync(
+            self.store.due, self.clock(), room, set(self._in_flight)
+        )
+        for row in rows:
+            invocation = self._revive(row)
+            if invocation is not None:
+                self._maybe_start(row, invocation)
+
+    def _maybe_start(self, row: Pending, invocation: Invocation) -> None:
+        if (
+            self._tasks is None
+            or len(self._in_flight) >= MAX_IN_FLIGHT
+            or self._lane_load.get(row.lane, 0) >= LANE_BACKLOG
+        ):
+            return  # stays recorded; the poller starts it when there is room
+        self._in_flight.add(row.id)
+        self._lane_load[row.lane] = self._lane_load.get(row.lane, 0) + 1
+        self._tasks.start_soon(self._attempt, row, invocation)
+
+    def _revive(self, row: Pending) -> Invocation | None:
+        """Rebuild a recorded call; one that can no longer run becomes a dead letter."""
+        spec = self.actions.get(row.action)
+        try:
+            if spec is None:
+                raise LookupError(f"action {row.action!r} is not installed any more")
+            params = spec.params.model_validate_json(row.params)
+            event = Event.from_dict(json.loads(row.event), default_source="outbox")
+        except (LookupError, ValidationError, ValueError) as err:
+            self.store.bury(row.id, f"cannot be run again: {err}", row.attempts)
+            self.counters.inc("actions", action=row.action, outcome="dead_letter")
+            return None
+        return Invocation(
+            rule=row.rule, action=row.action, index=row.index, params=params, event=event, spec=spec
+        )
+
+    def _lane(self, name: str, policy: DeliveryPolicy) -> anyio.Semaphore:
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = anyio.Semaphore(policy.concurrency)
+        return lane
+
+    async def _attempt(self, row: Pending, invocation: Invocation) -> None:
+        policy = self.config.for_action(row.action)
+        attempt = row.attempts + 1
+        try:
+            async with self._lane(row.lane, policy):
+                started = time.perf_counter()
+                outcome, error, retry_after = await self._run(invocation, attempt, policy)
+                self.counters.inc(
+                    "action_seconds", time.perf_counter() - started, action=row.action
+                )
+            await self._settle(row, outcome, error, retry_after, attempt, policy)
+        finally:
+            self._in_flight.discard(row.id)
+            self._lane_load[row.lane] -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _run(
+        self, invocation: Invocation, attempt: int, policy: DeliveryPolicy
+    ) -> tuple[str, str, float | None]:
+        ctx = self.context(invocation, attempt)
+        try:
+            with anyio.fail_after(policy.timeout):
+                await invocation.spec.run(invocation.params, ctx)
+        except PermanentActionError as err:
+            return "permanent", str(err) or type(err).__name__, None
+        except RetryableActionError as err:
+            return "retry", str(err) or type(err).__name__, err.retry_after
+        except TimeoutError:
+            return "retry", f"no answer within {policy.timeout:g}s", None
+        except Exception as err:  # a plugin's unexpected failure is retried, never fatal
+            return "retry", f"{type(err).__name__}: {err}", None
+        return "ok", "", None
+
+    async def _settle(
+        self,
+        row: Pending,
+        outcome: str,
+        error: str,
+        retry_after: float | None,
+        attempt: int,
+        policy: DeliveryPolicy,
+    ) -> None:
+        store, action = self.store, row.action
+        if outcome == "ok":
+            await anyio.to_thread.run_sync(store.done, row.id)
+            self.counters.inc("actions", action=action, outcome="ok")
+            return
+        age = self.clock() - row.created
+        if outcome == "permanent" or attempt >= policy.attempts or age >= policy.max_age:
+            why = (
+                error
+                if outcome == "permanent"
+                else (f"gave up after {attempt} attempt(s) over {age:.0f}s; last error: {error}")
+            )
+            await anyio.to_thread.run_sync(store.bury, row.id, why, attempt)
+            self.counters.inc("actions", action=action, outcome="dead_letter")
+            log.error(
+                "rule %s: %s call %s is a dead letter: %s (see `ccbus dead-letters`)",
+                row.rule,
+                action,
+                row.key,
+                why,
+            )
+            return
+        delay = policy.delay(attempt, retry_after)
+        await anyio.to_thread.run_sync(
+            store.retry_later, row.id, self.clock() + delay, attempt, error
+        )
+        self.counters.inc("actions", action=action, outcome="retry")
+        log.warning(
+            "rule %s: %s attempt %d failed: %s; retrying in %.1fs",
+            row.rule,
+            action,
+            attempt,
+            error,
+            delay,
+        )
+
+
+def _event_json(event: Event) -> str:
+    doc = event.to_cloudevent()
+    doc["time"] = event.time.isoformat()
+    return json.dumps(doc, default=str)

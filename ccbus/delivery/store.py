@@ -1,0 +1,385 @@
+"""Where pending calls and dead letters live: SQLite in WAL mode, or memory.
+
+One file, ``<state_dir>/delivery.sqlite3``, with two tables: ``outbox``
+(calls recorded but not yet delivered) and ``dead_letters`` (calls that will
+not be tried again without an admin).  ``ccbus dead-letters`` works on the
+same file, whether the bus is running or not: WAL lets a reader and the
+bus's writer work side by side, and the bus picks up a retried dead letter
+on its next poll.
+
+WAL with ``synchronous=NORMAL`` survives the process being killed (the
+crash test does exactly that); ``delivery.synchronous: full`` also survives
+power loss, at the cost of an fsync per commit.
+
+The methods are synchronous and thread-safe (one connection, one lock); the
+dispatcher calls them through ``anyio.to_thread`` so the event loop never
+waits on the disk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "DeadLetter",
+    "DeliveryStore",
+    "MemoryDeliveryStore",
+    "Pending",
+    "SqliteDeliveryStore",
+    "StateDirError",
+]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    rule TEXT NOT NULL,
+    action TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    lane TEXT NOT NULL,
+    params TEXT NOT NULL,
+    event TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    next_at REAL NOT NULL,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    action TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    lane TEXT NOT NULL,
+    params TEXT,
+    event TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created REAL NOT NULL,
+    failed_at REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+class StateDirError(OSError):
+    """The state directory cannot hold the outbox (missing, unwritable, full)."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """One recorded call (a row of the outbox)."""
+
+    key: str
+    rule: str
+    action: str
+    index: int
+    lane: str
+    params: str  # JSON of the rendered, validated parameters
+    event: str  # JSON of the event (CloudEvents structure)
+    created: float
+    attempts: int = 0
+    next_at: float = 0.0
+    last_error: str = ""
+    id: int = 0
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A call that will not be tried again until an admin says so."""
+
+    id: int
+    key: str
+    rule: str
+    action: str
+    index: int
+    lane: str
+    params: str | None  # None when the parameters never rendered
+    event: str
+    attempts: int
+    created: float
+    failed_at: float
+    reason: str
+
+
+class DeliveryStore(Protocol):
+    """What the dispatcher needs from a store (SQLite or memory)."""
+
+    def add(self, rows: list[Pending]) -> list[int]: ...
+    def due(self, now: float, limit: int, skip: set[int]) -> list[Pending]: ...
+    def done(self, row_id: int) -> None: ...
+    def retry_later(self, row_id: int, next_at: float, attempts: int, error: str) -> None: ...
+    def bury(self, row_id: int, reason: str, attempts: int) -> None: ...
+    def bury_unrendered(self, row: Pending, reason: str) -> None: ...
+    def pending_count(self) -> int: ...
+    def dead_count(self) -> int: ...
+
+
+class SqliteDeliveryStore:
+    """The durable store: survives crashes, shared with ``ccbus dead-letters``."""
+
+    def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                path, check_same_thread=False, timeout=10, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.executescript(SCHEMA)
+            self._db.execute("BEGIN IMMEDIATE")  # proves the file is writable now
+            self._db.execute("COMMIT")
+        except (OSError, sqlite3.Error) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            raise StateDirError(
+                f"cannot keep the delivery outbox at {path}: {reason} "
+                "(check state_dir: it must be a writable directory with "
+                "free space)"
+            ) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, rows: list[Pending]) -> list[int]:
+        """Record calls in one transaction; returns the new row ids (0 for a known key)."""
+        ids = []
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for row in rows:
+                    cursor = self._db.execute(
+                        "INSERT OR IGNORE INTO outbox (key, rule, action, idx, lane, params, "
+                        "event, attempts, created, next_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            row.key,
+                            row.rule,
+                            row.action,
+                            row.index,
+                            row.lane,
+                            row.params,
+                            row.event,
+                            row.attempts,
+                            row.created,
+                            row.next_at,
+                        ),
+                    )
+                    ids.append(cursor.lastrowid if cursor.rowcount else 0)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return [i or 0 for i in ids]
+
+    def due(self, now: float, limit: int, skip: set[int]) -> list[Pending]:
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT key, rule, action, idx, lane, params, event, created, attempts, "
+                "next_at, last_error, id FROM outbox WHERE next_at <= ? ORDER BY next_at "
+                "LIMIT ?",
+                (now, limit + len(skip)),
+            )
+            rows = [Pending(*r) for r in cursor]
+        return [r for r in rows if r.id not in skip][:limit]
+
+    def done(self, row_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+
+    def retry_later(self, row_id: int, next_at: float, attempts: int, error: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET next_at = ?, attempts = ?, last_error = ? WHERE id = ?",
+                (next_at, attempts, error[:2000], row_id),
+            )
+
+    def bury(self, row_id: int, reason: str, attempts: int) -> None:
+        """Move an outbox row to the dead letters."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO dead_letters (key, rule, action, idx, lane, params, event, "
+                "attempts, created, failed_at, reason) SELECT key, rule, action, idx, lane, "
+                "params, event, ?, created, ?, ? FROM outbox WHERE id = ?",
+                (attempts, time.time(), reason[:4000], row_id),
+            )
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+            self._db.execute("COMMIT")
+
+    def bury_unrendered(self, row: Pending, reason: str) -> None:
+        """A call whose parameters never rendered goes straight to the dead letters."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO dead_letters (key, rule, action, idx, lane, params, event, "
+                "attempts, created, failed_at, reason) VALUES (?,?,?,?,?,NULL,?,0,?,?,?)",
+                (
+                    row.key,
+                    row.rule,
+                    row.action,
+                    row.index,
+                    row.lane,
+                    row.event,
+                    row.created,
+                    time.time(),
+                    reason[:4000],
+                ),
+            )
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def dead_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    # -- for `ccbus dead-letters` ---------------------------------------------------
+
+    def dead_letters(self, ids: Iterable[int] | None = None) -> list[DeadLetter]:
+        query = (
+            "SELECT id, key, rule, action, idx, lane, params, event, attempts, created, "
+            "failed_at, reason FROM dead_letters"
+        )
+        with self._lock:
+            if ids is None:
+                rows = self._db.execute(query + " ORDER BY id").fetchall()
+            else:
+                wanted = list(ids)
+                marks = ",".join("?" * len(wanted))
+                rows = self._db.execute(
+                    f"{query} WHERE id IN ({marks}) ORDER BY id", wanted
+                ).fetchall()
+        return [DeadLetter(*r) for r in rows]
+
+    def resurrect(self, ids: Iterable[int]) -> list[int]:
+        """Move dead letters back to the outbox, due now with fresh attempts.
+
+        Returns the ids moved; dead letters without parameters (never
+        rendered) cannot be retried and are left where they are.
+        """
+        moved = []
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            for letter_id in ids:
+                row = self._db.execute(
+                    "SELECT key, rule, action, idx, lane, params, event "
+                    "FROM dead_letters WHERE id = ? AND params IS NOT NULL",
+                    (letter_id,),
+                ).fetchone()
+                if row is None:
+                    continue
+                self._db.execute(
+                    "INSERT OR REPLACE INTO outbox (key, rule, action, idx, lane, "
+                    "params, event, attempts, created, next_at) "
+                    "VALUES (?,?,?,?,?,?,?,0,?,?)",
+                    (*row, now, now),
+                )
+                self._db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+                moved.append(letter_id)
+            self._db.execute("COMMIT")
+        return moved
+
+    def purge(self, ids: Iterable[int] | None = None, older_than: float | None = None) -> int:
+        with self._lock:
+            if ids is not None:
+                wanted = list(ids)
+                marks = ",".join("?" * len(wanted))
+                cursor = self._db.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})", wanted)
+            else:
+                cursor = self._db.execute(
+                    "DELETE FROM dead_letters WHERE failed_at <= ?",
+                    (older_than if older_than is not None else 1e18,),
+                )
+            return int(cursor.rowcount)
+
+
+@dataclass(slots=True)
+class MemoryDeliveryStore:
+    """The store with ``delivery.outbox: false``: same behaviour, nothing survives a crash."""
+
+    rows: dict[int, Pending] = field(default_factory=dict)
+    keys: set[str] = field(default_factory=set)
+    dead: list[DeadLetter] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def add(self, rows: list[Pending]) -> list[int]:
+        ids = []
+        for row in rows:
+            if row.key in self.keys:
+                ids.append(0)
+                continue
+            row.id = next(self._ids)
+            self.rows[row.id] = row
+            self.keys.add(row.key)
+            ids.append(row.id)
+        return ids
+
+    def due(self, now: float, limit: int, skip: set[int]) -> list[Pending]:
+        ready = sorted(
+            (r for r in self.rows.values() if r.next_at <= now and r.id not in skip),
+            key=lambda r: r.next_at,
+        )
+        return ready[:limit]
+
+    def done(self, row_id: int) -> None:
+        row = self.rows.pop(row_id, None)
+        if row is not None:
+            self.keys.discard(row.key)
+
+    def retry_later(self, row_id: int, next_at: float, attempts: int, error: str) -> None:
+        row = self.rows[row_id]
+        row.next_at, row.attempts, row.last_error = next_at, attempts, error
+
+    def bury(self, row_id: int, reason: str, attempts: int) -> None:
+        row = self.rows.pop(row_id)
+        self.keys.discard(row.key)
+        self.dead.append(
+            DeadLetter(
+                len(self.dead) + 1,
+                row.key,
+                row.rule,
+                row.action,
+                row.index,
+                row.lane,
+                row.params,
+                row.event,
+                attempts,
+                row.created,
+                time.time(),
+                reason,
+            )
+        )
+
+    def bury_unrendered(self, row: Pending, reason: str) -> None:
+        self.dead.append(
+            DeadLetter(
+                len(self.dead) + 1,
+                row.key,
+                row.rule,
+                row.action,
+                row.index,
+                row.lane,
+                None,
+                row.event,
+                0,
+                row.created,
+                time.time(),
+                reason,
+            )
+        )
+
+    def pending_count(self) -> int:
+        return len(self.rows)
+
+    def dead_count(self) -> int:
+        return len(self.dead)
