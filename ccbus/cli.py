@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -454,3 +455,136 @@ def main() -> None:
     host = PluginHost()
     attach_plugins(host)
     cli(obj={"plugins": host})
+
+
+# ---------------------------------------------------------------------------
+# dead letters
+
+
+def _delivery_store(config: Path | None, state_dir: Path | None) -> Any:
+    from .delivery.store import SqliteDeliveryStore
+
+    if state_dir is None:
+        if config is None:
+            raise click.UsageError("give -c CONFIG or --state-dir DIR")
+        state_dir = _workspace(config, ()).state_dir
+    path = state_dir / "delivery.sqlite3"
+    if not path.exists():
+        raise click.ClickException(f"no delivery outbox at {path} (has ccbus run there yet?)")
+    try:
+        return SqliteDeliveryStore(path)
+    except StateDirError as err:
+        raise click.ClickException(str(err)) from None
+
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The state directory (instead of reading it from -c).",
+)
+
+
+@cli.group(name="dead-letters")
+def dead_letters() -> None:
+    """Calls that failed for good: list, show, retry or purge them.
+
+    Works on the state directory's outbox whether ccbus is running or not;
+    a running bus picks retried calls up within a second.
+    """
+
+
+@dead_letters.command(name="list")
+@config_option
+@state_dir_option
+def dead_letters_list(config: Path | None, state_dir: Path | None) -> None:
+    """One line per dead letter: id, when, rule, action, attempts, reason."""
+    store = _delivery_store(config, state_dir)
+    letters = store.dead_letters()
+    for letter in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.failed_at))
+        click.echo(
+            f"{letter.id:5d}  {when}  {letter.rule}  {letter.action}  "
+            f"attempts={letter.attempts}  {letter.reason.splitlines()[0][:120]}"
+        )
+    click.echo(f"{len(letters)} dead letter(s); {store.pending_count()} call(s) pending")
+
+
+@dead_letters.command(name="show")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@config_option
+@state_dir_option
+def dead_letters_show(ids: tuple[int, ...], config: Path | None, state_dir: Path | None) -> None:
+    """Everything about dead letters IDS: reason, parameters, the event."""
+    store = _delivery_store(config, state_dir)
+    letters = store.dead_letters(ids)
+    if not letters:
+        raise click.ClickException(f"no dead letter with id {', '.join(map(str, ids))}")
+    for letter in letters:
+        click.echo(
+            json.dumps(
+                {
+                    "id": letter.id,
+                    "key": letter.key,
+                    "rule": letter.rule,
+                    "action": letter.action,
+                    "action_index": letter.index,
+                    "lane": letter.lane,
+                    "attempts": letter.attempts,
+                    "reason": letter.reason,
+                    "params": json.loads(letter.params) if letter.params else None,
+                    "event": json.loads(letter.event),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+
+
+@dead_letters.command(name="retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every dead letter.")
+@config_option
+@state_dir_option
+def dead_letters_retry(
+    ids: tuple[int, ...], retry_all: bool, config: Path | None, state_dir: Path | None
+) -> None:
+    """Put dead letters IDS (or --all) back in the outbox with fresh attempts."""
+    if not ids and not retry_all:
+        raise click.UsageError("give dead letter ids or --all")
+    store = _delivery_store(config, state_dir)
+    wanted = [d.id for d in store.dead_letters()] if retry_all else list(ids)
+    moved = store.resurrect(wanted)
+    for letter_id in sorted(set(wanted) - set(moved)):
+        click.echo(
+            f"dead letter {letter_id} not retried: no such id, or its parameters never "
+            "rendered (fix the rule, then replay the event from `show`)",
+            err=True,
+        )
+    click.echo(f"{len(moved)} call(s) back in the outbox")
+
+
+@dead_letters.command(name="purge")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--older-than", help="Only those that failed longer ago than this (e.g. 7d).")
+@click.option("--all", "purge_all", is_flag=True, help="Every dead letter.")
+@config_option
+@state_dir_option
+def dead_letters_purge(
+    ids: tuple[int, ...],
+    older_than: str | None,
+    purge_all: bool,
+    config: Path | None,
+    state_dir: Path | None,
+) -> None:
+    """Delete dead letters IDS, or --older-than AGE, or --all."""
+    from .durations import parse_duration
+
+    if not (ids or older_than or purge_all):
+        raise click.UsageError("give dead letter ids, --older-than AGE or --all")
+    store = _delivery_store(config, state_dir)
+    if ids:
+        removed = store.purge(ids=ids)
+    else:
+        cutoff = time.time() - parse_duration(older_than) if older_than else None
+        removed = store.purge(older_than=cutoff)
+    click.echo(f"{removed} dead letter(s) purged")

@@ -1,0 +1,308 @@
+"""The outbox: record before running, retry with backoff, dead letters, lanes, restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from click.testing import CliRunner
+from support import write
+
+from ccbus import ActionSpec, Event, Options, hookimpl
+from ccbus.bus import Bus
+from ccbus.cli import cli
+from ccbus.config import load_config
+from ccbus.delivery.store import SqliteDeliveryStore, StateDirError
+from ccbus.errors import PermanentActionError, RetryableActionError
+from ccbus.plugins import PluginHost
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Flaky:
+    """Action `flaky`: fails as told per lane, records successful calls."""
+
+    def __init__(self) -> None:
+        self.fail_next: dict[str, list[Exception]] = {}
+        self.hang: set[str] = set()
+        self.delivered: list[tuple[str, str, int]] = []
+        self.attempt_times: list[float] = []
+
+    @hookimpl
+    def register_actions(self) -> list[ActionSpec]:
+        flaky = self
+
+        class Params(Options):
+            lane: str = "a"
+            value: str = ""
+
+        async def run(params: Params, ctx: Any) -> None:
+            flaky.attempt_times.append(time.monotonic())
+            if params.lane in flaky.hang:
+                await anyio.sleep(60)
+            failures = flaky.fail_next.get(params.lane)
+            if failures:
+                raise failures.pop(0)
+            flaky.delivered.append((params.value, ctx.idempotency_key, ctx.attempt))
+
+        return [ActionSpec(name="flaky", params=Params, run=run, shorthand="value",
+                           target=lambda p: f"lane:{p.lane}")]
+
+
+CONFIG = """
+http: {enabled: false}
+state_dir: state
+delivery:
+  backoff_initial: 0.05
+  backoff_cap: 0.2
+  attempts: 4
+  actions:
+    flaky: {concurrency: 1}
+"""
+
+RULES = """
+rules:
+  - name: go
+    on: t.go
+    do: [flaky: {lane: "{lane}", value: "{value}"}]
+  - name: broken-template
+    on: t.broken
+    do:
+      - flaky: "{missing_field}"
+      - flaky: {value: fine}
+"""
+
+
+def make_bus(tmp_path: Path, flaky: Flaky, config: str = CONFIG) -> Bus:
+    write(tmp_path / "rules" / "r.yaml", RULES)
+    path = write(tmp_path / "ccbus.yaml", config)
+    return Bus(load_config(path), PluginHost(autoload=False, extra=[flaky]))
+
+
+def go(lane: str = "a", value: str = "v", event_id: str | None = None) -> Event:
+    event = Event(type="t.go", source="test", data={"lane": lane, "value": value})
+    if event_id:
+        event.id = event_id
+    return event
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)
+
+
+async def running(bus: Bus, body: Any) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(watch_rules=False))
+        await bus.started.wait()
+        await body()
+        bus.stop()
+
+
+def outbox(tmp_path: Path) -> SqliteDeliveryStore:
+    return SqliteDeliveryStore(tmp_path / "state" / "delivery.sqlite3")
+
+
+async def test_retryable_failures_are_retried_with_backoff(tmp_path: Path) -> None:
+    flaky = Flaky()
+    flaky.fail_next["a"] = [RetryableActionError("503 from upstream"), ConnectionError("reset")]
+    bus = make_bus(tmp_path, flaky)
+
+    async def body() -> None:
+        await bus.publish(go(value="x"))
+        await wait_for(lambda: flaky.delivered)
+
+    await running(bus, body)
+    [(value, key, attempt)] = flaky.delivered
+    assert value == "x" and attempt == 3 and key.endswith(":go:0")
+    gaps = [b - a for a, b in zip(flaky.attempt_times, flaky.attempt_times[1:], strict=False)]
+    assert all(g >= 0.025 for g in gaps), gaps  # jittered, at least half the backoff step
+    assert outbox(tmp_path).pending_count() == 0
+
+
+async def test_retry_after_is_honoured(tmp_path: Path) -> None:
+    flaky = Flaky()
+    flaky.fail_next["a"] = [RetryableActionError("429", retry_after=0.6)]
+    bus = make_bus(tmp_path, flaky)
+
+    async def body() -> None:
+        await bus.publish(go())
+        await wait_for(lambda: flaky.delivered)
+
+    await running(bus, body)
+    assert flaky.attempt_times[1] - flaky.attempt_times[0] >= 0.6
+
+
+async def test_permanent_failures_and_exhausted_attempts_become_dead_letters(
+        tmp_path: Path) -> None:
+    flaky = Flaky()
+    flaky.fail_next["p"] = [PermanentActionError("404 Not Found: no such hook")]
+    flaky.fail_next["r"] = [RetryableActionError(f"timeout {i}") for i in range(10)]
+    bus = make_bus(tmp_path, flaky)
+    store = outbox(tmp_path)
+
+    async def body() -> None:
+        await bus.publish(go(lane="p"))
+        await bus.publish(go(lane="r"))
+        await wait_for(lambda: store.dead_count() == 2)
+
+    await running(bus, body)
+    letters = {d.lane: d for d in store.dead_letters()}
+    assert letters["lane:p"].reason == "404 Not Found: no such hook"
+    assert letters["lane:p"].attempts == 1
+    assert letters["lane:r"].reason.startswith("gave up after 4 attempt(s)")
+    assert "timeout 3" in letters["lane:r"].reason
+    assert store.pending_count() == 0 and flaky.delivered == []
+
+
+async def test_a_template_failure_is_a_dead_letter_and_other_actions_run(tmp_path: Path) -> None:
+    flaky = Flaky()
+    bus = make_bus(tmp_path, flaky)
+    store = outbox(tmp_path)
+
+    async def body() -> None:
+        await bus.publish(Event(type="t.broken", source="test", data={}))
+        await wait_for(lambda: flaky.delivered)
+
+    await running(bus, body)
+    assert [v for v, _, _ in flaky.delivered] == ["fine"]
+    [letter] = store.dead_letters()
+    assert letter.rule == "broken-template" and letter.params is None
+    assert "parameters did not render" in letter.reason
+    assert "no field or key 'missing_field'" in letter.reason and "line" in letter.reason
+
+
+async def test_a_stuck_lane_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    flaky = Flaky()
+    flaky.hang.add("slow")
+    bus = make_bus(tmp_path, flaky)
+
+    async def body() -> None:
+        for i in range(3):
+            await bus.publish(go(lane="slow", value=f"s{i}"))
+        started = time.monotonic()
+        for i in range(20):
+            await bus.publish(go(lane="fast", value=f"f{i}"))
+        await wait_for(lambda: len(flaky.delivered) == 20, timeout=5)
+        assert time.monotonic() - started < 3
+
+    await running(bus, body)
+    assert {v for v, _, _ in flaky.delivered} == {f"f{i}" for i in range(20)}
+
+
+async def test_calls_survive_a_stop_and_run_at_the_next_start(tmp_path: Path) -> None:
+    flaky = Flaky()
+    flaky.hang.add("a")
+    first = make_bus(tmp_path, flaky)
+
+    async def recorded() -> None:
+        for i in range(5):
+            await first.publish(go(value=f"v{i}"))
+
+    import ccbus.bus
+
+    ccbus.bus.DRAIN_TIMEOUT, saved = 0.2, ccbus.bus.DRAIN_TIMEOUT
+    try:
+        await running(first, recorded)
+    finally:
+        ccbus.bus.DRAIN_TIMEOUT = saved
+    assert outbox(tmp_path).pending_count() == 5 and flaky.delivered == []
+
+    flaky.hang.clear()
+    second = make_bus(tmp_path, flaky)
+
+    async def delivered() -> None:
+        await wait_for(lambda: len(flaky.delivered) == 5)
+
+    await running(second, delivered)
+    assert sorted(v for v, _, _ in flaky.delivered) == [f"v{i}" for i in range(5)]
+    assert outbox(tmp_path).pending_count() == 0
+
+
+async def test_the_same_call_is_recorded_once(tmp_path: Path) -> None:
+    flaky = Flaky()
+    flaky.hang.add("a")
+    bus = make_bus(tmp_path, flaky)
+
+    async def body() -> None:
+        await bus.publish(go(event_id="same"))
+        bus.pipeline._seen.clear()  # pretend the dedup window forgot it (a redelivery)
+        await bus.publish(go(event_id="same"))
+
+    import ccbus.bus
+
+    ccbus.bus.DRAIN_TIMEOUT, saved = 0.1, ccbus.bus.DRAIN_TIMEOUT
+    try:
+        await running(bus, body)
+    finally:
+        ccbus.bus.DRAIN_TIMEOUT = saved
+    assert outbox(tmp_path).pending_count() == 1
+    assert bus.counters.total("actions_deduplicated") == 1
+
+
+async def test_dead_letters_cli_lists_shows_retries_and_purges(tmp_path: Path) -> None:
+    flaky = Flaky()
+    flaky.fail_next["p"] = [PermanentActionError("bad request")] * 2
+    bus = make_bus(tmp_path, flaky)
+    store = outbox(tmp_path)
+    runner = CliRunner()
+    state = str(tmp_path / "state")
+
+    def cli_run(*args: str) -> str:
+        result = runner.invoke(cli, [*args, "--state-dir", state],
+                               obj={"plugins": PluginHost(autoload=False)})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    async def body() -> None:
+        await bus.publish(go(lane="p", value="one"))
+        await bus.publish(go(lane="p", value="two"))
+        await wait_for(lambda: store.dead_count() == 2)
+        listing = cli_run("dead-letters", "list")
+        assert "2 dead letter(s); 0 call(s) pending" in listing and "bad request" in listing
+        first = store.dead_letters()[0]
+        shown = json.loads(cli_run("dead-letters", "show", str(first.id)))
+        assert shown["params"]["lane"] == "p" and shown["event"]["type"] == "t.go"
+        flaky.fail_next["p"] = []
+        assert "1 call(s) back in the outbox" in cli_run("dead-letters", "retry", str(first.id))
+        await wait_for(lambda: flaky.delivered)  # the running bus picks it up
+        assert "1 dead letter(s) purged" in cli_run("dead-letters", "purge", "--all")
+
+    await running(bus, body)
+    assert [v for v, _, _ in flaky.delivered] == ["one"]
+    assert store.dead_count() == 0
+
+
+def test_an_unusable_state_dir_is_named_before_anything_starts(tmp_path: Path) -> None:
+    blocker = write(tmp_path / "not-a-dir", "a file where the state directory should be\n")
+    config = write(tmp_path / "c.yaml", f"state_dir: {blocker}/state\nhttp: {{enabled: false}}\n")
+    with pytest.raises(StateDirError, match=f"{blocker}/state/"):
+        Bus(load_config(config), PluginHost(autoload=False))
+    result = CliRunner().invoke(cli, ["run", "-c", str(config)],
+                                obj={"plugins": PluginHost(autoload=False)})
+    assert result.exit_code == 1
+    assert f"{blocker}/state" in result.output and "writable directory" in result.output
+
+
+async def test_outbox_off_delivers_from_memory(tmp_path: Path) -> None:
+    flaky = Flaky()
+    flaky.fail_next["a"] = [RetryableActionError("once")]
+    bus = make_bus(tmp_path, flaky, CONFIG + "  outbox: false\n")
+
+    async def body() -> None:
+        await bus.publish(go(value="m"))
+        await wait_for(lambda: flaky.delivered)
+
+    await running(bus, body)
+    assert not (tmp_path / "state" / "delivery.sqlite3").exists()
+    assert flaky.delivered[0][0] == "m"
