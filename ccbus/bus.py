@@ -67,12 +67,19 @@ class SourceRuntime:
 
     name: str
     plugin: str
-    context: SourceContext
-    source: Source
     state: str = "starting"
     restarts: int = 0
     last_error: str = ""
     finished: anyio.Event = field(default_factory=anyio.Event)
+    # set right after construction: the context needs set_state, the source needs the context
+    context: SourceContext = field(init=False)
+    source: Source = field(init=False)
+
+    def set_state(self, state: str) -> None:
+        """What the source says it is doing (``connected``, ``reconnecting``, ...)."""
+        if state != self.state:
+            self.state = state
+            log.info("source %s: %s", self.name, state)
 
 
 def make_compiler(plugins: PluginHost, clock: Clock) -> ExpressionCompiler:
@@ -225,27 +232,18 @@ class Bus:
             if not source_config.enabled:
                 continue
             spec = self.plugins.source(source_config.plugin)
-            runtime_box: list[SourceRuntime] = []
-
-            def set_state(state: str, box: list[SourceRuntime] = runtime_box) -> None:
-                if box and box[0].state != state:
-                    box[0].state = state
-                    log.info("source %s: %s", box[0].name, state)
-
-            ctx = SourceContext(
+            runtime = SourceRuntime(name=name, plugin=source_config.plugin)
+            runtime.context = SourceContext(
                 name=name,
                 options=source_options(self.loaded, self.plugins, name),
                 emit=self.publish,
                 log=logging.getLogger(f"ccbus.source.{name}"),
                 state_dir=self.loaded.state_dir / "sources" / name,
                 config_dir=self.loaded.base_dir,
-                set_state=set_state,
+                set_state=runtime.set_state,
             )
-            ctx.state_dir.mkdir(parents=True, exist_ok=True)
-            runtime = SourceRuntime(
-                name=name, plugin=source_config.plugin, context=ctx, source=spec.factory(ctx)
-            )
-            runtime_box.append(runtime)
+            runtime.context.state_dir.mkdir(parents=True, exist_ok=True)
+            runtime.source = spec.factory(runtime.context)
             self.sources[name] = runtime
 
     async def run(
