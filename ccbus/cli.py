@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import tempfile
 import time
@@ -509,6 +510,18 @@ def dead_letters_list(config: Path | None, state_dir: Path | None) -> None:
     click.echo(f"{len(letters)} dead letter(s); {store.pending_count()} call(s) pending")
 
 
+_SECRET_KEY = re.compile(r"secret|token|password|passwd|authorization|api_?key", re.I)
+
+
+def _redacted(value: Any) -> Any:
+    """Parameters with secret-looking keys masked, for printing."""
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEY.search(str(k)) else _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
+
+
 @dead_letters.command(name="show")
 @click.argument("ids", nargs=-1, type=int, required=True)
 @config_option
@@ -531,7 +544,7 @@ def dead_letters_show(ids: tuple[int, ...], config: Path | None, state_dir: Path
                     "lane": letter.lane,
                     "attempts": letter.attempts,
                     "reason": letter.reason,
-                    "params": json.loads(letter.params) if letter.params else None,
+                    "params": _redacted(json.loads(letter.params)) if letter.params else None,
                     "event": json.loads(letter.event),
                 },
                 indent=2,

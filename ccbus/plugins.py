@@ -42,6 +42,8 @@ BUILTIN_PLUGINS = (
     "ccbus.builtin.webhook",
     "ccbus.builtin.log_action",
     "ccbus.builtin.emit_action",
+    "ccbus.builtin.webhook_action",
+    "ccbus.builtin.notify_action",
 )
 
 

@@ -57,7 +57,7 @@ def test_unknown_action_names_rule_file_and_line(tmp_path, plugins, compiler) ->
         compiler,
     )
     [error] = ruleset.errors
-    assert str(error) == f"{path}:6:9: rule 'r': unknown action 'notfy' (known: emit, log)"
+    assert str(error) == f"{path}:6:9: rule 'r': unknown action 'notfy' (did you mean 'notify'?)"
 
 
 def test_unknown_and_missing_action_parameters(tmp_path, plugins, compiler) -> None:
