@@ -1,0 +1,123 @@
+"""kill -9 with calls pending loses nothing: the outbox delivers them after a restart.
+
+A real ``ccbus run`` process receives events over HTTP (the ``webhook``
+source) and forwards each to a receiver with the ``webhook`` action.  The
+receiver is down; ccbus is killed with SIGKILL while every call waits; the
+receiver comes up; ccbus starts again; every call arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from http_receiver import HttpReceiver
+from support import write
+
+CCBUS = str(Path(sys.executable).parent / "ccbus")
+EVENTS = 40
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_ccbus(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    env = {**os.environ, "CCBUS_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    return subprocess.Popen([CCBUS, "run", "-c", str(config)], stdout=handle, stderr=handle,
+                            env=env)
+
+
+def wait_until(predicate, timeout: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; ccbus log:\n{log.read_text()[-3000:]}")
+
+
+def healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def pending(state: Path) -> int:
+    path = state / "delivery.sqlite3"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+@pytest.mark.slow
+def test_sigkill_with_pending_calls_loses_nothing(tmp_path: Path) -> None:
+    inbound, outbound = free_port(), free_port()
+    state = tmp_path / "state"
+    log = tmp_path / "ccbus.log"
+    write(tmp_path / "rules" / "forward.yaml", f"""
+        rules:
+          - name: forward
+            on: crash.*
+            do:
+              - webhook: {{url: "http://127.0.0.1:{outbound}/in", json: {{n: "{{n}}"}}}}
+    """)
+    config = write(tmp_path / "ccbus.yaml", f"""
+        sources:
+          in: {{plugin: webhook, options: {{token: crash-test-token}}}}
+        rules: [rules]
+        state_dir: state
+        http: {{listen: "127.0.0.1:{inbound}"}}
+        delivery: {{backoff_initial: 0.2, backoff_cap: 0.5, attempts: 1000}}
+    """)
+
+    first = start_ccbus(config, log)
+    try:
+        wait_until(lambda: healthy(inbound), 20, "ccbus to listen", log)
+        with httpx.Client() as client:
+            for n in range(EVENTS):
+                answer = client.post(
+                    f"http://127.0.0.1:{inbound}/events/in",
+                    headers={"Authorization": "Bearer crash-test-token"},
+                    json={"type": "crash.Test", "id": f"e{n}", "data": {"n": n}},
+                )
+                assert answer.status_code == 202, answer.text
+        # accepted means recorded: the source answers after the calls are in the outbox
+        assert pending(state) == EVENTS
+        time.sleep(1.0)  # let a few retries fail against the dead receiver
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert first.returncode == -signal.SIGKILL
+    assert pending(state) == EVENTS, "the killed process must leave every call recorded"
+
+    with HttpReceiver(port=outbound) as receiver:
+        second = start_ccbus(config, log)
+        try:
+            wait_until(lambda: len({r.headers.get("idempotency-key")
+                                    for r in receiver.requests}) >= EVENTS,
+                       30, "every call to arrive", log)
+            wait_until(lambda: pending(state) == 0, 10, "the outbox to empty", log)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(20)
+        keys = {r.headers["idempotency-key"] for r in receiver.requests}
+        numbers = sorted(r.json()["n"] for r in receiver.requests)
+    expected = {f"e{n}:forward:0" for n in range(EVENTS)}
+    lost = expected - keys
+    assert lost == set(), f"lost {len(lost)} deliveries: {sorted(lost)[:5]}"
+    assert set(numbers) == set(range(EVENTS))
+    assert second.returncode == 0
