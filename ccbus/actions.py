@@ -96,6 +96,7 @@ class Invocation:
     def describe(self) -> str:
         """``notify(to='ops', body='...')`` for consoles and logs."""
         shown = ", ".join(
-            f"{k}={v!r}" for k, v in self.params.model_dump(exclude_defaults=True).items()
+            f"{k}={v!r}"
+            for k, v in self.params.model_dump(exclude_defaults=True, by_alias=True).items()
         )
         return f"{self.action}({shown})"

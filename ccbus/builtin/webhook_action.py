@@ -154,9 +154,7 @@ def _check_header_name(value: str) -> str:
     if not _TOKEN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid header name")
     if value.lower() in _RESERVED_HEADERS:
-        hint = (
-            " (use the 'content_type' parameter)" if value.lower() == "content-type" else ""
-        )
+        hint = " (use the 'content_type' parameter)" if value.lower() == "content-type" else ""
         raise ValueError(f"header {value!r} is set by the webhook action itself{hint}")
     return value
 
@@ -195,9 +193,9 @@ class WebhookParams(Options):
     model_config = ConfigDict(populate_by_name=True)
 
     url: Annotated[str, AfterValidator(_check_url)]
-    method: Annotated[
-        Literal["GET", "POST", "PUT", "PATCH", "DELETE"], BeforeValidator(_upper)
-    ] = "POST"
+    method: Annotated[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], BeforeValidator(_upper)] = (
+        "POST"
+    )
     headers: dict[HeaderName, HeaderValue] = {}
     query: dict[str, Annotated[str, AfterValidator(_Masked)]] = {}
     json_body: JsonValue = Field(default=None, alias="json")
@@ -245,8 +243,9 @@ def _payload(params: WebhookParams, event: Event) -> tuple[bytes, str | None]:
 
 def _dumps(value: Any) -> bytes:
     # default=str: vendor payloads may carry values JSON has no type for (datetimes).
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                      default=str)
+    text = json.dumps(
+        value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str
+    )
     return text.encode("utf-8")
 
 
@@ -371,9 +370,7 @@ async def run(params: WebhookParams, ctx: ActionContext) -> None:
         # Connection refused or reset, TLS failures (certificate or handshake),
         # malformed responses: the target may be fine again later.
         reason = _printable(_scrub(str(err), secrets)) or "no detail"
-        raise RetryableActionError(
-            f"webhook {where}: {type(err).__name__}: {reason}"
-        ) from None
+        raise RetryableActionError(f"webhook {where}: {type(err).__name__}: {reason}") from None
 
     status = response.status_code
     limit = DRAIN_BYTES if 200 <= status < 300 else SNIPPET_BYTES

@@ -196,7 +196,7 @@ def _compare(expected: list[dict[str, Any]], actual: list[Invocation], result: C
             result.failures.append(
                 f"call {number}: expected rule {want['rule']!r}, got rule {got.rule!r}"
             )
-        params = got.params.model_dump()
+        params = got.params.model_dump(by_alias=True)
         for key, value in want["params"].items():
             if key not in params:
                 result.failures.append(f"call {number} ({got.action}): no parameter {key!r}")
