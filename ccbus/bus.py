@@ -25,7 +25,7 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,10 +82,16 @@ class SourceRuntime:
             log.info("source %s: %s", self.name, state)
 
 
-def make_compiler(plugins: PluginHost, clock: Clock) -> ExpressionCompiler:
-    """The expression compiler for this bus: built-in functions plus plugins' (built-ins win)."""
+def make_compiler(
+    plugins: PluginHost, clock: Clock, secrets: Mapping[str, str] | None = None
+) -> ExpressionCompiler:
+    """The expression compiler for this bus: built-in functions plus plugins' (built-ins win).
+
+    ``secrets`` are the config's named ``secrets:``, reachable in rules as
+    ``secret("name")`` so that tokens never have to be written in rule files.
+    """
     library = dict(plugins.functions)
-    library.update(build_library(clock))
+    library.update(build_library(clock, secrets or {}))
     return ExpressionCompiler(library)
 
 
@@ -108,7 +114,7 @@ class Bus:
         self.clock = clock or SystemClock()
         self.dry_run = dry_run
         self.counters = Counters()
-        self.compiler = make_compiler(plugins, self.clock)
+        self.compiler = make_compiler(plugins, self.clock, self.config.secrets)
         self.store = self._rule_state_store() if persist_state else None
         self.engine = Engine(state=StateTable(self.config.max_keys_per_rule))
         self.pipeline = Pipeline(

@@ -8,6 +8,8 @@
         options: {...}               # that plugin's options, checked by its schema
     targets:
       ops-slack: ${credential:slack-url}
+    secrets:                         # for rules: secret("crm-hmac")
+      crm-hmac: ${credential:crm-hmac}
     rules: [rules]                   # directories or files, relative to this file
     state_dir: /var/lib/ccbus
     http: {listen: "127.0.0.1:8787"}
@@ -72,6 +74,7 @@ class HttpConfig(Options):
 class Config(Options):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     targets: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
     rules: list[str] = Field(default_factory=lambda: ["rules"])
     state_dir: str = "state"
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -134,6 +137,7 @@ def load_config(path: Path, *, environ: dict[str, str] | None = None) -> LoadedC
     config, problems = validate(Config, root, file=path, root=root)
     if config is None:
         raise ConfigErrors(problems)
+    secrets.update(v for v in config.secrets.values() if v)  # always redacted, however short
     return LoadedConfig(config=config, path=path, root=root, secrets=secrets)
 
 

@@ -99,8 +99,23 @@ def _zone(tz: str) -> ZoneInfo:
         raise EvaluationError(f"unknown time zone {tz!r}") from None
 
 
-def build_library(clock: Clock) -> dict[str, Callable[..., Any]]:
-    """The built-in functions, bound to ``clock``. Plugins add theirs by hook."""
+def build_library(
+    clock: Clock, secrets: Mapping[str, str] | None = None
+) -> dict[str, Callable[..., Any]]:
+    """The built-in functions, bound to ``clock`` and the config's ``secrets:``.
+
+    Plugins add theirs by hook.
+    """
+    named_secrets = dict(secrets or {})
+
+    # -- secrets ------------------------------------------------------------------
+    def secret(name: str) -> str:
+        """A value from the config's ``secrets:`` (kept out of rule files and logs)."""
+        try:
+            return named_secrets[name]
+        except (KeyError, TypeError):
+            known = ", ".join(sorted(named_secrets)) or "none configured"
+            raise EvaluationError(f"no secret named {name!r} (known: {known})") from None
 
     # -- time and durations -------------------------------------------------
     def now() -> datetime:
@@ -286,6 +301,7 @@ def build_library(clock: Clock) -> dict[str, Callable[..., Any]]:
         "list": _safe_list,
     }
     for func in (
+        secret,
         now,
         timestamp,
         age,

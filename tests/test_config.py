@@ -140,3 +140,17 @@ def test_yaml_12_booleans_keep_on_and_no_as_text(tmp_path: Path) -> None:
 
     doc = load_yaml(write(tmp_path / "x.yaml", "on: call.*\nstate: no\nflag: true\n"))
     assert doc == {"on": "call.*", "state": "no", "flag": True}
+
+
+def test_named_secrets_reach_rules_and_are_redacted(tmp_path: Path) -> None:
+    from ccbus.bus import make_compiler
+    from ccbus.errors import EvaluationError
+    from ccbus.rules.testing import ManualClock
+
+    path = write(tmp_path / "c.yaml", 'secrets: {crm: "${CRM_KEY}", pin: "1234"}\n')
+    loaded = load_config(path, environ={"CRM_KEY": "k3y-from-env"})
+    assert {"k3y-from-env", "1234"} <= loaded.secrets  # even a short one is redacted
+    compiler = make_compiler(PluginHost(autoload=False), ManualClock(0), loaded.config.secrets)
+    assert compiler.template("sha={secret('crm')}").render({}, None) == "sha=k3y-from-env"
+    with pytest.raises(EvaluationError, match="no secret named 'nope' \\(known: crm, pin\\)"):
+        compiler.expression("secret('nope')").evaluate({}, None)
