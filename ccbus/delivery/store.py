@@ -129,7 +129,7 @@ class SqliteDeliveryStore:
         self.path = path
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # calls may hold secrets
             self._db = sqlite3.connect(
                 path, check_same_thread=False, timeout=10, isolation_level=None
             )

@@ -179,7 +179,7 @@ class SqliteStateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS rule_state (rule TEXT, kind TEXT, key TEXT, "
