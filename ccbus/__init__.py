@@ -21,7 +21,7 @@ from .errors import (
 from .events import CANONICAL_EVENTS, Event, parse_timestamp
 from .hookspecs import hookimpl
 from .schema import Duration, Options
-from .sources import SourceContext, SourceSpec
+from .sources import DemoSource, SourceContext, SourceSpec
 
 try:
     __version__ = version("ccbus")
@@ -35,6 +35,7 @@ __all__ = [
     "ActionSpec",
     "CcbusError",
     "ConfigError",
+    "DemoSource",
     "Duration",
     "EvaluationError",
     "Event",

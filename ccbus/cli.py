@@ -13,6 +13,7 @@ import re
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from .plugins import PluginHost
 from .rules.engine import Engine
 from .rules.loader import load_rules
 from .rules.testing import ManualClock, run_file_tests
+from .sources import DemoSource
 
 __all__ = ["main"]
 
@@ -183,24 +185,46 @@ def _replay(
     speed: float,
     dry_run: bool,
     show_unmatched: bool,
+    live: list[DemoSource] | None = None,
+    live_seconds: float = 0.0,
 ) -> ConsoleReporter:
-    """Run a bus whose only source replays ``files``; print matches as they happen."""
+    """Run a bus that replays ``files`` (and runs ``live`` sources); print matches."""
     plugins = _plugins(ctx)
-    sources = {
-        "replay": {
-            "plugin": "replay",
-            "options": {"path": [str(f.resolve()) for f in files], "speed": speed},
-        }
-    }
-    loaded.config = loaded.config.model_copy(
-        update={
-            "sources": Config.model_validate({"sources": sources}).sources,
-            "http": loaded.config.http.model_copy(update={"enabled": False}),
-        }
-    )
     reporter = ConsoleReporter(quiet_unmatched=not show_unmatched, executed=not dry_run)
-    bus = Bus(loaded, plugins, dry_run=dry_run, observer=reporter, persist_state=False)
-    anyio.run(lambda: bus.run(until_sources_finish=True, watch_rules=False))
+
+    async def main() -> Bus:
+        sources: dict[str, Any] = {
+            "replay": {
+                "plugin": "replay",
+                "options": {"path": [str(f.resolve()) for f in files], "speed": speed},
+            }
+        }
+        async with AsyncExitStack() as simulators:
+            for demo_source in live or []:
+                overrides = await simulators.enter_async_context(demo_source.simulator())
+                sources[demo_source.name] = {
+                    "plugin": demo_source.plugin,
+                    "options": {**demo_source.options, **overrides},
+                }
+            loaded.config = loaded.config.model_copy(
+                update={
+                    "sources": Config.model_validate({"sources": sources}).sources,
+                    "http": loaded.config.http.model_copy(update={"enabled": False}),
+                }
+            )
+            bus = Bus(loaded, plugins, dry_run=dry_run, observer=reporter, persist_state=False)
+            if not live:
+                await bus.run(until_sources_finish=True, watch_rules=False)
+                return bus
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: bus.run(watch_rules=False))
+                await bus.started.wait()
+                await bus.sources["replay"].finished.wait()
+                await anyio.sleep(live_seconds)
+                bus.stop()
+        return bus
+
+    bus = anyio.run(main)
     runtime = bus.sources["replay"].source
     reporter.summary(
         {
@@ -247,20 +271,45 @@ def replay(
 
 @cli.command()
 @click.option("--speed", default=0.0, show_default=True, help="Pace the replay (1 = real time).")
+@click.option(
+    "--live-seconds",
+    default=6.0,
+    show_default=True,
+    help="How long plugins' live sources run against their simulators.",
+)
 @click.option("--all", "show_all", is_flag=True, help="Also list events no rule matched.")
 @click.pass_context
-def demo(ctx: click.Context, speed: float, show_all: bool) -> None:
-    """Replay sample events of all five vendors through the shipped rules (dry run)."""
+def demo(ctx: click.Context, speed: float, live_seconds: float, show_all: bool) -> None:
+    """Sample events of all five vendors, and plugins live against their simulators.
+
+    Everything runs in this process on loopback; actions with side effects are
+    shown, not run.
+    """
     setup_logging("warning")
     logging.getLogger("ccbus.action.log").setLevel(logging.CRITICAL)  # the reporter shows calls
     events = sorted((PACKAGE_DIR / "demo" / "events").glob("*.jsonl"))
+    live = _plugins(ctx).demo_sources()
     click.echo(
         click.style("ccbus demo", bold=True) + f": {len(events)} sample files "
         f"({', '.join(p.stem for p in events)}) through the rules in {shipped_rules_dir()}"
     )
+    if live:
+        click.echo(
+            f"Live against simulators for {live_seconds:g}s: "
+            + ", ".join(f"{d.name} ({d.plugin})" for d in live)
+        )
     click.echo("Nothing leaves this machine: actions with side effects are shown, not run.\n")
     loaded = _workspace(None, (shipped_rules_dir(),))
-    _replay(ctx, loaded, events, speed=speed, dry_run=True, show_unmatched=show_all)
+    _replay(
+        ctx,
+        loaded,
+        events,
+        speed=speed,
+        dry_run=True,
+        show_unmatched=show_all,
+        live=live,
+        live_seconds=live_seconds,
+    )
 
 
 @cli.command(name="try")

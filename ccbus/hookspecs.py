@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .actions import ActionSpec
     from .bus import Bus
     from .config import LoadedConfig
-    from .sources import SourceSpec
+    from .sources import DemoSource, SourceSpec
 
 PROJECT = "ccbus"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -83,6 +83,16 @@ def register_simulators() -> list[click.Command]:
         simulator's name (usually the vendor: ``cvp``, ``enreach``).  A
         simulator plays the vendor's side of the protocol on this machine so
         an admin can try rules without a production contact center.
+    """
+
+
+@hookspec
+def register_demo_sources() -> list[DemoSource]:
+    """Sources ``ccbus demo`` runs live against their simulators, next to the replay.
+
+    :return: a list of :class:`ccbus.sources.DemoSource`; each brings its own
+        simulator up on loopback for the demo's duration, so the demo shows the
+        plugin's real protocol path without any vendor system.
     """
 
 

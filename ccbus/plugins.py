@@ -174,6 +174,17 @@ class PluginHost:
                     self._owners[("register_functions", name)] = impl.plugin_name
         return found
 
+    def demo_sources(self) -> list[Any]:
+        """Every :class:`~ccbus.sources.DemoSource` plugins offer to ``ccbus demo``."""
+        found: list[Any] = []
+        for impl in self.pm.hook.register_demo_sources.get_hookimpls():
+            try:
+                offered: Any = impl.function() or []
+                found.extend(offered)
+            except Exception as err:  # one plugin's demo must not stop the others'
+                self.problems.append(f"plugin {impl.plugin_name}: register_demo_sources(): {err}")
+        return found
+
     def simulators(self) -> list[Any]:
         """Every simulator command (``click.Command``) plugins register."""
         commands: list[Any] = []

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +40,7 @@ from pydantic import BaseModel
 
 from .events import Event
 
-__all__ = ["Source", "SourceContext", "SourceSpec"]
+__all__ = ["DemoSource", "Source", "SourceContext", "SourceSpec"]
 
 
 class Source(Protocol):
@@ -88,3 +89,21 @@ class SourceSpec:
     options: type[BaseModel]
     factory: Callable[[SourceContext], Source]
     description: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoSource:
+    """A source ``ccbus demo`` runs live, against its plugin's own simulator, in-process.
+
+    :param name: the instance name in the demo (``avaya-live``).
+    :param plugin: the source plugin (``avaya``).
+    :param options: the source's options.
+    :param simulator: ``simulator()`` is an async context manager that starts the
+        simulator on loopback and yields option overrides (the URL with the port
+        it bound, say), merged into ``options``.
+    """
+
+    name: str
+    plugin: str
+    options: dict[str, Any]
+    simulator: Callable[[], AbstractAsyncContextManager[dict[str, Any]]]
