@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import click
 import pytest
 from click.testing import CliRunner
 from support import REPO, write
 
-from ccbus import hookimpl
+from ccbus import DemoSource, Event, Options, SourceContext, SourceSpec, hookimpl
 from ccbus.cli import attach_plugins, cli
 from ccbus.plugins import PluginHost
 
@@ -148,3 +151,40 @@ def test_plugins_add_commands_and_simulators() -> None:
     assert result.output == "simulated 5 calls\n"
     result = runner.invoke(cli, ["plugins"], obj={"plugins": host})
     assert "simulators: acmetest" in result.output
+
+
+class LivePlugin:
+    """A source plugin offering itself to the demo, with a 'simulator' that sets its options."""
+
+    @hookimpl
+    def register_sources(self) -> list[SourceSpec]:
+        class Options_(Options):
+            greeting: str = "unset"
+
+        class Live:
+            def __init__(self, ctx: SourceContext) -> None:
+                self.ctx = ctx
+
+            async def run(self) -> None:
+                await self.ctx.emit(Event(type="agent.state_changed", source=self.ctx.name,
+                                          data={"agentId": self.ctx.options.greeting,
+                                                "state": "available"}))
+                await anyio.sleep_forever()
+
+        return [SourceSpec(name="livetest", options=Options_, factory=Live)]
+
+    @hookimpl
+    def register_demo_sources(self) -> list[DemoSource]:
+        @contextlib.asynccontextmanager
+        async def simulator() -> AsyncIterator[dict[str, str]]:
+            yield {"greeting": "from-the-simulator"}
+
+        return [DemoSource(name="live-test", plugin="livetest", options={}, simulator=simulator)]
+
+
+def test_the_demo_runs_plugins_live_against_their_simulators() -> None:
+    host = PluginHost(autoload=False, extra=[LivePlugin()])
+    result = CliRunner().invoke(cli, ["demo", "--live-seconds", "0.3"], obj={"plugins": host})
+    assert result.exit_code == 0, result.output
+    assert "Live against simulators for 0.3s: live-test (livetest)" in result.output
+    assert "agent from-the-simulator: available" in result.output
