@@ -343,38 +343,26 @@ class MemoryDeliveryStore:
     def bury(self, row_id: int, reason: str, attempts: int) -> None:
         row = self.rows.pop(row_id)
         self.keys.discard(row.key)
-        self.dead.append(
-            DeadLetter(
-                len(self.dead) + 1,
-                row.key,
-                row.rule,
-                row.action,
-                row.index,
-                row.lane,
-                row.params,
-                row.event,
-                attempts,
-                row.created,
-                time.time(),
-                reason,
-            )
-        )
+        self._letter(row, row.params, attempts, reason)
 
     def bury_unrendered(self, row: Pending, reason: str) -> None:
+        self._letter(row, None, 0, reason)
+
+    def _letter(self, row: Pending, params: str | None, attempts: int, reason: str) -> None:
         self.dead.append(
             DeadLetter(
-                len(self.dead) + 1,
-                row.key,
-                row.rule,
-                row.action,
-                row.index,
-                row.lane,
-                None,
-                row.event,
-                0,
-                row.created,
-                time.time(),
-                reason,
+                id=len(self.dead) + 1,
+                key=row.key,
+                rule=row.rule,
+                action=row.action,
+                index=row.index,
+                lane=row.lane,
+                params=params,
+                event=row.event,
+                attempts=attempts,
+                created=row.created,
+                failed_at=time.time(),
+                reason=reason,
             )
         )
 
