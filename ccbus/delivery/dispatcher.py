@@ -1,12 +1,14 @@
 """Running recorded calls: lanes, retries with backoff, dead letters, draining.
 
-``submit()`` records calls and starts them at once when there is room;
-a poller picks up what is due later (retries, calls recorded by an earlier
-run, dead letters an admin retried).  Memory stays bounded: at most
-``MAX_IN_FLIGHT`` calls are held as tasks and at most ``LANE_BACKLOG`` per
-lane, everything else waits in the store.  A lane is a target (a webhook
-host, a notification target): its calls share a concurrency limit, so a
-slow or dead target holds up only its own lane.
+``submit()`` records calls and starts them at once when their lane has a
+free slot, else queues them in memory behind the lane (a finished call hands
+its slot to the next); a poller picks up what is due later (retries, calls
+recorded by an earlier run or left on disk, dead letters an admin retried).
+Memory stays bounded: at most ``MAX_IN_FLIGHT`` calls run and
+``MAX_QUEUED`` wait in memory (``LANE_BACKLOG`` per lane); everything else
+waits in the store.  A lane is a target (a webhook host, a notification
+target): its calls share a concurrency limit, so a slow or dead target holds
+up only its own lane.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from pydantic import ValidationError
 
@@ -33,8 +37,9 @@ __all__ = ["Dispatcher"]
 
 log = logging.getLogger("ccbus.delivery")
 
-MAX_IN_FLIGHT = 1000
-LANE_BACKLOG = 100
+MAX_IN_FLIGHT = 1000  # calls running at once, all lanes
+MAX_QUEUED = 10_000  # calls held in memory behind their lane, all lanes
+LANE_BACKLOG = 1000  # calls held in memory behind one lane
 POLL_INTERVAL = 0.5
 
 
@@ -56,11 +61,13 @@ class Dispatcher:
         self.context = context
         self.counters = counters or Counters()
         self.clock = clock
-        self._in_flight: set[int] = set()
-        self._lane_load: dict[str, int] = {}
-        self._lanes: dict[str, anyio.Semaphore] = {}
+        self._held: set[int] = set()  # ids running or queued in memory
+        self._running_ids: set[int] = set()
+        self._lane_running: dict[str, int] = {}
+        self._queues: dict[str, deque[tuple[Pending, Invocation]]] = {}
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
+        self._left_waiting = False
         self._idle = anyio.Event()
         self._idle.set()
 
@@ -72,7 +79,9 @@ class Dispatcher:
             return
         now = self.clock()
         rows = [self._row(i, now) for i in invocations]
-        ids = await anyio.to_thread.run_sync(self.store.add, rows)
+        ids = await self._io(self.store.add, rows)
+        if not self.store.blocking:
+            await anyio.lowlevel.checkpoint()  # let running calls progress between events
         for row_id, row, invocation in zip(ids, rows, invocations, strict=True):
             if not row_id:
                 self.counters.inc("actions_deduplicated", action=row.action)
@@ -94,7 +103,7 @@ class Dispatcher:
                 event=_event_json(failure.event),
                 created=self.clock(),
             )
-            await anyio.to_thread.run_sync(
+            await self._io(
                 self.store.bury_unrendered, row, f"parameters did not render: {failure.reason}"
             )
             self.counters.inc("actions", action=failure.action, outcome="dead_letter")
@@ -130,35 +139,55 @@ class Dispatcher:
                 self._tasks = None
 
     async def drain(self, within: float) -> bool:
-        """Wait until no call is in flight (True), or ``within`` seconds pass (False)."""
+        """Wait until no call is running (True), or ``within`` seconds pass (False).
+
+        Calls queued in memory but not started stay recorded for the next start.
+        """
+        self._queues.clear()
+        self._held = set(self._running_ids)
         with anyio.move_on_after(within):
-            while self._in_flight:
+            while self._running_ids:
                 self._idle = anyio.Event()
                 await self._idle.wait()
             return True
         return False
 
     async def _poll(self) -> None:
-        room = MAX_IN_FLIGHT - len(self._in_flight)
+        room = MAX_IN_FLIGHT + MAX_QUEUED - len(self._held)
         if room <= 0:
             return
-        rows = await anyio.to_thread.run_sync(
-            self.store.due, self.clock(), room, set(self._in_flight)
-        )
+        rows = await self._io(self.store.due, self.clock(), room, set(self._held))
         for row in rows:
             invocation = self._revive(row)
             if invocation is not None:
                 self._maybe_start(row, invocation)
 
+    async def _io(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Call the store: in a worker thread when it touches the disk, else directly."""
+        if self.store.blocking:
+            return await anyio.to_thread.run_sync(func, *args)
+        return func(*args)
+
     def _maybe_start(self, row: Pending, invocation: Invocation) -> None:
-        if (
-            self._tasks is None
-            or len(self._in_flight) >= MAX_IN_FLIGHT
-            or self._lane_load.get(row.lane, 0) >= LANE_BACKLOG
-        ):
-            return  # stays recorded; the poller starts it when there is room
-        self._in_flight.add(row.id)
-        self._lane_load[row.lane] = self._lane_load.get(row.lane, 0) + 1
+        """Start a call now, queue it in memory behind its lane, or leave it on disk."""
+        if row.id in self._held or self._tasks is None:
+            return  # already running or queued (the poller saw it too), or stopping
+        limit = self.config.for_action(row.action).concurrency
+        if self._lane_running.get(row.lane, 0) < limit and len(self._running_ids) < MAX_IN_FLIGHT:
+            self._start(row, invocation)
+            return
+        queue = self._queues.setdefault(row.lane, deque())
+        if len(queue) < LANE_BACKLOG and len(self._held) < MAX_IN_FLIGHT + MAX_QUEUED:
+            queue.append((row, invocation))
+            self._held.add(row.id)
+        else:
+            self._left_waiting = True  # stays recorded; the poller fetches it later
+
+    def _start(self, row: Pending, invocation: Invocation) -> None:
+        assert self._tasks is not None
+        self._held.add(row.id)
+        self._running_ids.add(row.id)
+        self._lane_running[row.lane] = self._lane_running.get(row.lane, 0) + 1
         self._tasks.start_soon(self._attempt, row, invocation)
 
     def _revive(self, row: Pending) -> Invocation | None:
@@ -177,27 +206,25 @@ class Dispatcher:
             rule=row.rule, action=row.action, index=row.index, params=params, event=event, spec=spec
         )
 
-    def _lane(self, name: str, policy: DeliveryPolicy) -> anyio.Semaphore:
-        lane = self._lanes.get(name)
-        if lane is None:
-            lane = self._lanes[name] = anyio.Semaphore(policy.concurrency)
-        return lane
-
     async def _attempt(self, row: Pending, invocation: Invocation) -> None:
         policy = self.config.for_action(row.action)
         attempt = row.attempts + 1
         try:
-            async with self._lane(row.lane, policy):
-                started = time.perf_counter()
-                outcome, error, retry_after = await self._run(invocation, attempt, policy)
-                self.counters.inc(
-                    "action_seconds", time.perf_counter() - started, action=row.action
-                )
+            started = time.perf_counter()
+            outcome, error, retry_after = await self._run(invocation, attempt, policy)
+            self.counters.inc("action_seconds", time.perf_counter() - started, action=row.action)
             await self._settle(row, outcome, error, retry_after, attempt, policy)
         finally:
-            self._in_flight.discard(row.id)
-            self._lane_load[row.lane] -= 1
-            if not self._in_flight:
+            self._running_ids.discard(row.id)
+            self._held.discard(row.id)
+            self._lane_running[row.lane] -= 1
+            queue = self._queues.get(row.lane)
+            if queue and self._tasks is not None:  # the lane's next call takes the slot
+                self._start(*queue.popleft())
+            elif self._left_waiting:  # fetch what was left on disk
+                self._left_waiting = False
+                self._wakeup.set()
+            if not self._running_ids:
                 self._idle.set()
 
     async def _run(
@@ -228,7 +255,7 @@ class Dispatcher:
     ) -> None:
         store, action = self.store, row.action
         if outcome == "ok":
-            await anyio.to_thread.run_sync(store.done, row.id)
+            await self._io(store.done, row.id)
             self.counters.inc("actions", action=action, outcome="ok")
             return
         age = self.clock() - row.created
@@ -238,7 +265,7 @@ class Dispatcher:
                 if outcome == "permanent"
                 else (f"gave up after {attempt} attempt(s) over {age:.0f}s; last error: {error}")
             )
-            await anyio.to_thread.run_sync(store.bury, row.id, why, attempt)
+            await self._io(store.bury, row.id, why, attempt)
             self.counters.inc("actions", action=action, outcome="dead_letter")
             log.error(
                 "rule %s: %s call %s is a dead letter: %s (see `ccbus dead-letters`)",
@@ -249,9 +276,7 @@ class Dispatcher:
             )
             return
         delay = policy.delay(attempt, retry_after)
-        await anyio.to_thread.run_sync(
-            store.retry_later, row.id, self.clock() + delay, attempt, error
-        )
+        await self._io(store.retry_later, row.id, self.clock() + delay, attempt, error)
         self.counters.inc("actions", action=action, outcome="retry")
         log.warning(
             "rule %s: %s attempt %d failed: %s; retrying in %.1fs",

@@ -112,6 +112,9 @@ class DeadLetter:
 class DeliveryStore(Protocol):
     """What the dispatcher needs from a store (SQLite or memory)."""
 
+    #: True when calls touch the disk (the dispatcher then runs them in a thread).
+    blocking: bool
+
     def add(self, rows: list[Pending]) -> list[int]: ...
     def due(self, now: float, limit: int, skip: set[int]) -> list[Pending]: ...
     def done(self, row_id: int) -> None: ...
@@ -124,6 +127,8 @@ class DeliveryStore(Protocol):
 
 class SqliteDeliveryStore:
     """The durable store: survives crashes, shared with ``ccbus dead-letters``."""
+
+    blocking = True
 
     def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
         self.path = path
@@ -306,6 +311,8 @@ class SqliteDeliveryStore:
 @dataclass(slots=True)
 class MemoryDeliveryStore:
     """The store with ``delivery.outbox: false``: same behaviour, nothing survives a crash."""
+
+    blocking = False
 
     rows: dict[int, Pending] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
