@@ -26,10 +26,17 @@ idempotency key to an address nobody configured.
 No message this action raises or logs contains the HMAC secret, a header
 value, the URL's userinfo or its query values: they routinely hold
 credentials, and error messages end up in logs, ``/health`` and the outbox.
+
+Requests go out through aiohttp sessions shared per CA bundle
+(:class:`ccbus.httpclients.HttpClients`: keep-alive pools, TLS always
+verified, no cookie jar, no proxy from the environment); aiohttp replaced
+httpx for its CPU cost per request (see that module).
 """
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import json
 import re
 import ssl
@@ -38,10 +45,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlsplit
 
+import aiohttp
 import anyio
-import httpx
+import yarl
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -56,6 +64,7 @@ from ..actions import ActionContext, ActionSpec
 from ..errors import PermanentActionError, RetryableActionError
 from ..events import Event
 from ..hookspecs import hookimpl
+from ..httpclients import RequestTrace
 from ..schema import Duration, Options
 from .webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -84,6 +93,9 @@ _RESERVED_HEADERS = frozenset(
         TIMESTAMP_HEADER,
     }
 )
+#: Longer URLs are refused at load (many servers refuse them anyway).
+MAX_URL_LENGTH = 65536
+_IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
@@ -134,13 +146,31 @@ def redact_url(url: str) -> str:
     return shown
 
 
+def _check_host(parts: SplitResult) -> None:
+    """Refuse hosts that look like IP addresses but are not (``256.1.1.1``, ``[::g]``).
+
+    yarl (what aiohttp sends with) would pass them on to DNS, to fail only
+    at the first delivery; refused here, the rule is refused at load.
+    """
+    host = parts.netloc.rpartition("@")[2]
+    if host.startswith("["):
+        literal = host[1 : host.find("]")] if "]" in host else host[1:]
+        ipaddress.IPv6Address(literal.replace("%25", "%"))  # ValueError if it is not one
+    elif _IPV4_STYLE.fullmatch(parts.hostname or ""):
+        ipaddress.IPv4Address(parts.hostname)
+
+
 def _check_url(value: str) -> _Url:
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"the URL is longer than {MAX_URL_LENGTH} characters")
     try:
         parts = urlsplit(value)
         _ = parts.port  # raises ValueError for a port that is not a number
-        httpx.URL(value)
-    except (ValueError, httpx.InvalidURL) as err:
-        raise ValueError(f"not a valid URL: {redact_url(value)} ({err})") from None
+        _check_host(parts)
+        yarl.URL(value)  # what aiohttp will parse it with: IDNA host, encoding
+    except ValueError as err:  # UnicodeError (a bad IDNA host) included
+        reason = str(err).replace(value, redact_url(value))
+        raise ValueError(f"not a valid URL: {redact_url(value)} ({reason})") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError(f"the URL must start with http:// or https://, not {parts.scheme!r}")
     if not parts.hostname:
@@ -249,11 +279,11 @@ def _dumps(value: Any) -> bytes:
     return text.encode("utf-8")
 
 
-def _secrets(params: WebhookParams, url: httpx.URL) -> list[str]:
+def _secrets(params: WebhookParams, url: yarl.URL) -> list[str]:
     """Values that must never appear in a message, longest first."""
     found: list[str] = [params.hmac_secret or "", url.password or ""]
     found += params.headers.values()
-    found += [value for _, value in url.params.multi_items()]
+    found += url.query.values()
     return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
 
@@ -304,25 +334,107 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-async def _read_head(response: httpx.Response, limit: int) -> bytes:
-    """Up to ``limit`` bytes of the body; a longer body is left unread."""
+async def _read_head(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the body and one more (to tell there is more); the rest unread.
+
+    ``content.read(n)`` returns what has arrived, up to ``n`` bytes, hence the loop.
+    """
     data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) > limit:
+    while len(data) <= limit:
+        chunk = await response.content.read(limit + 1 - len(data))
+        if not chunk:  # the end of the body
             break
+        data += chunk
     return bytes(data)
 
 
+def _failure(err: Exception) -> str:
+    """What went wrong, for the message: never ``str()`` of an error that quotes the URL.
+
+    aiohttp's :class:`~aiohttp.ClientResponseError` (how it reports an answer
+    that is not HTTP) puts the full URL, userinfo and query included, into
+    its text, so only its ``message`` is used; connection errors are told
+    without the SSL context's repr.  The caller still scrubs the result.
+    """
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        return str(err.certificate_error)  # "[SSL: CERTIFICATE_VERIFY_FAILED] ..."
+    if isinstance(err, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake
+        return f"cannot connect to {err.host}:{err.port}: {err.os_error}"
+    if isinstance(err, aiohttp.ClientResponseError):
+        return " ".join(err.message.split())  # the parser's report spans lines
+    if isinstance(err, aiohttp.ServerDisconnectedError):
+        # Its message may be the parsed answer (a RawResponseMessage): not shown.
+        return err.message if isinstance(err.message, str) else "Server disconnected"
+    return str(err)
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: yarl.URL,
+    *,
+    headers: dict[str, str],
+    data: bytes | None,
+    limits: aiohttp.ClientTimeout,
+) -> aiohttp.ClientResponse:
+    """The response (its headers read), redirects not followed.
+
+    A pooled keep-alive connection that the server closed a moment ago (its
+    idle timeout) is still taken from the pool until the loop has read the
+    close; the request then fails as it goes out, normally unseen by the
+    server.  aiohttp resends only idempotent methods then, and httpx (used
+    before) checked a pooled connection before using it.  So a request that
+    failed on a *reused* connection before any answer goes out again on the
+    next one -- the same Idempotency-Key covers the rare server that did read
+    it -- while a failure on a new connection is final for this attempt.
+    Bounded by the pool's size and the caller's deadline.
+    """
+    while True:
+        trace = RequestTrace()
+        try:
+            return await session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                timeout=limits,
+                trace_request_ctx=trace,
+            )
+        except aiohttp.ClientConnectionError as err:
+            # Not for timeouts (the server may be at work on it), nor a failure
+            # to connect (no pooled connection was involved).
+            stale = trace.reused_connection and not isinstance(
+                err, (TimeoutError, aiohttp.ClientConnectorError)
+            )
+            if not stale:
+                raise
+
+
+def _basic_auth(url: yarl.URL) -> str | None:
+    """``Authorization`` for a URL's ``user:pass@`` (UTF-8, as browsers send it), or None."""
+    if not (url.user or url.password):
+        return None
+    userpass = f"{url.user or ''}:{url.password or ''}".encode()
+    return "Basic " + base64.b64encode(userpass).decode("ascii")
+
+
 async def run(params: WebhookParams, ctx: ActionContext) -> None:
-    url = httpx.URL(params.url)
+    url = yarl.URL(params.url)
     if params.query:
-        url = url.copy_merge_params(dict(params.query))
+        url = url.update_query(dict(params.query))  # replaces the URL's own values for a key
     where = f"{params.method} {redact_url(str(url))}"
     secrets = _secrets(params, url)
 
     content, default_type = _payload(params, ctx.event)
-    headers = httpx.Headers({name: str(value) for name, value in params.headers.items()})
+    headers = {name: str(value) for name, value in params.headers.items()}
+    authorization = _basic_auth(url)
+    if authorization is not None:
+        # The URL's credentials win over an Authorization header, and leave the
+        # URL: aiohttp would refuse the pair, and must not see them at all.
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        headers["Authorization"] = authorization
+        url = url.with_user(None)
     headers["User-Agent"] = USER_AGENT
     headers["Idempotency-Key"] = ctx.idempotency_key
     content_type = params.content_type or default_type
@@ -336,7 +448,7 @@ async def run(params: WebhookParams, ctx: ActionContext) -> None:
         headers[SIGNATURE_HEADER] = sign(str(params.hmac_secret), stamp, content)
 
     try:
-        client = ctx.http.get(params.ca_bundle)
+        session = ctx.http.get(params.ca_bundle)
     except FileNotFoundError:
         raise PermanentActionError(
             f"webhook {where}: CA bundle {params.ca_bundle} does not exist (ca_bundle)"
@@ -346,50 +458,60 @@ async def run(params: WebhookParams, ctx: ActionContext) -> None:
             f"webhook {where}: CA bundle {params.ca_bundle} could not be loaded: {err}"
         ) from None
 
-    # Built directly (not client.build_request) so the shared client's cookie
-    # jar is not sent: cookies one target set must not travel to another call.
-    request = httpx.Request(
-        params.method,
-        url,
-        headers=headers,
-        content=content if content or params.method not in ("GET", "DELETE") else None,
-        extensions={"timeout": httpx.Timeout(params.timeout).as_dict()},
-    )
+    # The session carries no cookie jar (HttpClients gives it a DummyCookieJar):
+    # cookies one target set must not travel to another call.
     started = anyio.current_time()
     deadline = started + params.timeout
     try:
-        # httpx's timeout is per phase (connect, write, each read); this deadline
-        # bounds the whole exchange, so a server dripping bytes cannot stall a lane.
+        # aiohttp's total timeout covers the whole exchange, but rounds long
+        # timeouts up to whole seconds; this deadline, which also bounds the
+        # resends in _send and the body read below, holds a lane no longer than
+        # `timeout` however slowly a server drips bytes.
         with anyio.fail_after(params.timeout):
-            response = await client.send(request, stream=True, follow_redirects=False)
-    except (TimeoutError, httpx.TimeoutException):
+            response = await _send(
+                session,
+                params.method,
+                url,
+                headers=headers,
+                data=content if content or params.method not in ("GET", "DELETE") else None,
+                limits=aiohttp.ClientTimeout(total=params.timeout),
+            )
+    except TimeoutError:  # asyncio's and aiohttp's ServerTimeoutError are TimeoutError
         raise RetryableActionError(
             f"webhook {where}: no answer within {params.timeout:g}s"
         ) from None
-    except httpx.TransportError as err:
-        # Connection refused or reset, TLS failures (certificate or handshake),
-        # malformed responses: the target may be fine again later.
-        reason = _printable(_scrub(str(err), secrets)) or "no detail"
+    except aiohttp.InvalidURL as err:
+        # Validation at load accepts only what yarl parses; should aiohttp still
+        # refuse the URL, no retry can change that.
+        raise PermanentActionError(
+            f"webhook {where}: {type(err).__name__}: the URL cannot be requested"
+        ) from None
+    except (aiohttp.ClientError, OSError) as err:
+        # Connection refused or reset, DNS, TLS failures (certificate or
+        # handshake), an answer that is not HTTP: the target may be fine later.
+        reason = _printable(_scrub(_failure(err), secrets)) or "no detail"
         raise RetryableActionError(f"webhook {where}: {type(err).__name__}: {reason}") from None
 
-    status = response.status_code
+    status = response.status
     limit = DRAIN_BYTES if 200 <= status < 300 else SNIPPET_BYTES
     head = b""
     try:
         with anyio.move_on_after(max(deadline - anyio.current_time(), 0.0)):
             head = await _read_head(response, limit)
-    except httpx.HTTPError:
+    except (aiohttp.ClientError, OSError):  # TimeoutError (aiohttp's total timeout) included
         pass  # the status decides; an unreadable body only shortens the message
     finally:
-        await response.aclose()
+        # A body read to its end leaves the connection for reuse; one not read
+        # to the end (too long, timed out) closes it.
+        response.release()
 
     elapsed = anyio.current_time() - started
     if 200 <= status < 300:
         ctx.log.debug("webhook %s: HTTP %d in %.0f ms", where, status, elapsed * 1000)
         return
     answer = f"HTTP {status}"
-    if response.reason_phrase:
-        answer += " " + _printable(_scrub(response.reason_phrase[:40], secrets))
+    if response.reason:
+        answer += " " + _printable(_scrub(response.reason[:40], secrets))
     message = f"webhook {where}: {answer}, {_snippet(head, secrets)}"
     if status in (408, 429) or 500 <= status < 600:
         raise RetryableActionError(
