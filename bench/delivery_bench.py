@@ -21,7 +21,7 @@ asyncio streams) answers 200 at once and records the arrival time
 Runs alternate outbox on / off (``delivery: {outbox: false}``), each with a
 fresh bus and state directory; the table gives medians over runs and the
 ratio on/off.  Before that the receiver's own capacity is measured with a
-bare asyncio client (and an httpx client, the HTTP stack ccbus sends with),
+bare asyncio client (and ccbus's own aiohttp session, and httpx for comparison),
 so the figures are ccbus's, not the receiver's.  A paced phase then sends
 below capacity so that latency shows the path, not a queue, and a last phase
 sends the same load to an in-process action (no HTTP), which leaves ccbus's
@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import cProfile
 import functools
-import importlib.util
 import io
 import json
 import logging
@@ -59,6 +58,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import httpx
+
+from ccbus.httpclients import HttpClients
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -255,6 +256,30 @@ async def raw_capacity(port: int, connections: int, requests: int) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(connections)))
     return per * connections / (time.perf_counter() - started)
+
+
+async def aiohttp_capacity(port: int, concurrency: int, requests: int) -> float:
+    """Requests/s ccbus's own HTTP session (aiohttp, ccbus's pool limits) gets from the receiver."""
+    url = f"http://127.0.0.1:{port}/in"
+    clients = HttpClients()
+    session = clients.get()
+    queue = list(range(requests))
+
+    async def worker() -> None:
+        while queue:
+            i = queue.pop()
+            async with session.post(
+                url, json={"n": i}, headers={"Idempotency-Key": f"ah-{i}"}
+            ) as response:
+                response.raise_for_status()
+                await response.read()
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return requests / (time.perf_counter() - started)
+    finally:
+        await clients.aclose()
 
 
 async def httpx_capacity(port: int, concurrency: int, requests: int) -> float:
@@ -578,9 +603,7 @@ KEY_FUNCTIONS = [
     ("ccbus/delivery/dispatcher.py", "_settle"),
     ("ccbus/delivery/dispatcher.py", "_poll"),
     ("ccbus/builtin/webhook_action.py", "run"),
-    ("httpx/_client.py", "send"),
-    ("httpcore/_async/connection_pool.py", "_assign_requests_to_connections"),
-    ("httpcore/_synchronization.py", "current_async_library"),
+    ("aiohttp/client.py", "_request"),
     ("anyio/_backends/_asyncio.py", "run_sync_in_worker_thread"),
 ]
 
@@ -663,26 +686,21 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         raw = await raw_capacity(receiver.port, 4, args.capacity_requests)
         raw_busy = (receiver.stats()["cpu"] - before) / (time.perf_counter() - started)
+        ah = await aiohttp_capacity(receiver.port, args.concurrency, args.capacity_requests // 4)
         hx = await httpx_capacity(receiver.port, args.concurrency, args.capacity_requests // 4)
         receiver.reset()
         print(
             f"receiver (separate process, asyncio streams, keep-alive) on 127.0.0.1:"
             f"{receiver.port}: {raw:,.0f} requests/s from a bare asyncio client with 4 "
             f"connections (receiver CPU {raw_busy:.0%} busy);\n"
-            f"  an httpx AsyncClient alone (ccbus's pool limits, {args.concurrency} concurrent) "
-            f"gets {hx:,.0f} requests/s: the ceiling for any sender built on httpx here"
+            f"  ccbus's aiohttp session alone ({args.concurrency} concurrent) gets {ah:,.0f} "
+            f"requests/s: the ceiling for the webhook action here;\n"
+            f"  an httpx AsyncClient (same limits), which ccbus used before, gets {hx:,.0f}"
         )
-        sniffio = importlib.util.find_spec("sniffio") is not None
-        if not sniffio:
-            print(
-                "  note: sniffio is not installed (anyio >= 4.11 no longer pulls it in); httpcore "
-                "1.0.x then retries `import sniffio`, a failed import Python does not cache, for "
-                "every lock it sets up, several per request (encode/httpcore#1102)"
-            )
-        doc["sniffio_installed"] = sniffio
         doc["receiver"] = {
             "raw_requests_per_second": round(raw),
             "raw_receiver_cpu_busy": round(raw_busy, 2),
+            "aiohttp_requests_per_second": round(ah),
             "httpx_requests_per_second": round(hx),
         }
 
