@@ -1,0 +1,63 @@
+"""ccbus-genesys: Genesys Voice Microservices agent-state and call-thread events over Kafka.
+
+This module only wires the plugin into ccbus (hook implementations); each
+job lives in its own module:
+
+``options``      the source's options (what ``ccbus check`` validates)
+``catalog``      the two topics and the 42 event names of the Genesys document
+``source``       the consumer group: poll, map, emit, commit; rebalances; dead letters
+``mapping``      native ``genesys.*`` events and the canonical ones
+``deadletters``  the records that could not be used, with topic/partition/offset
+``simulator``    Genesys's side: produces scenario records to Kafka
+``scenarios``    realistic agent-state and call-thread sequences
+``testbroker``   a TEST PEER: a minimal single-node Kafka protocol broker (no Kafka
+                 package is installable here); used by tests, demo and simulator
+``cli``          ``ccbus simulate genesys``
+``demo``         the live source ``ccbus demo`` runs against the simulator
+"""
+
+from __future__ import annotations
+
+import click
+
+import ccbus
+from ccbus import DemoSource, SourceContext, SourceSpec
+from ccbus.sources import Source
+
+from .options import GenesysOptions
+
+__all__ = ["create_source"]
+
+
+def create_source(ctx: SourceContext) -> Source:
+    """The consumer-group source for ``ctx``."""
+    from .source import GenesysSource
+
+    return GenesysSource(ctx)
+
+
+@ccbus.hookimpl
+def register_sources() -> list[SourceSpec]:
+    return [
+        SourceSpec(
+            name="genesys",
+            options=GenesysOptions,
+            factory=create_source,
+            description="Genesys Voice Microservices agent-state & call-thread events "
+            "(Kafka consumer group).",
+        )
+    ]
+
+
+@ccbus.hookimpl
+def register_simulators() -> list[click.Command]:
+    from .cli import simulate_genesys
+
+    return [simulate_genesys]
+
+
+@ccbus.hookimpl
+def register_demo_sources() -> list[DemoSource]:
+    from .demo import demo_source
+
+    return [demo_source()]
