@@ -1,0 +1,38 @@
+"""ccbus-stomp: the STOMP/ActiveMQ transport ccbus plugins share.
+
+A library, not a plugin: it registers no source or action.  Plugins that
+speak JMS through ActiveMQ's STOMP connector (``ccbus-cisco-cvp``,
+``ccbus-cucm``) nest :class:`StompOptions` in their options and run a
+:class:`StompConnection`, which keeps the connection up (heartbeats,
+reconnect with :class:`ccbus.backoff.Backoff` forever, subscriptions
+restored), hands frames from stomp.py's thread to the anyio loop, acks only
+when told to, and sends JMS TextMessages.
+
+``ccbus_stomp.testing`` is a pytest plugin with a private ActiveMQ broker and
+a Java JMS peer for tests (see its docstring).
+"""
+
+from __future__ import annotations
+
+from .connection import NotConnectedError, StompConnection, StompMessage, Subscription
+from .options import StompOptions
+
+__all__ = [
+    "NotConnectedError",
+    "StompConnection",
+    "StompMessage",
+    "StompOptions",
+    "Subscription",
+    "queue",
+    "topic",
+]
+
+
+def topic(name: str) -> str:
+    """The STOMP destination of JMS topic ``name`` on ActiveMQ."""
+    return f"/topic/{name}"
+
+
+def queue(name: str) -> str:
+    """The STOMP destination of JMS queue ``name`` on ActiveMQ."""
+    return f"/queue/{name}"
