@@ -15,13 +15,17 @@
 * A source whose ``run()`` raises is restarted after a jittered, growing
   delay, forever; one that returns has finished (a replay at its end).
 * SIGTERM/SIGINT stop the sources, let queued actions finish (up to
-  ``drain_timeout``), save rule state and call the ``shutdown`` hooks.
+  ``drain_timeout``), save rule state and call the ``shutdown`` hooks;
+  signals, reload and systemd notifications live in :mod:`ccbus.service`.
+* What the bus sees is also recorded for people: counters and a latency
+  histogram (``/metrics``), each rule's last runs (:mod:`ccbus.traces`) and
+  the live view's feed (:mod:`ccbus.live`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import signal
 import socket
 import sqlite3
 import time
@@ -37,19 +41,30 @@ from .actions import ActionContext, Invocation
 from .backoff import Backoff
 from .config import LoadedConfig, source_options
 from .delivery.dispatcher import Dispatcher
-from .delivery.store import DeliveryStore, MemoryDeliveryStore, SqliteDeliveryStore, StateDirError
+from .delivery.store import (
+    DeliveryStore,
+    MemoryDeliveryStore,
+    Pending,
+    SqliteDeliveryStore,
+    StateDirError,
+)
 from .events import Event
 from .expressions import ExpressionCompiler
 from .functions import Clock, SystemClock, build_library
 from .httpclients import HttpClients
-from .metrics import Counters
+from .live import LiveFeed
+from .logs import Redactor
+from .metrics import Counters, Histogram
+from .notify import Notifier
 from .pipeline import Outcome, Pipeline
 from .plugins import PluginHost
 from .rules.engine import Engine
 from .rules.loader import RuleSet, load_rules
 from .rules.model import Rule
 from .rules.state import SqliteStateStore, StateTable
+from .service import Service
 from .sources import Source, SourceContext
+from .traces import RuleTraces
 
 __all__ = ["Bus", "SourceRuntime"]
 
@@ -57,6 +72,8 @@ log = logging.getLogger("ccbus.bus")
 
 #: How long SIGTERM waits for calls in flight before leaving them to the next start.
 DRAIN_TIMEOUT = 10.0
+#: Characters of an event's data the live view gets.
+LIVE_DATA_CHARS = 500
 STATE_FLUSH_INTERVAL = 1.0
 SWEEP_INTERVAL = 60.0
 
@@ -69,8 +86,14 @@ class SourceRuntime:
     plugin: str
     state: str = "starting"
     restarts: int = 0
+    #: Changes into ``reconnecting``, whoever made them (the bus or the plugin).
+    reconnects: int = 0
     last_error: str = ""
+    #: ``time.time()`` of the last state change.
+    since: float = field(default_factory=time.time)
     finished: anyio.Event = field(default_factory=anyio.Event)
+    #: Called after every state change (the bus counts and publishes it).
+    on_change: Callable[[SourceRuntime], None] | None = None
     # set right after construction: the context needs set_state, the source needs the context
     context: SourceContext = field(init=False)
     source: Source = field(init=False)
@@ -79,7 +102,12 @@ class SourceRuntime:
         """What the source says it is doing (``connected``, ``reconnecting``, ...)."""
         if state != self.state:
             self.state = state
+            self.since = time.time()
+            if state == "reconnecting":
+                self.reconnects += 1
             log.info("source %s: %s", self.name, state)
+            if self.on_change is not None:
+                self.on_change(self)
 
 
 def make_compiler(
@@ -113,10 +141,18 @@ class Bus:
         self.plugins = plugins
         self.clock = clock or SystemClock()
         self.dry_run = dry_run
+        self.start_time = time.time()
+        #: What HTTP answers are passed through: secrets never leave the process.
+        self.redactor = Redactor(loaded.secrets)
         self.counters = Counters()
+        self.latency = Histogram()
+        self.live = LiveFeed()
+        self.traces = RuleTraces(self.config.traces)
         self.compiler = make_compiler(plugins, self.clock, self.config.secrets)
         self.store = self._rule_state_store() if persist_state else None
         self.engine = Engine(state=StateTable(self.config.max_keys_per_rule))
+        if self.config.traces:
+            self.engine.tracer = self.traces
         self.pipeline = Pipeline(
             self.engine, dedup_window=self.config.dedup_window, observer=observer
         )
@@ -132,9 +168,11 @@ class Bus:
             self.config.delivery,
             self._action_context,
             self.counters,
+            on_settled=self._settled,
         )
         self._wakeup = anyio.Event()
         self._cancel: anyio.CancelScope | None = None
+        self.service: Service | None = None
         self.load_rules(initial=True)
 
     def _rule_state_store(self) -> SqliteStateStore:
@@ -198,6 +236,7 @@ class Bus:
     async def publish(self, event: Event) -> None:
         """Route ``event`` and queue its actions; returns when they are queued."""
         self.counters.inc("events_in", source=event.source, type=event.type)
+        self.live.publish("event", _event_record(event))
         before = self.engine.next_deadline()
         outcome = self.pipeline.process(event, self.clock.now())
         if self.engine.next_deadline() != before:
@@ -208,17 +247,38 @@ class Bus:
         """Hand an outcome's calls to the dispatcher; returns once they are recorded."""
         self.counters.inc("events_duplicate", outcome.duplicates)
         calls = []
+        dry = []
         for invocation in outcome.invocations:
-            self.counters.inc("rule_fired", rule=invocation.rule)
             if invocation.spec.inline is not None:
                 continue
             if self.dry_run and invocation.spec.side_effects:
                 self.counters.inc("actions", action=invocation.action, outcome="dry_run")
+                dry.append(invocation)
                 continue
             calls.append(invocation)
+        for firing in outcome.firings:
+            self.counters.inc("rule_fired", rule=firing.rule.name)
+            self.live.publish("rule", _firing_record(firing.rule.name, firing.event, outcome))
+        if self.config.traces:
+            dry_ids = {id(i) for i in dry}
+            self.traces.rendered(dry, outcome="dry_run")
+            self.traces.rendered([i for i in outcome.invocations if id(i) not in dry_ids])
+            self.traces.failed_to_render(outcome.render_errors)
         await self.dispatcher.submit(calls)
         if outcome.render_errors and not self.dry_run:
             await self.dispatcher.bury_unrendered(outcome.render_errors)
+
+    def _settled(self, row: Pending, outcome: str, error: str) -> None:
+        """An attempt of a recorded call ended: latency, traces, live view."""
+        if outcome == "ok":
+            self.latency.observe(max(0.0, time.time() - row.created), action=row.action)
+        self.traces.settled(row.key, outcome, error)
+        if outcome == "dead_letter":
+            self.live.publish(
+                "dead_letter",
+                {"rule": row.rule, "action": row.action, "key": row.key, "reason": error,
+                 "at": time.time()},
+            )
 
     def _action_context(self, invocation: Invocation, attempt: int) -> ActionContext:
         return ActionContext(
@@ -247,10 +307,28 @@ class Bus:
                 state_dir=self.loaded.state_dir / "sources" / name,
                 config_dir=self.loaded.base_dir,
                 set_state=runtime.set_state,
+                count_bad_input=self._bad_input_counter(name),
             )
+            runtime.on_change = self._source_changed
+            self.counters.inc("source_reconnects", 0, source=name)
             runtime.context.state_dir.mkdir(parents=True, exist_ok=True)
             runtime.source = spec.factory(runtime.context)
             self.sources[name] = runtime
+
+    def _bad_input_counter(self, source: str) -> Callable[[str], None]:
+        def count(reason: str) -> None:
+            self.counters.inc("source_bad_input", source=source, reason=reason)
+
+        return count
+
+    def _source_changed(self, runtime: SourceRuntime) -> None:
+        if runtime.state == "reconnecting":
+            self.counters.inc("source_reconnects", source=runtime.name)
+        self.live.publish(
+            "source",
+            {"name": runtime.name, "state": runtime.state, "reconnects": runtime.reconnects,
+             "since": runtime.since, "last_error": runtime.last_error},
+        )
 
     async def run(
         self,
@@ -258,8 +336,15 @@ class Bus:
         until_sources_finish: bool = False,
         handle_signals: bool = False,
         watch_rules: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
-        """Run until :meth:`stop` (or a signal, or, if asked, until every source finished)."""
+        """Run until :meth:`stop` (or a signal, or, if asked, until every source finished).
+
+        ``handle_signals`` (what ``ccbus run`` does) reloads on SIGHUP and stops
+        on SIGTERM; ``notifier`` tells systemd about it (see :mod:`ccbus.service`).
+        """
+        if handle_signals or notifier is not None:
+            self.service = Service(self, notifier or Notifier(None))
         self._restore_state()
         self._build_sources()
         await self.plugins.call_each("startup", bus=self)
@@ -275,8 +360,8 @@ class Bus:
                 http_done.set()
             async with anyio.create_task_group() as tg:
                 self._cancel = tg.cancel_scope
-                if handle_signals:
-                    tg.start_soon(self._signals)
+                if self.service is not None:
+                    await tg.start(self.service.run)
                 tg.start_soon(self._timers)
                 tg.start_soon(self._flush_state_forever)
                 if watch_rules:
@@ -284,10 +369,15 @@ class Bus:
                 for runtime in self.sources.values():
                     tg.start_soon(self._supervise, runtime)
                 self.started.set()
+                if self.service is not None:
+                    self.service.ready()
                 if until_sources_finish:
                     for runtime in self.sources.values():
                         await runtime.finished.wait()
                     tg.cancel_scope.cancel()
+            if self.service is not None:
+                self.service.stopping()
+            self.live.close()
             http_stop.set()
             await http_done.wait()
             if not await self.dispatcher.drain(DRAIN_TIMEOUT):
@@ -383,16 +473,6 @@ class Bus:
             if any(Path(p).suffix in (".yaml", ".yml") for _, p in changes):
                 self.load_rules()
 
-    async def _signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.info("SIGHUP: reloading rules")
-                    self.load_rules()
-                else:
-                    log.info("%s: stopping", signal.Signals(signum).name)
-                    self.stop()
-
     async def _serve_http(
         self,
         stop: anyio.Event,
@@ -416,23 +496,37 @@ class Bus:
         self.http_port = sock.getsockname()[1]
         log.info("HTTP listener on %s:%d", http.host, self.http_port)
         try:
-            await serve(build_app(self), sock, stop, task_status=task_status)
+            await serve(build_app(self), sock, stop, client_timeout=http.client_timeout,
+                        task_status=task_status)
         finally:
             done.set()
 
-    def health(self) -> dict[str, Any]:
-        """What ``GET /health`` answers."""
-        return {
-            "status": "ok",
-            "rules": len(self.engine.index.rules),
-            "sources": {
-                n: {
-                    "plugin": r.plugin,
-                    "state": r.state,
-                    "restarts": r.restarts,
-                    "last_error": r.last_error,
-                }
-                for n, r in self.sources.items()
-            },
-            "events_in": self.counters.total("events_in"),
-        }
+    async def outbox_counts(self) -> tuple[int, int]:
+        """Calls waiting in the outbox and dead letters (read off the event loop)."""
+        store = self.delivery_store
+
+        def both() -> tuple[int, int]:
+            return store.pending_count(), store.dead_count()
+
+        if store.blocking:
+            return await anyio.to_thread.run_sync(both)
+        return both()
+
+
+def _event_record(event: Event) -> dict[str, Any]:
+    """What the live view shows of an event (the data abridged)."""
+    data = json.dumps(event.data, default=str, ensure_ascii=False)
+    return {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "subject": event.subject,
+        "time": event.time.isoformat(),
+        "data": data if len(data) <= LIVE_DATA_CHARS else data[: LIVE_DATA_CHARS - 1] + "…",
+    }
+
+
+def _firing_record(rule: str, event: Event, outcome: Outcome) -> dict[str, Any]:
+    calls = [i.describe() for i in outcome.invocations if i.rule == rule and i.event is event]
+    return {"rule": rule, "type": event.type, "source": event.source, "event": event.id,
+            "calls": calls[:10], "at": time.time()}

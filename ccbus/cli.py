@@ -29,6 +29,7 @@ from .errors import ConfigError, EvaluationError
 from .eventfile import BadLine, read_events
 from .expressions import EnvelopeView
 from .logs import setup_logging
+from .notify import Notifier
 from .pipeline import Pipeline
 from .plugins import PluginHost
 from .rules.engine import Engine
@@ -164,7 +165,7 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
     if problems:
         _fail(problems)
         sys.exit(1)
-    setup_logging(loaded.config.log_level, loaded.secrets)
+    setup_logging(loaded.config.log_level, loaded.secrets, loaded.config.log_format)
     for failure in plugins.failures:
         logging.getLogger("ccbus").error(
             "plugin %s failed to load: %s", failure.name, failure.error
@@ -174,7 +175,111 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
     except StateDirError as err:  # before any source connects
         _fail([str(err)])
         sys.exit(1)
-    anyio.run(lambda: bus.run(handle_signals=True))
+    notifier = Notifier.from_environment()
+    anyio.run(lambda: bus.run(handle_signals=True, notifier=notifier))
+
+
+# ---------------------------------------------------------------------------
+
+
+def _listener_url(config: Path | None, url: str | None) -> str:
+    """Where a running instance listens: ``--url``, else the config's ``http.listen``."""
+    if url:
+        return url.rstrip("/")
+    listen = "127.0.0.1:8787"
+    if config is not None:
+        listen = _workspace(config, ()).config.http.listen
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _get_json(url: str) -> tuple[int, Any]:
+    """GET a JSON document from a running instance (stdlib only: no client dependency)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - our own listener
+            return int(answer.status), json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise click.ClickException(
+            f"no ccbus answers at {url}: {reason} (is `ccbus run` running? give -c or --url)"
+        ) from None
+
+
+url_option = click.option(
+    "--url", help="The running instance's listener, e.g. http://127.0.0.1:8787."
+)
+
+
+@cli.command()
+@config_option
+@url_option
+def status(config: Path | None, url: str | None) -> None:
+    """Show a running instance's sources, readiness, traffic and outbox."""
+    _, doc = _get_json(_listener_url(config, url) + "/health")
+    click.echo(f"status: {doc['status']}    rules: {doc['rules']}    "
+               f"events in: {doc['events_in']:.0f}")
+    actions = doc.get("actions", {})
+    click.echo("actions: " + ", ".join(f"{k} {v:.0f}" for k, v in actions.items())
+               + f"    outbox: {doc['outbox_depth']}    dead letters: {doc['dead_letters']}")
+    for name, source in sorted(doc["sources"].items()):
+        mark = click.style("ok ", fg="green") if source["ready"] else click.style("!! ", fg="red")
+        line = (f"  {mark}{name} ({source['plugin']}): {source['state']}, "
+                f"{source['reconnects']} reconnect(s)")
+        if source["last_error"]:
+            line += f"; last error: {source['last_error']}"
+        click.echo(line)
+    if doc["status"] not in ("ready", "degraded"):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("rule", required=False)
+@config_option
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+def traces(rule: str | None, config: Path | None, url: str | None, as_json: bool) -> None:
+    """Show RULE's last runs in a running instance: event, condition, calls, outcomes.
+
+    Without RULE, list the rules that have traces.
+    """
+    base = _listener_url(config, url)
+    if rule is None:
+        _, doc = _get_json(base + "/traces")
+        click.echo("\n".join(doc["rules"]) or "no rules")
+        return
+    from urllib.parse import quote
+
+    code, doc = _get_json(f"{base}/traces/{quote(rule, safe='')}")
+    if code == 404:
+        raise click.ClickException(doc.get("error", f"no rule named {rule!r}"))
+    if as_json:
+        click.echo(json.dumps(doc["runs"], indent=2))
+        return
+    runs = doc["runs"]
+    if not runs:
+        click.echo(f"{rule}: no runs yet (keeps the last {doc['limit']})")
+        return
+    click.echo(f"{rule}: last {len(runs)} run(s), oldest first")
+    for run in runs:
+        event = run["event"]
+        when = time.strftime("%H:%M:%S", time.localtime(run["at"]))
+        condition = {True: "true", False: "false", None: "(no condition)"}.get(
+            run["condition"], run["condition"]
+        )
+        click.echo(f"{when}  {event['type']} id={event['id']} from {event['source']}")
+        click.echo(f"    condition: {condition}    verdict: {run['verdict']}")
+        for call in run["actions"]:
+            params = json.dumps(call["params"], ensure_ascii=False) if call["params"] else ""
+            outcome = call["outcome"] + (f" ({call['error']})" if call["error"] else "")
+            click.echo(f"    -> {call['action']} {params}: {outcome}")
 
 
 def _replay(

@@ -12,7 +12,9 @@
       crm-hmac: ${credential:crm-hmac}
     rules: [rules]                   # directories or files, relative to this file
     state_dir: /var/lib/ccbus
-    http: {listen: "127.0.0.1:8787"}
+    http: {listen: "127.0.0.1:8787"}  # health, metrics, traces, live view, webhooks
+    log_format: text                 # or json: one JSON object per line
+    traces: 20                       # runs each rule keeps for `ccbus traces` (0: off)
 
 Strings may use ``${NAME}`` (environment), ``${NAME:-default}`` and
 ``${credential:NAME}`` (the file ``$CREDENTIALS_DIRECTORY/NAME`` that systemd's
@@ -53,6 +55,8 @@ class SourceConfig(Options):
 class HttpConfig(Options):
     listen: str = "127.0.0.1:8787"
     enabled: bool = True
+    #: A client that sends nothing (or a request body too slowly) for this long is cut off.
+    client_timeout: Duration = 10.0
 
     @field_validator("listen")
     @classmethod
@@ -82,6 +86,9 @@ class Config(Options):
     max_keys_per_rule: int = Field(default=100_000, gt=0)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    #: How many recent runs each rule keeps for ``ccbus traces`` and the live view.
+    traces: int = Field(default=20, ge=0, le=10_000)
 
     @field_validator("rules", mode="before")
     @classmethod

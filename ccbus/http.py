@@ -1,8 +1,22 @@
-"""The local HTTP listener: sources' routes (inbound webhooks) and ``/health``.
+"""The local HTTP listener: health, metrics, traces, the live view, and sources' routes.
+
+::
+
+    GET /healthz           alive (the loop answers)            ccbus.health
+    GET /readyz            every source ready or degraded      ccbus.health
+    GET /health            everything at once (ccbus status)   ccbus.health
+    GET /metrics           Prometheus text format              ccbus.telemetry
+    GET /traces[/RULE]     each rule's last runs               ccbus.traces
+    GET /live              the live view page                  ccbus.live
+    GET /live/stream       its Server-Sent Events              ccbus.live
+    POST <source routes>   inbound webhooks etc.               sources' add_route
 
 Starlette routes, served by Hypercorn on a socket the bus has already
 bound, so a port clash is reported clearly at start-up and tests can bind
 port 0.  Hypercorn runs as an ordinary task and leaves signals to the bus.
+It is loopback by default: nothing here asks for credentials, so put it
+behind a proxy that does before exposing it.  Secrets are redacted from
+everything it serves, and every response is counted by status.
 """
 
 from __future__ import annotations
@@ -13,9 +27,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from .health import readiness, status_document
+from .live import live_page, live_stream
+from .metrics import Counters
+from .prometheus import CONTENT_TYPE, render
+from .telemetry import families
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -23,15 +44,75 @@ if TYPE_CHECKING:
 __all__ = ["build_app", "serve"]
 
 
-def build_app(bus: Bus) -> Starlette:
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse(bus.health())
+class CountResponses:
+    """ASGI middleware: ``http_responses{status}`` for every answer the listener gives."""
 
-    routes = [Route("/health", health, methods=["GET"])]
+    def __init__(self, app: Any, counters: Counters) -> None:
+        self.app = app
+        self.counters = counters
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.counters.inc("http_responses", status=str(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def build_app(bus: Bus) -> Starlette:
+    redact = bus.redactor.value
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        ready, doc = readiness(bus)
+        return JSONResponse(redact(doc), status_code=200 if ready else 503)
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse(redact(status_document(bus, *await bus.outbox_counts())))
+
+    async def metrics(request: Request) -> Response:
+        text = render(families(bus, *await bus.outbox_counts()))
+        return Response(text, media_type=None, headers={"Content-Type": CONTENT_TYPE})
+
+    async def traces(request: Request) -> JSONResponse:
+        names = sorted({r.name for r in bus.engine.index.rules} | set(bus.traces.rules()))
+        return JSONResponse({"limit": bus.traces.limit, "rules": names})
+
+    async def rule_traces(request: Request) -> JSONResponse:
+        rule = request.path_params["rule"]
+        runs = bus.traces.runs(rule)
+        if runs is None:
+            if bus.engine.index.by_name(rule) is None:
+                return JSONResponse({"error": f"no rule named {rule!r}"}, status_code=404)
+            runs = []
+        return JSONResponse(redact({"rule": rule, "limit": bus.traces.limit, "runs": runs}))
+
+    def snapshot() -> dict[str, Any]:
+        _, doc = readiness(bus)
+        return {"sources": doc["sources"], "status": doc["status"],
+                "rules": sorted(r.name for r in bus.engine.index.rules)}
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/traces", traces, methods=["GET"]),
+        Route("/traces/{rule:path}", rule_traces, methods=["GET"]),
+        Route("/live", live_page, methods=["GET"]),
+        Route("/live/stream", live_stream(bus.live, snapshot, redact), methods=["GET"]),
+    ]
     for runtime in bus.sources.values():
         for path, methods, handler in runtime.context.routes:
             routes.append(Route(path, handler, methods=methods))
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(CountResponses, bus.counters)])
 
 
 async def serve(
@@ -39,13 +120,16 @@ async def serve(
     sock: socket.socket,
     stop: anyio.Event,
     *,
+    client_timeout: float = 10.0,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on the bound, listening ``sock`` until ``stop`` is set.
 
     Hypercorn takes the socket over (and closes it); stopping through its
     shutdown trigger lets requests in flight finish, where cancelling it
-    would cut them off.
+    would cut them off.  A client that sends nothing for ``client_timeout``
+    (a half-sent request line, an idle connection) is disconnected, so slow
+    clients cannot hold connections open for ever.
     """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
@@ -55,5 +139,7 @@ async def serve(
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 2.0
+    config.keep_alive_timeout = client_timeout
+    config.read_timeout = client_timeout  # type: ignore[assignment]  # hypercorn says int
     task_status.started()
     await hypercorn_serve(app, config, shutdown_trigger=stop.wait)

@@ -1,20 +1,30 @@
-"""Logging set-up: journald-friendly lines on stderr, with secrets redacted.
+"""Logging set-up: one line per record on stderr, journald-friendly, secrets redacted.
 
 Under systemd (``$JOURNAL_STREAM`` set) each line starts with a ``<N>``
 syslog priority prefix that journald turns into the entry's priority, and
 no timestamp (journald adds its own).  Elsewhere lines carry a timestamp.
-Any value that came from a credential or a long environment variable is
-replaced by ``***`` in every record.
+``log_format: json`` writes one JSON object per line instead (``time``,
+``level``, ``logger``, ``message``, ``exception``), still behind the
+``<N>`` prefix under journald, for log shippers that parse JSON.
+
+Any value that came from a credential, a ``secrets:`` entry or a long
+environment variable is replaced by ``***`` in the *finished* line: message,
+arguments and traceback alike, so an exception that quotes a URL with a
+token in it cannot leak it.  :class:`Redactor` is the one redaction used
+everywhere ccbus shows data (logs, traces, the live view).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
 
-__all__ = ["RedactingFilter", "setup_logging"]
+__all__ = ["Redactor", "setup_logging"]
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -23,38 +33,75 @@ _PRIORITY = {
     logging.ERROR: 3,
     logging.CRITICAL: 2,
 }
+MASK = "***"
 
 
-class _JournalFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
-
-
-class RedactingFilter(logging.Filter):
-    """Replaces known secret values in a record's final message."""
+class Redactor:
+    """Replaces known secret values in text, and in every string of a JSON-like value."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
-        return True
+    def text(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def value(self, value: Any) -> Any:
+        if not self.secrets:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.value(k): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
 
 
-def setup_logging(level: str = "info", secrets: Iterable[str] = ()) -> None:
+class _Formatter(logging.Formatter):
+    """Text or JSON lines, redacted, with journald's ``<N>`` prefix when asked."""
+
+    def __init__(self, redactor: Redactor, *, json_lines: bool, journald: bool) -> None:
+        if journald:
+            super().__init__("%(name)s: %(message)s")
+        else:
+            super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        self.redactor = redactor
+        self.json_lines = json_lines
+        self.journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_PRIORITY.get(record.levelno, 6)}>" if self.journald else ""
+        if not self.json_lines:
+            return prefix + self.redactor.text(super().format(record)).replace("\n", "\n" + prefix)
+        doc: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": self.redactor.text(record.getMessage()),
+        }
+        if record.exc_info:
+            doc["exception"] = self.redactor.text(self.formatException(record.exc_info))
+        return prefix + json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def setup_logging(
+    level: str = "info",
+    secrets: Iterable[str] = (),
+    log_format: Literal["text", "json"] = "text",
+) -> Redactor:
+    """Send every record to stderr through one redacting formatter; returns the redactor."""
+    redactor = Redactor(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    handler.setFormatter(
+        _Formatter(
+            redactor,
+            json_lines=log_format == "json",
+            journald=bool(os.environ.get("JOURNAL_STREAM")),
         )
-    handler.addFilter(RedactingFilter(secrets))
+    )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -62,3 +109,4 @@ def setup_logging(level: str = "info", secrets: Iterable[str] = ()) -> None:
     root.setLevel(level.upper())
     for noisy in ("hypercorn.access", "watchfiles", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return redactor

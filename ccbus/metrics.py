@@ -1,22 +1,30 @@
-"""Counters the bus keeps: events in, rule outcomes, actions, source states.
+"""Counters and histograms the bus keeps: events in, rule outcomes, actions, sources.
 
-A deliberately small registry (a dict keyed by name and labels) that the
-health endpoint and ``ccbus status`` read; it costs one dict update per
-increment on the hot path.
+A deliberately small registry (a dict keyed by name and labels) that health,
+``/metrics`` and ``ccbus status`` read; it costs one dict update per
+increment on the hot path.  :mod:`ccbus.telemetry` turns it into Prometheus
+families, so a new counter shows up in ``/metrics`` without further code.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-__all__ = ["Counters"]
+__all__ = ["LATENCY_BUCKETS", "Counters", "Histogram"]
+
+Labels = tuple[tuple[str, str], ...]
+
+#: Seconds: from milliseconds (a healthy local call) to minutes (retries behind a dead target).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                   300.0, 1800.0)
 
 
 class Counters:
     def __init__(self) -> None:
-        self._values: defaultdict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(
-            float
-        )
+        self._values: defaultdict[tuple[str, Labels], float] = defaultdict(float)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         self._values[(name, tuple(sorted(labels.items())))] += amount
@@ -31,3 +39,38 @@ class Counters:
         return [
             (name, dict(labels), value) for (name, labels), value in sorted(self._values.items())
         ]
+
+
+@dataclass(slots=True)
+class _Series:
+    buckets: list[int]
+    sum: float = 0.0
+    count: int = 0
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Observations in fixed buckets (upper bounds, seconds), per label set."""
+
+    bounds: tuple[float, ...] = LATENCY_BUCKETS
+    _series: dict[Labels, _Series] = field(default_factory=dict)
+
+    def observe(self, value: float, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series([0] * len(self.bounds))
+        index = bisect.bisect_left(self.bounds, value)
+        if index < len(self.bounds):
+            series.buckets[index] += 1
+        series.sum += value
+        series.count += 1
+
+    def series(self) -> Iterable[tuple[dict[str, str], list[tuple[float, int]], float, int]]:
+        """Per label set: cumulative ``(upper bound, count)`` pairs, sum and count."""
+        for labels, series in sorted(self._series.items()):
+            running, cumulative = 0, []
+            for bound, hits in zip(self.bounds, series.buckets, strict=True):
+                running += hits
+                cumulative.append((bound, running))
+            yield dict(labels), cumulative, series.sum, series.count

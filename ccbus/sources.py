@@ -25,6 +25,17 @@ the source ``reconnecting`` and calls ``run()`` again after a jittered,
 growing delay (see :mod:`ccbus.backoff`); it never gives up.  ``await
 ctx.emit(event)`` returns once the event's actions are recorded, so a
 source that acknowledges to a broker does so after ``emit`` returns.
+
+Report what the connection is doing with ``ctx.set_state(state)``: health,
+``/readyz``, ``/metrics`` and the live view show it, and every change *into*
+``reconnecting`` is counted as one reconnect of the source
+(``ccbus_source_reconnects_total``), so a plugin that runs its own reconnect
+loop needs nothing more than ``set_state("reconnecting")`` before it waits
+out its :class:`~ccbus.backoff.Backoff` delay.  The states ``/readyz``
+understands are in :data:`READY_STATES` and :data:`DEGRADED`; any other
+state (``connecting``, ``reconnecting``, ``misconfigured``, ...) means "not
+ready".  Bad input a source refuses (a malformed frame, a bad signature) is
+counted with ``ctx.count_bad_input("reason")`` next to its log line.
 """
 
 from __future__ import annotations
@@ -40,7 +51,12 @@ from pydantic import BaseModel
 
 from .events import Event
 
-__all__ = ["DemoSource", "Source", "SourceContext", "SourceSpec"]
+__all__ = ["DEGRADED", "READY_STATES", "DemoSource", "Source", "SourceContext", "SourceSpec"]
+
+#: States in which a source does its job: ``/readyz`` counts it as ready.
+READY_STATES = frozenset({"connected", "listening", "subscribed", "running", "finished"})
+#: Working, but not fully (one of two brokers down, a lagging consumer): ready, and said so.
+DEGRADED = "degraded"
 
 
 class Source(Protocol):
@@ -69,6 +85,8 @@ class SourceContext:
     routes: list[tuple[str, list[str], Any]] = field(default_factory=list)
     #: ``set_state("connected")`` etc.; shown by health and metrics.
     set_state: Callable[[str], None] = lambda state: None
+    #: ``count_bad_input("bad_signature")``: one refused input, by reason, for ``/metrics``.
+    count_bad_input: Callable[[str], None] = lambda reason: None
 
     def add_route(self, path: str, handler: Any, methods: list[str] | None = None) -> None:
         """Serve ``handler`` (a Starlette endpoint) at ``path`` on the local listener."""

@@ -21,7 +21,13 @@ parsed:
 
 A source with neither refuses to start unless ``allow_unauthenticated: true``
 (for loopback experiments).  Answers: 202 with the number of events
-accepted, 400 naming what is wrong with the body, 401 for bad credentials.
+accepted (after their actions are recorded), 400 naming what is wrong with
+the body, 401 for bad credentials, 413 for a body over ``max_body`` bytes
+(refused from ``Content-Length`` before reading, or as soon as a chunked
+body passes the limit), 408 for a body that takes longer than
+``read_timeout`` to arrive.  Each refusal is counted by reason
+(``ccbus_source_bad_input_total``) and logged, at most once a minute per
+reason, so a flood of bad requests cannot flood the journal.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ import json
 import time
 from typing import Any
 
-from pydantic import model_validator
+import anyio
+from pydantic import Field, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -42,6 +49,8 @@ from ..schema import Duration, Options
 from ..sources import SourceContext, SourceSpec
 
 MAX_BODY = 1024 * 1024
+#: A refusal reason is logged at most once per this many seconds (always counted).
+LOG_INTERVAL = 60.0
 SIGNATURE_HEADER = "x-ccbus-signature"
 TIMESTAMP_HEADER = "x-ccbus-timestamp"
 
@@ -52,6 +61,8 @@ class WebhookOptions(Options):
     hmac_secret: str | None = None
     max_skew: Duration = 300.0
     allow_unauthenticated: bool = False
+    max_body: int = Field(default=MAX_BODY, gt=0)
+    read_timeout: Duration = 10.0
 
     @model_validator(mode="after")
     def _needs_auth(self) -> WebhookOptions:
@@ -75,13 +86,12 @@ class WebhookSource:
         self.path = self.options.path or f"/events/{ctx.name}"
         self.accepted = 0
         self.rejected = 0
+        self._logged: dict[str, float] = {}
         ctx.add_route(self.path, self.receive, ["POST"])
 
     async def run(self) -> None:
         self.ctx.set_state("listening")
         self.ctx.log.info("webhook %s: listening on %s", self.ctx.name, self.path)
-        import anyio
-
         await anyio.sleep_forever()
 
     def _authorized(self, request: Request, body: bytes) -> str | None:
@@ -104,23 +114,38 @@ class WebhookSource:
                 return "signature does not match the body"
         return None
 
+    async def _body(self, request: Request) -> bytes | JSONResponse:
+        """The body, read within the size and time limits, or the refusal to send."""
+        limit = self.options.max_body
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return self._reject(request, 413, "too_large", f"body larger than {limit} bytes")
+        too_large = f"body larger than {limit} bytes"
+        chunks: list[bytes] = []
+        size = 0
+        with anyio.move_on_after(self.options.read_timeout) as reading:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return self._reject(request, 413, "too_large", too_large)
+                chunks.append(chunk)
+        if reading.cancelled_caught:
+            return self._reject(request, 408, "slow_body",
+                                f"body not received within {self.options.read_timeout:g}s")
+        return b"".join(chunks)
+
     async def receive(self, request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return self._reject(413, f"body larger than {MAX_BODY} bytes")
+        body = await self._body(request)
+        if isinstance(body, JSONResponse):
+            return body
         problem = self._authorized(request, body)
         if problem is not None:
-            self.ctx.log.warning(
-                "webhook %s: refused a request from %s: %s",
-                self.ctx.name,
-                request.client.host if request.client else "?",
-                problem,
-            )
-            return self._reject(401, "unauthorized")
+            self._reject(request, 401, "unauthorized", problem)
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
         try:
             doc: Any = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            return self._reject(400, f"invalid JSON: {err}")
+            return self._reject(request, 400, "invalid_json", f"invalid JSON: {err}")
         docs = doc if isinstance(doc, list) else [doc]
         events = []
         for index, item in enumerate(docs):
@@ -128,16 +153,30 @@ class WebhookSource:
                 events.append(Event.from_dict(item, default_source=self.ctx.name))
             except ValueError as err:
                 where = f"item {index}: " if isinstance(doc, list) else ""
-                return self._reject(400, f"{where}{err}")
+                return self._reject(request, 400, "invalid_event", f"{where}{err}")
         for event in events:
             event.source = self.ctx.name  # the configured instance, whatever the sender claims
             await self.ctx.emit(event)
         self.accepted += len(events)
         return JSONResponse({"accepted": len(events)}, status_code=202)
 
-    def _reject(self, status: int, reason: str) -> JSONResponse:
+    def _reject(self, request: Request, status: int, reason: str, detail: str) -> JSONResponse:
+        """Count, log (at most once a minute per reason) and answer a refusal."""
         self.rejected += 1
-        return JSONResponse({"error": reason}, status_code=status)
+        self.ctx.count_bad_input(reason)
+        now = time.monotonic()
+        if now - self._logged.get(reason, -LOG_INTERVAL) >= LOG_INTERVAL:
+            self._logged[reason] = now
+            self.ctx.log.warning(
+                "webhook %s: refused a request from %s with %d: %s "
+                "(counted as %s; logged at most once a minute)",
+                self.ctx.name,
+                request.client.host if request.client else "?",
+                status,
+                detail,
+                reason,
+            )
+        return JSONResponse({"error": detail}, status_code=status)
 
 
 @hookimpl

@@ -19,6 +19,16 @@ from typing import Any
 from ..errors import EvaluationError, MissingField
 from ..events import Event
 from ..expressions import EnvelopeView, bounded_text
+from ..traces import (
+    COUNTING,
+    FIRED,
+    NO_MATCH,
+    THROTTLED,
+    TIMER_ARMED,
+    TIMER_FIRED,
+    TIMER_RUNNING,
+    RuleTraces,
+)
 from .index import RuleIndex
 from .model import Rule
 from .state import COUNT, FOR, THROTTLE, Pending, StateTable
@@ -61,6 +71,8 @@ class Engine:
         self.stats: dict[str, RuleStats] = {}
         self._timers: list[tuple[float, int, str, str]] = []
         self._seq = 0
+        #: When set, every evaluation is recorded (see :mod:`ccbus.traces`).
+        self.tracer: RuleTraces | None = None
         self.index = RuleIndex([])
         self.swap(rules or [])
 
@@ -113,35 +125,48 @@ class Engine:
         firings: list[Firing] = []
         data = event.data
         view = EnvelopeView(event)
+        trace = self.tracer
         for rule in rules:
             stats = self.stats[rule.name]
             stats.evaluated += 1
             ok = True
+            condition: bool | str | None = None
             if rule.condition is not None:
                 try:
-                    ok = bool(rule.condition.evaluate(data, view))
+                    ok = condition = bool(rule.condition.evaluate(data, view))
                 except EvaluationError as err:
                     self.record_error(rule, stats, event, err, now)
-                    ok = False
+                    ok, condition = False, f"error: {err}"
             gate = rule.gate
             if gate is not None and gate.kind == FOR:
                 # a false condition matters too: it cancels the key's timer
                 key = self._key(rule, gate.key, event, view, now)
                 if key is not None:
                     stats.matched += ok
-                    self._for(rule, key, event, ok, now)
+                    armed = self._for(rule, key, event, ok, now)
+                    if trace is not None:
+                        verdict = (TIMER_ARMED if armed else TIMER_RUNNING) if ok else NO_MATCH
+                        trace.evaluated(rule.name, event, condition, verdict)
                 continue
             if not ok:
+                if trace is not None:
+                    trace.evaluated(rule.name, event, condition, NO_MATCH)
                 continue
             stats.matched += 1
             if gate is not None:
                 if gate.kind == COUNT:
                     key = self._key(rule, gate.key, event, view, now)
                     if key is None or not self._count(rule, key, now):
+                        if trace is not None:
+                            trace.evaluated(rule.name, event, condition, COUNTING)
                         continue
                 if not self._throttle_ok(rule, event, view, now):
+                    if trace is not None:
+                        trace.evaluated(rule.name, event, condition, THROTTLED)
                     continue
             stats.fired += 1
+            if trace is not None:
+                trace.evaluated(rule.name, event, condition, FIRED)
             firings.append(Firing(rule, event))
         return firings
 
@@ -170,7 +195,10 @@ class Engine:
             event = pending.event
             pending.event = None  # fired: stays quiet until the condition resets
             self.state.touch(name, FOR, state.pending, key)
-            if self._throttle_ok(rule, event, EnvelopeView(event), now):
+            fires = self._throttle_ok(rule, event, EnvelopeView(event), now)
+            if self.tracer is not None:
+                self.tracer.evaluated(name, event, True, TIMER_FIRED if fires else THROTTLED)
+            if fires:
                 self.stats[name].fired += 1
                 firings.append(Firing(rule, event))
         return firings
@@ -189,7 +217,8 @@ class Engine:
 
     # -- gates ------------------------------------------------------------------------
 
-    def _for(self, rule: Rule, key: str, event: Event, ok: bool, now: float) -> None:
+    def _for(self, rule: Rule, key: str, event: Event, ok: bool, now: float) -> bool:
+        """Arm or cancel the key's timer; True when this event armed it."""
         assert rule.gate is not None
         state = self.state.for_rule(rule.name, rule.gate.signature)
         pending = state.pending.get(key)
@@ -197,12 +226,14 @@ class Engine:
             if pending is not None:
                 del state.pending[key]
                 self.state.dirty.add((rule.name, FOR, key))
-            return
+            return False
         if pending is None:
             deadline = now + rule.gate.window
             state.pending[key] = Pending(deadline, event)
             self.state.touch(rule.name, FOR, state.pending, key)
             self._push_timer(deadline, rule.name, key)
+            return True
+        return False
 
     def _count(self, rule: Rule, key: str, now: float) -> bool:
         assert rule.gate is not None
