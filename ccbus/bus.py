@@ -72,6 +72,8 @@ log = logging.getLogger("ccbus.bus")
 
 #: How long SIGTERM waits for calls in flight before leaving them to the next start.
 DRAIN_TIMEOUT = 10.0
+#: How long start-up waits for every source task to begin before saying READY.
+START_WAIT = 5.0
 #: Characters of an event's data the live view gets.
 LIVE_DATA_CHARS = 500
 STATE_FLUSH_INTERVAL = 1.0
@@ -368,6 +370,9 @@ class Bus:
                     tg.start_soon(self._watch_rules)
                 for runtime in self.sources.values():
                     tg.start_soon(self._supervise, runtime)
+                with anyio.move_on_after(START_WAIT):  # every source task has begun
+                    while any(r.state == "starting" for r in self.sources.values()):
+                        await anyio.sleep(0.01)
                 self.started.set()
                 if self.service is not None:
                     self.service.ready()
@@ -400,6 +405,7 @@ class Bus:
         backoff = Backoff()
         while True:
             backoff.started()
+            runtime.set_state("running")  # until the source says more (``connecting``, ...)
             try:
                 await runtime.source.run()
             except Exception as err:  # a source failure is retried, never fatal

@@ -54,7 +54,9 @@ from .events import Event
 __all__ = ["DEGRADED", "READY_STATES", "DemoSource", "Source", "SourceContext", "SourceSpec"]
 
 #: States in which a source does its job: ``/readyz`` counts it as ready.
-READY_STATES = frozenset({"connected", "listening", "subscribed", "running", "finished"})
+READY_STATES = frozenset(
+    {"connected", "listening", "subscribed", "running", "replaying", "finished"}
+)
 #: Working, but not fully (one of two brokers down, a lagging consumer): ready, and said so.
 DEGRADED = "degraded"
 

@@ -8,51 +8,21 @@ receiver comes up; ccbus starts again; every call arrives.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from http_receiver import HttpReceiver
-from support import write
+from support import answers, free_port, start_ccbus, wait_until, write
 
-CCBUS = str(Path(sys.executable).parent / "ccbus")
 EVENTS = 40
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_ccbus(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("ab")
-    env = {**os.environ, "CCBUS_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    return subprocess.Popen([CCBUS, "run", "-c", str(config)], stdout=handle, stderr=handle,
-                            env=env)
-
-
-def wait_until(predicate, timeout: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; ccbus log:\n{log.read_text()[-3000:]}")
-
-
 def healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return answers(f"http://127.0.0.1:{port}/healthz")
 
 
 def pending(state: Path) -> int:
