@@ -81,7 +81,7 @@ rules:
       - record:
           type: "{event.type}"
           id: "{event.id}"
-          subject: "{coalesce(event.subject, '')}"
+          subject: "{event.subject or '-'}"
 """
 
 

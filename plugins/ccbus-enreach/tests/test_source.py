@@ -1,0 +1,295 @@
+"""The ``enreach`` source in a real bus against the simulator: events, subscriptions and their
+results, bad input, 401s, silent hubs, back-pressure, actions and the HTTP/CLI commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import anyio
+import pytest
+from ccbus_enreach.cli import enreach_group
+from ccbus_enreach.scenarios import ANNA, BERT, CALLBACKS, CARLA, SALES
+from ccbus_enreach.simulator import RteSimulator
+from click.testing import CliRunner
+from conftest import SUBSCRIPTION_COUNT, SUBSCRIPTIONS, BusHarness
+
+pytestmark = pytest.mark.anyio
+
+
+def options(sim: RteSimulator, **extra: Any) -> dict[str, Any]:
+    return {**sim.source_options(), "subscriptions": SUBSCRIPTIONS, **extra}
+
+
+async def connected(bus: BusHarness, sim: RteSimulator, count: int = SUBSCRIPTION_COUNT) -> None:
+    await sim.wait_subscribed(count, within=20)
+    await bus.wait_for(lambda: bus.state == "connected")
+
+
+@pytest.mark.parametrize("wire_case", ["camel", "pascal"])
+async def test_subscribed_events_go_through_a_rule(
+    tmp_path: Any, bus_with: Any, wire_case: str
+) -> None:
+    async with RteSimulator(wire_case=wire_case) as sim:
+        async with bus_with(tmp_path, options(sim)) as bus:
+            await connected(bus, sim)
+            assert await sim.publish("UserStatus", ANNA, {"Talking": True}) == 1
+            assert await sim.publish("QueueStatus", SALES, {"NbrOfQueuingRequesters": 3}) == 1
+            assert await sim.publish("UserStatus", BERT) == 0  # not subscribed
+            await bus.wait_for(lambda: len(bus.recorder.calls) == 4)
+            calls = bus.recorder.calls
+            assert [c["type"] for c in calls] == [
+                "enreach.UserStatus",
+                "agent.state_changed",
+                "enreach.QueueStatus",
+                "queue.status",
+            ]
+            assert [c["subject"] for c in calls] == [ANNA, ANNA, SALES, SALES]
+            source = bus.source
+            assert source.active == set(source.wanted)
+            assert source.status()["state"] == "connected"
+            assert sim.stats.token_requests == 1
+
+
+async def test_refused_subscriptions_are_reported_and_the_rest_carry_on(
+    tmp_path: Any, bus_with: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with RteSimulator() as sim:
+        sim.deny(CALLBACKS)
+        async with bus_with(tmp_path, options(sim)) as bus:
+            await connected(bus, sim, SUBSCRIPTION_COUNT - 1)
+            assert bus.source.refused == {"Unauthorized": 1}
+            assert (CALLBACKS, "CallbackChanged") not in bus.source.active
+            assert len(bus.source.active) == SUBSCRIPTION_COUNT - 1
+            assert await sim.publish("UserAvailability", BERT) == 1
+            await bus.wait_for(lambda: "enreach.UserAvailability" in bus.recorder.types())
+    assert (
+        f"enreach rte: the hub refused to subscribe {CALLBACKS} to CallbackChanged: Unauthorized"
+        in caplog.text
+    )
+    assert "enreach rte: 5 of 6 subscription(s) active" in caplog.text
+
+
+async def test_a_401_names_the_user_and_is_retried_with_a_fresh_token(
+    tmp_path: Any, bus_with: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with RteSimulator(token_ttl=-60) as sim:  # every token is born expired
+        async with bus_with(tmp_path, options(sim)) as bus:
+            await bus.wait_for(lambda: bus.source.failures["unauthorized"] >= 3)
+            assert sim.stats.hub_refusals >= 3
+            assert sim.stats.token_requests >= 3  # a fresh token for every attempt
+            assert bus.state == "reconnecting"
+            sim.token_ttl = 3600  # the vendor side is fixed: the source gets in by itself
+            await connected(bus, sim)
+    assert "enreach rte: unauthorized for user id 'me'" in caplog.text
+    assert "refused the token" in caplog.text
+
+
+async def test_wrong_credentials_say_whose(
+    tmp_path: Any, bus_with: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with RteSimulator() as sim:
+        async with bus_with(tmp_path, options(sim, secret="wrong")) as bus:
+            await bus.wait_for(lambda: bus.source.failures["unauthorized"] >= 2)
+            assert sim.stats.connections == 0
+    assert (
+        "the REST API refused the credentials of 'ccbus-demo' for user id 'me' "
+        "(401 on GET /token/me/rte/)" in caplog.text
+    )
+
+
+async def test_malformed_frames_and_messages_are_counted_and_the_connection_survives(
+    tmp_path: Any, bus_with: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with RteSimulator() as sim:
+        async with bus_with(tmp_path, options(sim)) as bus:
+            await connected(bus, sim)
+            await sim.publish_raw("this is not JSON\x1e")
+            await sim.publish_raw('{"type": 42}\x1e')
+            await sim.publish_raw(
+                json.dumps({"type": 1, "target": "MessageReceived", "arguments": ["x"]}) + "\x1e"
+            )
+            await sim.publish_raw(
+                json.dumps(
+                    {"type": 1, "target": "MessageReceived",
+                     "arguments": [{"data": {"eventType": "UserMood", "id": "m-1"}}]}
+                ) + "\x1e"
+            )
+            assert await sim.publish("UserStatus", ANNA) == 1
+            await bus.wait_for(lambda: "enreach.UserStatus" in bus.recorder.types())
+            source = bus.source
+            await bus.wait_for(lambda: source.intake.dropped["malformed_frame"] == 2)
+            assert source.intake.dropped["malformed"] == 1
+            assert source.intake.dropped["unknown_event"] == 1
+            assert "enreach.UserMood" in bus.recorder.types()
+            assert source.connections == 1  # the same connection all along
+            await bus.wait_for(lambda: len(source.intake.dead_letters.read()) == 3)
+            reasons = [d["reason"] for d in source.intake.dead_letters.read()]
+            assert sorted(reasons) == ["malformed", "malformed_frame", "malformed_frame"]
+    assert "enreach rte: malformed_frame: unreadable hub message" in caplog.text
+
+
+async def test_a_silent_hub_is_noticed_and_left(tmp_path: Any, bus_with: Any) -> None:
+    async with RteSimulator(keepalive=3600) as sim:  # the hub never pings
+        extra = {"server_timeout": 0.8, "ping_every": 0.2}
+        async with bus_with(tmp_path, options(sim, **extra)) as bus:
+            await bus.wait_for(lambda: bus.source.connections >= 2)
+            assert bus.source.failures["Transient"] >= 1
+            assert sim.stats.pings_received >= 2  # the source pinged all along
+
+
+async def test_client_pings_keep_a_quiet_connection_open(tmp_path: Any, bus_with: Any) -> None:
+    async with RteSimulator(client_timeout=0.8) as sim:
+        async with bus_with(tmp_path, options(sim, ping_every=0.1)) as bus:
+            await connected(bus, sim)
+            await bus.wait_for(lambda: sim.stats.pings_received >= 15)  # ~1.5 s, no other traffic
+            assert sim.stats.client_timeouts == 0
+            assert bus.source.connections == 1
+
+
+async def test_back_pressure_stops_reading_instead_of_dropping(
+    tmp_path: Any, bus_with: Any
+) -> None:
+    slow = """
+    rules:
+      - name: slow
+        on: enreach.UserStatus
+        do: [record: {type: "{event.type}", id: "{event.id}"}]
+    """
+    async with RteSimulator() as sim:
+        async with bus_with(tmp_path, options(sim, max_pending=5), rules=slow) as bus:
+            await connected(bus, sim)
+            source = bus.source
+            original = source.intake.batch
+            waits: list[int] = []
+
+            async def slow_batch(batch: list[Any]) -> None:
+                await anyio.sleep(0.002 * len(batch))
+                if source.session is not None:
+                    waits.append(source.session.handoff.waits)
+                await original(batch)
+
+            source.intake.batch = slow_batch  # a slow consumer, as a busy bus would be
+            result = await sim.blast(500)
+            assert result["sent"] == 500
+            await bus.wait_for(lambda: len(bus.recorder.calls) == 500, within=60)
+            assert max(waits) > 0  # the receive thread waited for room
+            assert len({c["id"] for c in bus.recorder.calls}) == 500  # none lost, none doubled
+
+
+RUNTIME_RULES = """
+rules:
+  - name: follow-the-answering-agent
+    on: enreach.UserCallInArrived
+    do:
+      - enreach.subscribe: {entity: "{userId}", events: [UserStatus, UserWrapUpStarted]}
+  - name: stop-following
+    on: enreach.UserCallInDisconnected
+    do:
+      - enreach.unsubscribe: {entity: "{userId}", events: "UserStatus"}
+  - name: bad-subscription
+    on: enreach.QueueStatus
+    do:
+      - enreach.subscribe: {entity: "{entityId}", events: [UserStatus]}
+  - name: record
+    on: ["enreach.*"]
+    do: [record: {type: "{event.type}", id: "{event.id}", subject: "{event.subject}"}]
+"""
+
+
+async def test_rules_subscribe_and_unsubscribe_at_run_time(
+    tmp_path: Any, bus_with: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    subscriptions = {
+        "users": {CARLA: ["UserCallInArrived", "UserCallInDisconnected"]},
+        "queues": {SALES: ["QueueStatus"]},
+    }
+    async with RteSimulator() as sim:
+        opts = {**sim.source_options(), "subscriptions": subscriptions}
+        async with bus_with(tmp_path, opts, rules=RUNTIME_RULES) as bus:
+            await connected(bus, sim, 3)
+            caplog.set_level(logging.INFO)
+            assert await sim.publish("UserStatus", CARLA) == 0
+            await sim.publish("UserCallInArrived", CARLA, {"CallId": "c1"})
+            await sim.wait_subscribed(5)
+            assert await sim.publish("UserStatus", CARLA) == 1
+            await bus.wait_for(lambda: "enreach.UserStatus" in bus.recorder.types())
+            assert bus.source.wanted[(CARLA, "UserStatus")] == "runtime"
+            # a rule's mistake: a queue is no user; the hub says so, the rule's call dead-letters
+            await sim.publish("QueueStatus", SALES)
+            await bus.wait_for(lambda: bus.source.refused["Invalid event name"] == 1)
+            assert (SALES, "UserStatus") not in bus.source.wanted
+            await sim.publish("UserCallInDisconnected", CARLA, {"CallId": "c1"})
+            await sim.wait_for(lambda: sim.subscription_count() == 4)
+            assert (CARLA, "UserStatus") not in bus.source.wanted
+            assert await sim.publish("UserStatus", CARLA) == 0
+    assert f"enreach.subscribe (rule follow-the-answering-agent): {CARLA} subscribed to" in (
+        caplog.text
+    )
+    assert f"enreach rte: the hub refused to subscribe {SALES} to UserStatus" in caplog.text
+
+
+async def test_unsubscribe_all_clears_the_hub_and_what_is_restored(
+    tmp_path: Any, bus_with: Any
+) -> None:
+    rules = """
+    rules:
+      - name: reset
+        on: enreach.UserAvailability
+        do: [enreach.unsubscribe_all: {}]
+    """
+    async with RteSimulator() as sim:
+        async with bus_with(tmp_path, options(sim), rules=rules) as bus:
+            await connected(bus, sim)
+            await sim.publish("UserAvailability", BERT)
+            await sim.wait_for(lambda: sim.subscription_count() == 0)
+            assert bus.source.wanted == {}
+            await sim.restart()
+            await bus.wait_for(lambda: bus.source.connections == 2)
+            await bus.wait_for(lambda: bus.state == "connected")
+            assert sim.subscription_count() == 0
+
+
+async def test_ccbus_enreach_available_and_active_ask_the_running_source(
+    tmp_path: Any, bus_with: Any
+) -> None:
+    async with RteSimulator() as sim:
+        async with bus_with(tmp_path, options(sim), listen="127.0.0.1:0") as bus:
+            await connected(bus, sim)
+            await bus.wait_for(lambda: bus.bus.http_port is not None)
+            url = f"http://127.0.0.1:{bus.bus.http_port}"
+            runner = CliRunner()
+
+            def run(*args: str) -> Any:
+                return runner.invoke(enreach_group, list(args), catch_exceptions=False)
+
+            available = await anyio.to_thread.run_sync(run, "available", "--url", url,
+                                                       "--source", "rte")
+            assert available.exit_code == 0, available.output
+            assert available.output.splitlines() == sorted(available.output.splitlines())
+            assert "UserStatus" in available.output.splitlines()
+            assert "QueueStatus" in available.output.splitlines()
+            active = await anyio.to_thread.run_sync(
+                run, "active", "--url", url, "--source", "rte", "--json"
+            )
+            assert active.exit_code == 0, active.output
+            items = json.loads(active.output)
+            assert sorted((i["entityId"], i["eventType"]) for i in items) == sorted(
+                bus.source.wanted
+            )
+            table = await anyio.to_thread.run_sync(run, "active", "-c",
+                                                   str(tmp_path / "ccbus.yaml"), "--url", url)
+            assert f"Queue     {SALES}  QueueStatus" in table.output
+            missing = await anyio.to_thread.run_sync(run, "active", "--url", url,
+                                                     "--source", "nope")
+            assert missing.exit_code == 1
+            assert "has no enreach source 'nope'" in missing.output
+            await sim.restart()
+            await bus.wait_for(lambda: bus.source.connections == 2)
+            await connected(bus, sim)
+            again = await anyio.to_thread.run_sync(
+                run, "active", "--url", url, "--source", "rte", "--json"
+            )
+            assert len(json.loads(again.output)) == SUBSCRIPTION_COUNT
