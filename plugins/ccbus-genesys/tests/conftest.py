@@ -1,0 +1,301 @@
+"""Shared test parts: a Kafka to talk to, a real bus with a recording rule, a collecting source.
+
+Every peer is real: the ``genesys`` source runs aiokafka's consumer against a
+broker over loopback, and records are produced with aiokafka's producer.
+The broker is, by default, the plugin's Kafka wire-protocol *test peer*
+(:mod:`ccbus_genesys.testbroker`), because no Kafka broker package can be
+installed on the build machines.  Set ``CCBUS_KAFKA_BOOTSTRAP=host:port``
+and every test that takes the ``kafka`` fixture runs a second time against
+that real broker (topics and groups get unique names, so a shared broker is
+fine); without it those second runs are skipped, and nothing else is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import ccbus_genesys
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from ccbus_genesys.catalog import AGENT_STATE, CALL_THREAD, DEFAULT_TOPICS
+from ccbus_genesys.options import GenesysOptions
+from ccbus_genesys.scenarios import Step, stamp
+from ccbus_genesys.testbroker import KafkaTestBroker
+
+from ccbus import ActionSpec, Event, Options, SourceContext, hookimpl
+from ccbus.bus import Bus
+from ccbus.config import load_config
+from ccbus.plugins import PluginHost
+
+REAL_KAFKA = os.environ.get("CCBUS_KAFKA_BOOTSTRAP")
+TENANT = "9350e2fc-a1dd-4c65-8d40-1f75a2e080dd"
+
+#: Short group timings for every test: a rebalance takes a second, not ten.
+FAST: dict[str, Any] = {
+    "session_timeout": 3,
+    "heartbeat_interval": 0.2,
+    "fetch_max_wait": 0.1,
+    "backoff_initial": 0.05,
+    "backoff_cap": 0.5,
+    "request_timeout": 10,
+    "auto_offset_reset": "earliest",
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 20.0, what: str = "") -> None:
+    """Poll ``predicate`` until true; generous default: the machine may be loaded."""
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 - polling the source's own counters
+            await anyio.sleep(0.02)
+
+
+class Kafka:
+    """A broker to test against, with unique topic names and helpers that work on any Kafka."""
+
+    def __init__(self, bootstrap: str, broker: KafkaTestBroker | None) -> None:
+        self.bootstrap = bootstrap
+        self.broker = broker
+        self.prefix = f"t{uuid.uuid4().hex[:8]}-"
+        self.producer: AIOKafkaProducer | None = None
+
+    def topic(self, kind: str) -> str:
+        return self.prefix + DEFAULT_TOPICS[kind]
+
+    def group(self) -> str:
+        return f"g-{uuid.uuid4().hex[:8]}"
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """Source options for this broker and these topics (FAST timings)."""
+        return {"bootstrap_servers": [self.bootstrap], "topic_prefix": self.prefix,
+                "group_id": self.group(), **FAST, **extra}
+
+    async def create_topics(self, partitions: int = 3) -> None:
+        names = [self.topic(AGENT_STATE), self.topic(CALL_THREAD)]
+        if self.broker is not None:
+            for name in names:
+                self.broker.create_topic(name, partitions)
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        finally:
+            await admin.close()
+
+    async def send(self, kind: str, key: str | bytes | None, value: Any,
+                   partition: int | None = None) -> None:
+        """Produce one record (``value``: dict -> JSON, bytes as is, None a tombstone)."""
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2)
+            await self.producer.start()
+        raw_key = key.encode() if isinstance(key, str) else key
+        raw = json.dumps(value).encode() if isinstance(value, dict) else value
+        await self.producer.send_and_wait(self.topic(kind), raw, key=raw_key, partition=partition)
+
+    async def play(self, steps: Iterable[Step]) -> int:
+        count = 0
+        for step in steps:
+            await self.send(step.kind, step.key, stamp(step))
+            count += 1
+        return count
+
+    async def committed(self, group_id: str, kind: str, partitions: int = 3) -> dict[int, int]:
+        """The group's committed offsets on one topic: partition -> offset (absent: none)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group_id,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            out = {}
+            for p in range(partitions):
+                off = await consumer.committed(TopicPartition(self.topic(kind), p))
+                if off is not None:
+                    out[p] = off
+            return out
+        finally:
+            await consumer.stop()
+
+    async def end_offsets(self, kind: str, partitions: int = 3) -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic(kind), p) for p in range(partitions)]
+            ends = await consumer.end_offsets(tps)
+            return {tp.partition: off for tp, off in ends.items()}
+        finally:
+            await consumer.stop()
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+@pytest.fixture(params=["test-broker", "real-kafka"])
+async def kafka(request: pytest.FixtureRequest) -> AsyncIterator[Kafka]:
+    """A Kafka with two fresh 3-partition topics: the test peer, or CCBUS_KAFKA_BOOTSTRAP's."""
+    if request.param == "real-kafka":
+        if not REAL_KAFKA:
+            pytest.skip("opt-in: set CCBUS_KAFKA_BOOTSTRAP=host:port to run against real Kafka")
+        env = Kafka(REAL_KAFKA, None)
+        await env.create_topics()
+        yield env
+        await env.close()
+        return
+    async with KafkaTestBroker(auto_create_partitions=3) as broker:
+        env = Kafka(broker.bootstrap, broker)
+        await env.create_topics()
+        yield env
+        await env.close()
+
+
+@pytest.fixture
+async def test_broker() -> AsyncIterator[Kafka]:
+    """Only the test peer: for faults a shared real broker cannot be made to have."""
+    async with KafkaTestBroker(auto_create_partitions=3) as broker:
+        env = Kafka(broker.bootstrap, broker)
+        await env.create_topics()
+        yield env
+        await env.close()
+
+
+class Recorder:
+    """A plugin with the action ``record``: it keeps what the rule rendered, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    @hookimpl
+    def register_actions(self) -> list[ActionSpec]:
+        recorder = self
+
+        class Params(Options):
+            type: str
+            id: str
+            subject: str = ""
+            tenant: str = ""
+
+        async def run(params: Params, ctx: Any) -> None:
+            recorder.calls.append(params.model_dump())
+
+        return [ActionSpec(name="record", params=Params, run=run)]
+
+    def types(self) -> list[str]:
+        return [c["type"] for c in self.calls]
+
+
+RULES = """
+rules:
+  - name: everything-genesys
+    on: ["genesys.*", "agent.*", "call.*", "device.*"]
+    do:
+      - record:
+          type: "{event.type}"
+          id: "{event.id}"
+          subject: "{coalesce(event.subject, '')}"
+          tenant: "{get(event.extensions, 'tenant', '')}"
+"""
+
+
+class BusHarness:
+    def __init__(self, bus: Bus, recorder: Recorder) -> None:
+        self.bus = bus
+        self.recorder = recorder
+
+    @property
+    def source(self) -> Any:
+        return self.bus.sources["gen"].source
+
+    @property
+    def state(self) -> str:
+        return self.bus.sources["gen"].state
+
+
+@asynccontextmanager
+async def running_bus(tmp_path: Path, options: dict[str, Any]) -> AsyncIterator[BusHarness]:
+    """A real :class:`Bus` whose source ``gen`` is a ``genesys`` source; a rule records all."""
+    rules = tmp_path / "rules"
+    rules.mkdir(exist_ok=True)
+    (rules / "record.yaml").write_text(textwrap.dedent(RULES))
+    config = {
+        "sources": {"gen": {"plugin": "genesys", "options": options}},
+        "rules": ["rules"],
+        "state_dir": "state",
+        "http": {"enabled": False},
+        "delivery": {"outbox": False},
+    }
+    (tmp_path / "ccbus.yaml").write_text(yaml.safe_dump(config))
+    recorder = Recorder()
+    host = PluginHost(autoload=False, extra=[ccbus_genesys, recorder])
+    bus = Bus(load_config(tmp_path / "ccbus.yaml"), host, persist_state=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(watch_rules=False))
+        await bus.started.wait()
+        try:
+            yield BusHarness(bus, recorder)
+        finally:
+            bus.stop()
+
+
+class Collected:
+    """A source run with a :class:`SourceContext` whose ``emit`` is the test's."""
+
+    def __init__(self, source: Any, events: list[Event], states: list[str]) -> None:
+        self.source = source
+        self.events = events
+        self.states = states
+
+    def types(self) -> list[str]:
+        return [e.type for e in self.events]
+
+
+@asynccontextmanager
+async def collecting_source(
+    tmp_path: Path, options: dict[str, Any],
+    emit: Callable[[Event], Awaitable[None]] | None = None,
+) -> AsyncIterator[Collected]:
+    """Run a ``genesys`` source whose events go to ``emit`` (default: a list)."""
+    from ccbus_genesys import create_source
+
+    events: list[Event] = []
+    states: list[str] = []
+
+    async def collect(event: Event) -> None:
+        events.append(event)
+
+    ctx = SourceContext(
+        name="gen",
+        options=GenesysOptions.model_validate(options),
+        emit=emit or collect,
+        log=logging.getLogger("ccbus.source.gen"),
+        state_dir=tmp_path / "state",
+        set_state=states.append,
+    )
+    source = create_source(ctx)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(source.run)
+        try:
+            yield Collected(source, events, states)
+        finally:
+            tg.cancel_scope.cancel()
+
+
+def agent_step(n: int, name: str = "EventAgentReady", tenant: str = TENANT) -> Step:
+    """An agent-state record numbered ``n`` (in ``seq``), for agent ``a<n % 7>``."""
+    payload = {"id": name, "AgentID": f"a{n % 7}", "ThisDN": f"70{n % 7}",
+               "AgentWorkMode": "ManualIn", "seq": n}
+    return Step(AGENT_STATE, f"{tenant}:a{n % 7}", payload)

@@ -1,0 +1,220 @@
+"""The source against a broker over loopback: flow, bad records, at-least-once, rebalances."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from ccbus_genesys.catalog import AGENT_STATE, CALL_THREAD
+from ccbus_genesys.scenarios import contact_center
+from conftest import TENANT, Kafka, agent_step, collecting_source, running_bus, wait_for
+
+from ccbus import Event
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_scenario_through_the_bus_and_a_rule(kafka: Kafka, tmp_path: Path) -> None:
+    steps = contact_center()
+    await kafka.play(steps)
+    options = kafka.options()
+    async with running_bus(tmp_path, options) as harness:
+        source = harness.source
+        await wait_for(lambda: source.records == len(steps))
+        await wait_for(lambda: len(harness.recorder.calls) == source.emitted)
+        assert harness.state == "connected"
+        types = harness.recorder.types()
+        # every record's native event, in order per call thread
+        natives = [t for t in types if t.startswith("genesys.")]
+        assert sorted(natives) == sorted(f"genesys.{s.payload['id']}" for s in steps)
+        canonical = [t for t in types if not t.startswith("genesys.")]
+        assert sorted(canonical) == sorted(
+            ["agent.state_changed"] * 7
+            + ["call.started"] * 2 + ["call.queued"] * 2 + ["call.transferred"] * 2
+            + ["call.abandoned"] + ["call.ended"] * 2 + ["device.status_changed"] * 2
+        )
+        login = next(c for c in harness.recorder.calls if c["type"] == "genesys.EventAgentLogin")
+        assert login["subject"] in ("5001", "5002")
+        assert login["tenant"] == TENANT
+        # offsets committed up to the end of every partition, and not past it
+        await wait_for(lambda: source.counts["commits"] > 0)
+    for kind in (AGENT_STATE, CALL_THREAD):
+        assert await kafka.committed(options["group_id"], kind) == {
+            p: end for p, end in (await kafka.end_offsets(kind)).items() if end > 0
+        }
+
+
+async def test_poison_records_are_dead_lettered_and_the_partition_goes_on(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    key = f"{TENANT}:a1"
+    good = agent_step(1).payload
+    records: list[tuple[Any, str]] = [
+        (good | {"seq": 0}, "ok"),
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe\x00garbage", "invalid_json"),
+        (b"[1, 2, 3]", "not_an_object"),
+        ({"AgentID": "a1"}, "no_event_name"),
+        ({"id": "<script>"}, "no_event_name"),
+        (None, "empty_value"),
+        (good | {"seq": 1}, "ok"),
+    ]
+    for value, _ in records:
+        await kafka.send(AGENT_STATE, key, value, partition=0)
+    options = kafka.options()
+    async with collecting_source(tmp_path, options) as run:
+        source = run.source
+        await wait_for(lambda: source.records == len(records))
+        await wait_for(lambda: source.committed.get(_tp(kafka, AGENT_STATE, 0)) == len(records))
+    assert [e.data["seq"] for e in run.events if e.type == "genesys.EventAgentReady"] == [0, 1]
+    assert source.rejected == {"invalid_json": 2, "not_an_object": 1, "no_event_name": 2,
+                               "empty_value": 1}
+    letters = source.dead_letters.read()
+    assert [(d["reason"], d["topic"], d["partition"], d["offset"]) for d in letters] == [
+        (reason, kafka.topic(AGENT_STATE), 0, offset)
+        for offset, (_, reason) in enumerate(records) if reason != "ok"
+    ]
+    assert letters[0]["message"] == "{not json" and letters[0]["key"] == key
+    assert "'id' is missing" in letters[3]["detail"]
+    assert await kafka.committed(options["group_id"], AGENT_STATE) == {0: len(records)}
+
+
+async def test_unknown_names_and_bad_keys_pass_through_counted(
+    kafka: Kafka, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await kafka.send(CALL_THREAD, f"{TENANT}:c1", {"id": "EventUserEvent", "ThisDN": "7001"})
+    await kafka.send(AGENT_STATE, "no-colon-here", {"id": "EventAgentReady", "AgentID": "9"})
+    await kafka.send(AGENT_STATE, None, {"id": "EventAgentLogout", "AgentID": "8"})
+    async with collecting_source(tmp_path, kafka.options()) as run:
+        await wait_for(lambda: run.source.records == 3)
+    by_type = {e.type: e for e in run.events}
+    unknown = by_type["genesys.EventUserEvent"]
+    assert unknown.subject == "c1" and unknown.extensions["tenant"] == TENANT
+    assert run.source.unknown == {"EventUserEvent": 1}
+    assert "unknown event 'EventUserEvent'" in caplog.text
+    ready = by_type["genesys.EventAgentReady"]
+    assert ready.subject == "no-colon-here" and "tenant" not in ready.extensions
+    assert ready.extensions["kafkakey"] == "no-colon-here"
+    # the canonical event still comes, keyed by the raw key
+    assert by_type["agent.state_changed"].data["agentId"] in ("no-colon-here", "8")
+    logout = by_type["genesys.EventAgentLogout"]
+    assert logout.subject is None
+    assert run.source.counts["bad_keys"] == 2
+    assert "has key 'no-colon-here', not {tenant_id}:{id}" in caplog.text
+
+
+async def test_tenant_filter(kafka: Kafka, tmp_path: Path) -> None:
+    for n in range(6):
+        tenant = "tenant-a" if n % 2 else "tenant-b"
+        await kafka.send(AGENT_STATE, f"{tenant}:a{n}", agent_step(n).payload)
+    async with collecting_source(tmp_path, kafka.options(tenants=["tenant-a"])) as run:
+        await wait_for(lambda: run.source.records == 6)
+    natives = [e for e in run.events if e.type.startswith("genesys.")]
+    assert sorted(e.data["seq"] for e in natives) == [1, 3, 5]
+    assert {e.extensions["tenant"] for e in run.events} == {"tenant-a"}
+    assert run.source.counts["filtered"] == 3
+
+
+async def test_cancelled_mid_batch_then_restarted_skips_nothing(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    """The source dies while an event's actions are being recorded: that record is read again."""
+    total, stuck_at = 40, 17
+    for n in range(total):
+        await kafka.send(AGENT_STATE, f"{TENANT}:a1", agent_step(n).payload, partition=0)
+    options = kafka.options(max_poll_records=10)
+    recorded: list[int] = []
+    reached = anyio.Event()
+
+    async def slow_recording(event: Event) -> None:
+        if event.type != "genesys.EventAgentReady":
+            return
+        if event.data["seq"] == stuck_at:
+            reached.set()
+            await anyio.sleep_forever()  # "recording" never finishes: then the task dies
+        recorded.append(event.data["seq"])
+
+    async with collecting_source(tmp_path, options, emit=slow_recording):
+        with anyio.fail_after(20):
+            await reached.wait()
+    # cancelled mid-batch (records 10..19 were one poll): only 0..16 may be committed
+    assert recorded == list(range(stuck_at))
+    # the way out commits exactly what was recorded: not the record in flight, nor its batch
+    assert await kafka.committed(options["group_id"], AGENT_STATE) == {0: stuck_at}
+
+    async with collecting_source(tmp_path, options) as run:
+        await wait_for(lambda: run.source.committed.get(_tp(kafka, AGENT_STATE, 0)) == total)
+    again = [e.data["seq"] for e in run.events if e.type == "genesys.EventAgentReady"]
+    assert again[0] == stuck_at  # it starts at the record that was not recorded
+    assert sorted(set(recorded) | set(again)) == list(range(total))
+
+
+async def test_a_rebalance_commits_what_is_recorded_and_loses_nothing(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    """A second consumer joins mid-stream and leaves again; every record arrives."""
+    total = 600
+    options = kafka.options(max_poll_records=20)
+    seen_a: list[int] = []
+    seen_b: list[int] = []
+
+    def recorder(into: list[int]) -> Any:
+        async def emit(event: Event) -> None:
+            if event.type.startswith("genesys."):
+                into.append(event.data["seq"])
+                await anyio.sleep(0.001)  # slow enough that the rebalance lands mid-stream
+        return emit
+
+    async def produce() -> None:
+        for n in range(total):
+            await kafka.send(AGENT_STATE, f"{TENANT}:a{n % 7}", agent_step(n).payload)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        async with collecting_source(tmp_path / "a", options, emit=recorder(seen_a)) as a:
+            await wait_for(lambda: len(seen_a) >= 100)
+            async with collecting_source(tmp_path / "b", options, emit=recorder(seen_b)) as b:
+                await wait_for(lambda: b.source.owned and len(seen_b) >= 50, within=30)
+                assert a.source.counts["revocations"] >= 1
+                # six partitions (two topics of three), each owned by exactly one of them
+                assert not a.source.owned & b.source.owned
+                assert len(a.source.owned) + len(b.source.owned) == 6
+            # b left: a takes every partition again and finishes
+            await wait_for(lambda: sum(len(seen) for seen in (seen_a, seen_b)) >= total
+                           and len(a.source.owned) == 6, within=30)
+            ends = await kafka.end_offsets(AGENT_STATE)
+            expected = {p: e for p, e in ends.items() if e}
+            with anyio.fail_after(30):
+                while await kafka.committed(options["group_id"], AGENT_STATE) != expected:
+                    await anyio.sleep(0.1)
+    assert sorted(set(seen_a) | set(seen_b)) == list(range(total))
+    assert sum(ends.values()) == total
+
+
+async def test_broker_gone_and_back(test_broker: Kafka, tmp_path: Path,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    broker = test_broker.broker
+    assert broker is not None
+    await test_broker.send(AGENT_STATE, f"{TENANT}:a1", agent_step(0).payload)
+    async with collecting_source(tmp_path, test_broker.options()) as run:
+        await wait_for(lambda: run.source.records == 1)
+        await broker.stop()  # every connection dropped, nothing listening
+        await anyio.sleep(1.0)
+        await broker.start()  # same port, same data
+        await test_broker.send(AGENT_STATE, f"{TENANT}:a1", agent_step(1).payload)
+        await wait_for(lambda: run.source.records >= 2, within=30)
+    seqs = [e.data["seq"] for e in run.events if e.type == "genesys.EventAgentReady"]
+    assert sorted(set(seqs)) == [0, 1]
+
+
+def _tp(kafka: Kafka, kind: str, partition: int) -> Any:
+    from aiokafka import TopicPartition
+
+    return TopicPartition(kafka.topic(kind), partition)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
