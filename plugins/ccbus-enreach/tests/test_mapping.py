@@ -152,7 +152,8 @@ def test_overflow_into_a_queue_is_queued_and_elsewhere_transferred(intake: Intak
     connected = intake.events(
         message("UserCallInTransferConnected", CallId=call, ConnectedTarget="+3586")
     )
-    assert (connected[1].type, connected[1].data["transferType"]) == ("call.transferred", "transfer")
+    assert connected[1].type == "call.transferred"
+    assert connected[1].data["transferType"] == "transfer"
     started = intake.events(message("UserCallInTransferStarted", CallId=call))
     assert len(started) == 1  # a started transfer may be cancelled: no canonical event
 

@@ -40,13 +40,13 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
-from signalrcore.hub.base_hub_connection import BaseHubConnection
-from signalrcore.hub.errors import UnAuthorizedHubError
-from signalrcore.hub_connection_builder import HubConnectionBuilder
-from signalrcore.messages.ping_message import PingMessage
-from signalrcore.protocol.json_hub_protocol import JsonHubProtocol
-from signalrcore.transport.sockets.errors import SocketHandshakeError
-from signalrcore.types import HttpTransportType
+from signalrcore.hub.base_hub_connection import BaseHubConnection  # type: ignore[import-untyped]
+from signalrcore.hub.errors import UnAuthorizedHubError  # type: ignore[import-untyped]
+from signalrcore.hub_connection_builder import HubConnectionBuilder  # type: ignore[import-untyped]
+from signalrcore.messages.ping_message import PingMessage  # type: ignore[import-untyped]
+from signalrcore.protocol.json_hub_protocol import JsonHubProtocol  # type: ignore[import-untyped]
+from signalrcore.transport.sockets.errors import SocketHandshakeError  # type: ignore[import-untyped]
+from signalrcore.types import HttpTransportType  # type: ignore[import-untyped]
 
 from .errors import HubError, Transient, Unauthorized
 from .protocol import MESSAGE_RECEIVED
@@ -120,7 +120,7 @@ class Handoff:
             waiter.set()
 
 
-class TolerantJsonHubProtocol(JsonHubProtocol):
+class TolerantJsonHubProtocol(JsonHubProtocol):  # type: ignore[misc]
     """The JSON hub protocol, minus the ways one bad frame ends the receive thread."""
 
     def __init__(self, on_malformed: Callable[[str, str], None]) -> None:
@@ -228,13 +228,15 @@ class HubSession:
 
     # -- loop side --------------------------------------------------------------------
 
-    async def start(self, timeout: float) -> None:
+    async def start(self, within: float) -> None:
         """Negotiate, connect and complete the SignalR handshake, or raise why not."""
         try:
-            with anyio.fail_after(timeout):
-                await anyio.to_thread.run_sync(self._start_blocking, timeout, abandon_on_cancel=True)
+            with anyio.fail_after(within):
+                await anyio.to_thread.run_sync(
+                    self._start_blocking, within, abandon_on_cancel=True
+                )
         except TimeoutError:
-            raise Transient(f"no SignalR handshake from {self.url} within {timeout:g}s") from None
+            raise Transient(f"no SignalR handshake from {self.url} within {within:g}s") from None
         if self.closed.is_set() or not self.hub.transport or not self.hub.transport.is_connected():
             raise Transient("the hub closed the connection during the SignalR handshake")
 
@@ -257,7 +259,7 @@ class HubSession:
         if not self.opened.wait(timeout):
             raise Transient("no SignalR handshake response")
 
-    async def invoke(self, method: str, arguments: list[Any], timeout: float) -> Any:
+    async def invoke(self, method: str, arguments: list[Any], within: float) -> Any:
         """Call a hub method and return its result; :class:`HubError` for a hub error."""
         invocation_id = str(uuid.uuid4())
         call = _Call(method)
@@ -271,7 +273,7 @@ class HubSession:
                     invocation_id=invocation_id,
                 )
             )
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(within):
                 async with anyio.create_task_group() as tg:
 
                     async def closed() -> None:
@@ -282,7 +284,7 @@ class HubSession:
                     await call.done.wait()
                     tg.cancel_scope.cancel()
         except TimeoutError:
-            raise Transient(f"{method}: no completion within {timeout:g}s") from None
+            raise Transient(f"{method}: no completion within {within:g}s") from None
         finally:
             self._calls.pop(invocation_id, None)
         if not call.done.is_set():

@@ -385,7 +385,9 @@ class EnreachSource:
             "source": self.ctx.name,
             "state": self._state(),
             "connections": self.connections,
-            "wanted": [{"entityId": e, "eventName": n, "from": o} for (e, n), o in self.wanted.items()],
+            "wanted": [
+                {"entityId": e, "eventName": n, "from": o} for (e, n), o in self.wanted.items()
+            ],
             "active": sorted(f"{e}/{n}" for e, n in self.active),
             "refused": dict(self.refused),
             "failures": dict(self.failures),
