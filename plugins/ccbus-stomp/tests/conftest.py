@@ -14,7 +14,6 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketStream
-
 from ccbus_stomp import StompConnection, StompMessage, StompOptions
 
 #: Short timings: recovery in fractions of a second.
