@@ -109,8 +109,8 @@ def test_bad_requests_are_refused_counted_and_harmless(tmp_path: Path) -> None:
             assert client.get(url).status_code == 405
 
         # slow clients: a body that trickles in gets 408 ...
-        head = (f"POST /events/in HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                f"Content-Length: 100\r\n\r\n").encode()
+        head = (b"POST /events/in HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n")
         reply = raw_exchange(port, head + b'{"type":', pause=2.5, then=b'"late"}')
         assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
         # ... and one that never finishes its request line is disconnected

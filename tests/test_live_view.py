@@ -1,0 +1,109 @@
+"""The live view in a real browser: Debian's headless Chromium against a running bus.
+
+The page opens on the bus's listener, gets the backlog, then must show new
+events, rule hits, a source's state change and a dead letter as they
+happen; the type filter hides what does not match.  A screenshot is kept
+as a test artefact (the path is printed; ``CCBUS_TEST_ARTIFACTS`` chooses
+the directory).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from chromium import Chromium
+from support import free_port, write
+from test_bus import make_bus, wait_for
+from test_observability import Scripted
+
+from ccbus import Event
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+ARTIFACTS = Path(os.environ.get("CCBUS_TEST_ARTIFACTS",
+                                Path(tempfile.gettempdir()) / "ccbus-test-artifacts"))
+VISIBLE_EVENTS = "[...document.querySelectorAll('tr.event')].filter(r => !r.hidden)"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_live_view_updates_in_real_time_in_headless_chromium(tmp_path: Path) -> None:
+    port = free_port()
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - name: long-call
+            on: call.ended
+            if: duration > 60
+            do: [record: "{duration}"]
+          - name: broken-template
+            on: agent.*
+            do: [record: "{1 / 0}"]
+    """)
+    plugin = Scripted()
+    bus = make_bus(tmp_path, f"""
+        sources: {{pbx: {{plugin: scripted}}}}
+        http: {{listen: "127.0.0.1:{port}"}}
+    """, plugin, persist_state=False)
+    base = f"http://127.0.0.1:{port}"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(watch_rules=False))
+        await bus.started.wait()
+        await plugin.states.send("connected")
+        async with httpx.AsyncClient() as client:
+            page_html = await client.get(f"{base}/live", timeout=10)
+        assert page_html.status_code == 200 and "EventSource" in page_html.text
+        # before any page is open: the backlog
+        for n in range(2):
+            await bus.publish(Event(type="call.ended", source="pbx", id=f"early{n}",
+                                    data={"duration": 30 + n}))
+
+        async with Chromium(f"{base}/live") as page:
+            await page.wait_for("document.getElementById('conn').textContent === 'live'")
+            await page.wait_for(f"{VISIBLE_EVENTS}.length === 2")
+            await wait_for(lambda: bus.live.subscribers == 1, timeout=30)
+
+            # now, live: events, a rule hit, a state change and a dead letter
+            await bus.publish(Event(type="call.ended", source="pbx", id="live-call",
+                                    data={"duration": 300}))
+            await bus.publish(Event(type="agent.state_changed", source="pbx", id="live-agent",
+                                    data={"state": "ready"}))
+            await plugin.states.send("degraded")
+            await page.wait_for(f"{VISIBLE_EVENTS}.length === 4")
+            await page.wait_for("document.querySelectorAll('tr.hit').length === 2")
+            await page.wait_for("document.getElementById('dead-count').textContent === '1'")
+            await page.wait_for(
+                "document.querySelector('#source-rows tr[data-source=pbx] td:nth-child(2)')"
+                ".textContent === 'degraded'")
+            hits = await page.evaluate(
+                "[...document.querySelectorAll('tr.hit')].map(r => r.dataset.rule)")
+            assert hits == ["broken-template", "long-call"]  # newest first
+            newest = await page.evaluate(f"{VISIBLE_EVENTS}[0].dataset.id")
+            assert newest == "live-agent"
+            dead = await page.evaluate("document.querySelector('tr.dead').textContent")
+            assert "broken-template" in dead and "did not render" in dead
+
+            await anyio.Path(ARTIFACTS).mkdir(parents=True, exist_ok=True)
+            shot = await page.screenshot(ARTIFACTS / "live-view.png")
+            print(f"live view screenshot: {shot}")
+            assert shot.stat().st_size > 10_000
+
+            # filter by type, as a user types it
+            await page.evaluate("""(() => { const box = document.getElementById('f-type');
+                box.value = 'agent.*'; box.dispatchEvent(new Event('input')); })()""")
+            shown = await page.evaluate(f"{VISIBLE_EVENTS}.map(r => r.dataset.id)")
+            assert shown == ["live-agent"]
+
+        # a filter in the address: ?source= shows only that source's events
+        async with Chromium(f"{base}/live?source=elsewhere") as page:
+            await page.wait_for("document.getElementById('conn').textContent === 'live'")
+            await page.wait_for("document.querySelectorAll('tr.event').length === 4")
+            assert await page.evaluate(f"{VISIBLE_EVENTS}.length") == 0
+        bus.stop()
