@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["Backoff"]
@@ -23,15 +24,18 @@ class Backoff:
     #: A run that lasted at least this long counts as stable: the next delay starts over.
     stable_after: float = 60.0
     attempt: int = 0
-    _started: float = field(default=0.0, repr=False)
+    #: Seconds, monotonic; replaceable so the reset can be tested without waiting a minute.
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    _started: float | None = field(default=None, repr=False)
 
     def started(self) -> None:
-        """Call when a connection (or run) begins."""
-        self._started = time.monotonic()
+        """Call when a connection (or run) begins: once it has lasted ``stable_after``,
+        the next failure starts the delays over from ``initial``."""
+        self._started = self.clock()
 
     def next_delay(self) -> float:
         """The delay before the next attempt, after a failure."""
-        if self._started and time.monotonic() - self._started >= self.stable_after:
+        if self._started is not None and self.clock() - self._started >= self.stable_after:
             self.attempt = 0
         ceiling = min(self.cap, self.initial * self.factor**self.attempt)
         self.attempt += 1
