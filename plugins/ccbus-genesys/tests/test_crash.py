@@ -1,0 +1,174 @@
+"""SIGKILL mid-stream loses nothing: an offset is committed only once its actions are recorded.
+
+A real ``ccbus run`` process consumes the agent-state topic (a consumer group
+on the Kafka test peer, which runs in this test's process) while records
+keep arriving, and forwards each with the ``webhook`` action to a receiver
+that is failing (503), so every call waits in the outbox.  The process is
+killed with SIGKILL in the middle of the stream.  Then:
+
+1. the invariant, checked on what the dead process left behind: for every
+   partition, each offset below the group's committed offset has its call
+   in the outbox (the outbox key starts with the event id
+   ``<topic>-<partition>-<offset>``): nothing was committed unrecorded;
+2. after a restart (the receiver now answers 200), every record's call
+   arrives: what was recorded is delivered from the outbox, what was not
+   is read again from the committed offset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import anyio
+import pytest
+from ccbus_genesys.catalog import AGENT_STATE
+from conftest import TENANT, Kafka, agent_step
+
+pytestmark = pytest.mark.anyio
+
+CCBUS = str(Path(sys.executable).parent / "ccbus")
+TOTAL = 400
+
+
+class Receiver:
+    """A real HTTP server on loopback recording each webhook's ``seq``; 503 until told."""
+
+    def __init__(self) -> None:
+        self.status = 503
+        self.seqs: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if receiver.status == 200:
+                    receiver.seqs.append(int(json.loads(body)["seq"]))
+                self.send_response(receiver.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def outbox_offsets(state: Path) -> set[tuple[int, int]]:
+    """(partition, offset) of every call in the outbox, from its key ``<event id>:<rule>:<i>``."""
+    db = sqlite3.connect(state / "delivery.sqlite3")
+    try:
+        keys = [row[0] for row in db.execute("SELECT key FROM outbox")]
+    finally:
+        db.close()
+    out = set()
+    for key in keys:
+        event_id = key.split(":", 1)[0]
+        partition, offset = event_id.rsplit("-", 2)[-2:]
+        out.add((int(partition), int(offset)))
+    return out
+
+
+async def test_sigkill_mid_stream_skips_nothing(
+    test_broker: Kafka, receiver: Receiver, tmp_path: Path
+) -> None:
+    broker = test_broker.broker
+    assert broker is not None
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "forward.yaml").write_text(textwrap.dedent(f"""\
+        rules:
+          - name: forward
+            on: genesys.EventAgentReady
+            do:
+              - webhook: {{url: "http://127.0.0.1:{receiver.port}/hook", json: {{seq: "{{seq}}"}}}}
+        """))
+    (tmp_path / "ccbus.yaml").write_text(textwrap.dedent(f"""\
+        sources:
+          gen:
+            plugin: genesys
+            options:
+              bootstrap_servers: ["{test_broker.bootstrap}"]
+              topic_prefix: "{test_broker.prefix}"
+              group_id: crash
+              auto_offset_reset: earliest
+              session_timeout: 2s
+              heartbeat_interval: 0.3s
+              fetch_max_wait: 0.1s
+              max_poll_records: 15
+        rules: [rules]
+        state_dir: state
+        http: {{enabled: false}}
+        delivery: {{backoff_initial: 0.2, backoff_cap: 0.5, attempts: 1000}}
+        """))
+    log = (tmp_path / "ccbus.log").open("ab")
+
+    async def produce(first: int, last: int) -> None:
+        for n in range(first, last):
+            step = agent_step(n)
+            await test_broker.send(AGENT_STATE, step.key, step.payload)
+            if n % 10 == 9:
+                await anyio.sleep(0.05)  # a steady stream, not one burst
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([CCBUS, "run", "-c", str(tmp_path / "ccbus.yaml")],
+                                stdout=log, stderr=log, env=dict(os.environ))
+
+    def committed() -> dict[int, int]:
+        return {tp[1]: off for tp, off in broker.committed("crash").items()}
+
+    first = start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce, 0, TOTAL)
+            with anyio.fail_after(60):
+                while sum(committed().values()) < TOTAL // 3:
+                    await anyio.sleep(0.02)
+            first.send_signal(signal.SIGKILL)  # mid-stream: records keep coming
+    finally:
+        first.kill()
+        first.wait(10)
+    assert first.returncode == -signal.SIGKILL
+    at_kill = committed()
+    assert 0 < sum(at_kill.values()) < TOTAL, at_kill
+
+    # 1. nothing below a committed offset is missing from the outbox
+    recorded = outbox_offsets(tmp_path / "state")
+    for partition, offset in at_kill.items():
+        missing = [o for o in range(offset) if (partition, o) not in recorded]
+        assert missing == [], f"partition {partition}: committed {offset} but not recorded"
+
+    # 2. restarted, with the receiver up: every record's call arrives
+    receiver.status = 200
+    second = start()
+    try:
+        with anyio.fail_after(90):
+            while set(receiver.seqs) != set(range(TOTAL)):
+                await anyio.sleep(0.1)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+        log.close()
+    assert second.returncode == 0, (tmp_path / "ccbus.log").read_text()[-3000:]
+    assert sum(committed().values()) == TOTAL
