@@ -23,8 +23,6 @@ async def test_jms_publisher_reaches_the_subscription_and_acks_clear_it(
         await c.conn.wait_connected(30)
         await c.conn.subscribe(topic(name))
         async with jms_peer(activemq) as peer:
-            # a topic delivers only to subscribers present: wait for ours to register
-            await anyio.sleep(0.5)
             for n in range(20):
                 await peer.send(f"topic:{name}", json.dumps({"n": n}), type="cvp.test")
             await c.wait_for(lambda: len(c.messages) == 20)
@@ -108,7 +106,6 @@ async def test_durable_subscription_keeps_what_was_published_while_we_were_away(
         await c.conn.wait_connected(30)
         await c.conn.subscribe(topic(name), durable_name="cvp-calls")
         async with jms_peer(activemq) as peer:
-            await anyio.sleep(0.5)
             await peer.send(f"topic:{name}", "while-here")
             await c.wait_for(lambda: len(c.messages) == 1)
     # ccbus is gone; the durable subscription is not
@@ -132,7 +129,6 @@ async def test_broker_restart_reconnects_restores_subscriptions_and_loses_nothin
         await c.conn.wait_connected(30)
         await c.conn.subscribe(topic(name), durable_name="restart")
         async with jms_peer(broker) as peer:
-            await anyio.sleep(0.5)
             for n in range(100):
                 await peer.send(f"topic:{name}", f"a{n}")
         # stop mid-stream: some are delivered, some acked, some not yet

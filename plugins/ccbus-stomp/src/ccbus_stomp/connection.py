@@ -241,11 +241,14 @@ class StompConnection:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             await self.flush_acks()
         self._tg.cancel_scope.cancel()
-        result = await self._tg.__aexit__(exc_type, exc, tb)
-        with anyio.CancelScope(shield=True):
-            await self._close_current("stopping")
-        self._set_state("stopped")
-        return result
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            # also when the caller is being cancelled: a connection left open would hold
+            # the client id, and the next connection with it would be refused
+            with anyio.CancelScope(shield=True):
+                await self._close_current("stopping")
+            self._set_state("stopped")
 
     @property
     def connected(self) -> bool:
@@ -367,13 +370,27 @@ class StompConnection:
             attempt.error = reason
 
     async def _send_subscribe(self, conn: Any, subscription: Subscription) -> None:
+        """SUBSCRIBE with a receipt, and wait for it: once this returns, the broker
+        has the subscription (a durable one keeps messages from then on)."""
         headers = subscription.frame_headers(self.options.prefetch)
-        await anyio.to_thread.run_sync(
-            lambda: conn.subscribe(
-                subscription.destination, subscription.id, ack="client-individual",
-                headers=headers,
+        receipt_id = f"s-{self._generation}-{next(self._ids)}"
+        done = self._receipts[receipt_id] = anyio.Event()
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: conn.subscribe(
+                    subscription.destination, subscription.id, ack="client-individual",
+                    headers={**headers, "receipt": receipt_id},
+                )
             )
-        )
+            with anyio.move_on_after(self.options.connect_timeout) as scope:
+                await done.wait()
+            if scope.cancelled_caught:
+                raise stomp.exception.StompException(
+                    f"no receipt for SUBSCRIBE {subscription.destination} within "
+                    f"{self.options.connect_timeout:g}s"
+                )
+        finally:
+            self._receipts.pop(receipt_id, None)
 
     async def _close_current(self, reason: str) -> None:
         conn, self._conn = self._conn, None

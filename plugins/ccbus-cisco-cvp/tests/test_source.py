@@ -1,0 +1,197 @@
+"""The JMS path end to end: a Java JMS peer publishes CVP events on a real ActiveMQ broker,
+the ``cisco-cvp`` source consumes them over STOMP, and ccbus rules see them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from ccbus_cisco_cvp.protocol import CHANNELS
+from ccbus_cisco_cvp.scenarios import malformed
+from ccbus_stomp import StompConnection, StompOptions
+from ccbus_stomp.testing import ActiveMQBroker, unique_name
+from conftest import FAST_BROKER
+
+pytestmark = pytest.mark.anyio
+
+
+def jms_options(broker: ActiveMQBroker, prefix: str, **extra: Any) -> dict[str, Any]:
+    """Source options with this test's own topics (the session broker is shared)."""
+    return {
+        "broker": {"url": broker.stomp_url, "client_id": f"ccbus-{prefix}", **FAST_BROKER},
+        "topics": {c.key: f"{prefix}/{c.name}" for c in CHANNELS},
+        **extra,
+    }
+
+
+def started(n: int, prefix: str = "G") -> dict[str, Any]:
+    return {"eventType": "call.started", "timestamp": "2026-11-22T09:00:00.000Z",
+            "callGuid": f"{prefix}{n:05d}", "callingNumber": "+15550001", "calledNumber": "800"}
+
+
+async def test_a_jms_publisher_reaches_ccbus_rules_on_every_channel(
+    activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, tmp_path: Path,
+    payloads: dict[str, dict[str, Any]],
+) -> None:
+    prefix = unique_name("cvp")
+    async with bus_with(tmp_path, jms_options(activemq, prefix)) as h:
+        await h.wait_for(lambda: h.bus.sources["cvp"].state == "connected")
+        async with jms_peer(activemq) as peer:
+            for channel in CHANNELS:
+                payload = payloads[channel.key]
+                await peer.send(f"topic:{prefix}/{channel.name}", json.dumps(payload),
+                                type=payload["eventType"])
+        natives = {f"cvp.{c.event_type}" for c in CHANNELS}
+        await h.wait_for(lambda: natives <= set(h.recorder.types()))
+        await h.wait_for(lambda: {"call.started", "call.queued", "call.transferred",
+                                  "call.ended", "system.alert", "device.status_changed"}
+                         <= set(h.recorder.types()))
+        source = h.source
+        assert source.rejected == {}
+        assert sum(source.received.values()) == 10
+        await source.connection.flush_acks()
+        assert source.connection.stats["acked"] == 10
+    ended = next(c for c in h.recorder.calls if c["type"] == "cvp.call.ended")
+    assert ended["subject"] == payloads["calls_ended"]["callGuid"]
+    assert ended["id"].startswith("ID:")  # the JMS message id: redeliveries are duplicates
+    alerts = h.recorder.keys("system.alert")
+    assert any("cpu_usage" in str(a) and "exceeds the threshold 85" in str(a) for a in alerts)
+
+
+async def test_malformed_frames_are_counted_logged_kept_and_acked(
+    activemq: ActiveMQBroker, jms_peer: Any, collect: Any, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "ccbus.source.cvp")
+    prefix = unique_name("cvp")
+    async with collect(tmp_path, jms_options(activemq, prefix)) as c:
+        await c.wait_for(lambda: "connected" in c.states)
+        async with jms_peer(activemq) as peer:
+            for key, body in malformed():
+                name = next(ch.name for ch in CHANNELS if ch.key == key)
+                await peer.send(f"topic:{prefix}/{name}", body)
+            # not UTF-8, sent the way a careless client would: a BytesMessage
+            bad = StompConnection(StompOptions(url=activemq.stomp_url), name="bad")
+            async with bad:
+                await bad.wait_connected(30)
+                conn = bad._conn
+                await anyio.to_thread.run_sync(lambda: conn.send(
+                    f"/topic/{prefix}/cvp/calls/started", b"\xff\xfe{}",
+                    headers={"content-length": "4", "persistent": "true"}))
+            await peer.send(f"topic:{prefix}/cvp/calls/started", json.dumps(started(1)))
+        await c.wait_for(lambda: c.types() == ["cvp.call.started", "call.started"])
+        await c.wait_for(lambda: c.source.dead_letters.written == 8)
+        await c.source.connection.flush_acks()
+        assert c.source.connection.stats["acked"] == 9  # rejects are acked too: no poison loop
+    assert c.source.rejected == {
+        "invalid_json": 1, "missing_field": 1, "bad_enum": 1, "wrong_type": 1,
+        "wrong_channel": 1, "unknown_event_type": 1, "not_an_object": 1, "bad_encoding": 1,
+    }
+    assert (f"cvp cvp: rejected a message (invalid_json) from topic /topic/{prefix}/cvp/calls/"
+            "started, messageId ID:") in caplog.text
+    assert "wrong_channel" in caplog.text and "belongs on 'cvp/calls/ended'" in caplog.text
+    letters = c.source.dead_letters.read()
+    assert letters[0]["reason"] == "invalid_json" and letters[0]["message"] == "{not json"
+    assert letters[0]["topic"] == f"/topic/{prefix}/cvp/calls/started"
+    assert {r["reason"] for r in letters} == set(c.source.rejected)
+
+
+async def test_published_while_ccbus_was_down_is_delivered_when_it_returns(
+    activemq: ActiveMQBroker, jms_peer: Any, collect: Any, tmp_path: Path,
+) -> None:
+    prefix = unique_name("cvp")
+    options = jms_options(activemq, prefix)
+    async with collect(tmp_path, options) as c:
+        await c.wait_for(lambda: "connected" in c.states)  # the durable subscriptions exist
+    async with jms_peer(activemq) as peer:
+        for n in range(20):
+            await peer.send(f"topic:{prefix}/cvp/calls/started", json.dumps(started(n)))
+    async with collect(tmp_path, options) as c:
+        await c.wait_for(lambda: len(c.events) == 40)
+    assert [e.subject for e in c.events if e.type == "cvp.call.started"] == [
+        f"G{n:05d}" for n in range(20)
+    ]
+
+
+async def test_ack_only_after_emit_returned(
+    activemq: ActiveMQBroker, jms_peer: Any, collect: Any, tmp_path: Path,
+) -> None:
+    """The bus never recorded the event (emit did not return): the broker must redeliver."""
+    prefix = unique_name("cvp")
+    options = jms_options(activemq, prefix)
+    entered = anyio.Event()
+
+    async def stuck(event: Any) -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    async with collect(tmp_path, options, emit=stuck) as c:
+        await c.wait_for(lambda: "connected" in c.states)
+        async with jms_peer(activemq) as peer:
+            await peer.send(f"topic:{prefix}/cvp/calls/started", json.dumps(started(7)))
+        with anyio.fail_after(30):
+            await entered.wait()
+        first_id = c.source.connection.stats["received"]
+        assert first_id == 1 and c.source.connection.stats["acked"] == 0
+    # ccbus went down with the event unrecorded; back up, the broker delivers it again
+    async with collect(tmp_path, options) as c:
+        await c.wait_for(lambda: len(c.events) == 2)
+        assert c.events[0].subject == "G00007"
+        await c.source.connection.flush_acks()
+        assert c.source.connection.stats["acked"] == 1
+    # and once acknowledged it is gone for good
+    async with collect(tmp_path, options) as c:
+        await c.wait_for(lambda: "connected" in c.states)
+        await anyio.sleep(1.0)  # give a wrong redelivery the time to show up
+        assert c.events == []
+
+
+async def test_broker_restart_mid_stream_reconnects_and_loses_nothing(
+    activemq_factory: Any, jms_peer: Any, collect: Any, tmp_path: Path,
+) -> None:
+    broker: ActiveMQBroker = activemq_factory(tls=False)
+    prefix = "restart"
+    options = jms_options(broker, prefix)
+
+    async def slow_bus(event: Any) -> None:
+        await anyio.sleep(0.005)  # the bus is busy: messages are still in flight at the stop
+
+    topic = f"topic:{prefix}/cvp/calls/started"
+    async with collect(tmp_path, options, emit=slow_bus) as c:
+        await c.wait_for(lambda: "connected" in c.states)
+        async with jms_peer(broker) as peer:
+            await peer.bulk(topic, json.dumps(started(0, "A"))
+                            .replace("A00000", "A%d"), 300, persistent=True)
+        done_at_stop = sum(e.type == "cvp.call.started" for e in c.events)
+        await anyio.to_thread.run_sync(broker.stop)
+        await c.wait_for(lambda: c.states[-1] == "reconnecting")
+        await anyio.to_thread.run_sync(broker.start)
+        async with jms_peer(broker) as peer:
+            await peer.bulk(topic, json.dumps(started(0, "B"))
+                            .replace("B00000", "B%d"), 100, persistent=True)
+        expected = {f"A{n}" for n in range(300)} | {f"B{n}" for n in range(100)}
+        await c.wait_for(
+            lambda: {e.subject for e in c.events if e.type == "cvp.call.started"} >= expected,
+            within=120,
+        )
+        assert c.source.connection.stats["connects"] >= 2
+        assert c.states.count("connected") >= 2
+    assert done_at_stop < 300  # the stop really came mid-stream
+    natives = [e for e in c.events if e.type == "cvp.call.started"]
+    # at-least-once: anything delivered twice carries the same id, so the bus drops the copy
+    by_subject: dict[str | None, set[str]] = {}
+    for event in natives:
+        by_subject.setdefault(event.subject, set()).add(event.id)
+    assert all(len(ids) == 1 for ids in by_subject.values())
+
+
+async def test_a_syslog_only_source_needs_no_broker(tmp_path: Path, collect: Any) -> None:
+    async with collect(tmp_path, {"syslog": {"udp": "127.0.0.1:0"}}) as c:
+        assert c.source.connection is None
+        assert c.source.udp_port
+        assert c.states == ["listening"]
+
