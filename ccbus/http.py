@@ -139,7 +139,9 @@ async def serve(
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 2.0
+    # the idle timer: a connection with no request in progress (nothing sent yet, or a
+    # request line still incomplete) is closed after this.  Not hypercorn's read_timeout:
+    # it would also cut off live-view streams and requests waiting on back-pressure.
     config.keep_alive_timeout = client_timeout
-    config.read_timeout = client_timeout  # type: ignore[assignment]  # hypercorn says int
     task_status.started()
     await hypercorn_serve(app, config, shutdown_trigger=stop.wait)

@@ -50,7 +50,7 @@ async def test_live_view_updates_in_real_time_in_headless_chromium(tmp_path: Pat
     plugin = Scripted()
     bus = make_bus(tmp_path, f"""
         sources: {{pbx: {{plugin: scripted}}}}
-        http: {{listen: "127.0.0.1:{port}"}}
+        http: {{listen: "127.0.0.1:{port}", client_timeout: 1s}}
     """, plugin, persist_state=False)
     base = f"http://127.0.0.1:{port}"
     async with anyio.create_task_group() as tg:
@@ -69,6 +69,9 @@ async def test_live_view_updates_in_real_time_in_headless_chromium(tmp_path: Pat
             await page.wait_for("document.getElementById('conn').textContent === 'live'")
             await page.wait_for(f"{VISIBLE_EVENTS}.length === 2")
             await wait_for(lambda: bus.live.subscribers == 1, timeout=30)
+            # a quiet stream outlives the listener's client timeout (idle clients are cut off,
+            # live streams are not): the page keeps its one connection
+            await anyio.sleep(2.5)
 
             # now, live: events, a rule hit, a state change and a dead letter
             await bus.publish(Event(type="call.ended", source="pbx", id="live-call",
@@ -77,6 +80,7 @@ async def test_live_view_updates_in_real_time_in_headless_chromium(tmp_path: Pat
                                     data={"state": "ready"}))
             await plugin.states.send("degraded")
             await page.wait_for(f"{VISIBLE_EVENTS}.length === 4")
+            assert await page.evaluate("document.body.dataset.snapshots") == "1"
             await page.wait_for("document.querySelectorAll('tr.hit').length === 2")
             await page.wait_for("document.getElementById('dead-count').textContent === '1'")
             await page.wait_for(
