@@ -96,7 +96,9 @@ rules:
           type: "{event.type}"
           id: "{event.id}"
           subject: "{coalesce(event.subject, '')}"
-          key: "{coalesce(get(event.data, 'callGuid'), get(event.data, 'callId'), get(event.data, 'message'))}"
+          key: >-
+            {coalesce(get(event.data, 'callGuid'), get(event.data, 'callId'),
+            get(event.data, 'message'))}
 """
 
 

@@ -14,9 +14,12 @@ from ccbus_cisco_cvp.protocol import CHANNELS
 from ccbus_cisco_cvp.scenarios import malformed
 from ccbus_stomp import StompConnection, StompOptions
 from ccbus_stomp.testing import ActiveMQBroker, unique_name
-from conftest import FAST_BROKER
 
 pytestmark = pytest.mark.anyio
+
+#: Short timings: recovery in fractions of a second.
+FAST_BROKER: dict[str, Any] = {"backoff_initial": 0.05, "backoff_cap": 0.5,
+                               "connect_timeout": 10}
 
 
 def jms_options(broker: ActiveMQBroker, prefix: str, **extra: Any) -> dict[str, Any]:
