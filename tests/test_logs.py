@@ -104,3 +104,34 @@ def test_no_secret_is_ever_logged_or_served(tmp_path: Path, log_format: str) -> 
         for line in output.splitlines():
             doc = json.loads(line)
             assert {"time", "level", "logger", "message"} <= doc.keys(), line
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_journald_lines_carry_the_priority_prefix(monkeypatch, capsys, log_format: str) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from ccbus.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    try:
+        setup_logging("debug", [ENV_SECRET], log_format)  # type: ignore[arg-type]
+        logger = logging.getLogger("ccbus.test")
+        logger.error("cannot reach https://x/?k=%s", ENV_SECRET)
+        logger.debug("detail")
+        try:
+            raise ValueError(f"bad token {ENV_SECRET}")
+        except ValueError:
+            logger.warning("with a traceback", exc_info=True)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("<3>") and lines[1].startswith("<7>") and lines[2].startswith("<4>")
+    assert all(line.startswith("<") for line in lines)  # traceback lines too, under journald
+    assert ENV_SECRET not in "\n".join(lines)
+    if log_format == "json":
+        first = json.loads(lines[0][3:])
+        assert first["level"] == "error" and first["message"] == "cannot reach https://x/?k=***"
+        assert "ValueError: bad token ***" in json.loads(lines[2][3:])["exception"]
