@@ -32,7 +32,7 @@ from pathlib import Path
 import anyio
 import pytest
 from ccbus_genesys.catalog import AGENT_STATE
-from conftest import TENANT, Kafka, agent_step
+from conftest import Kafka, agent_step, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -142,9 +142,7 @@ async def test_sigkill_mid_stream_skips_nothing(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(produce, 0, TOTAL)
-            with anyio.fail_after(60):
-                while sum(committed().values()) < TOTAL // 3:
-                    await anyio.sleep(0.02)
+            await wait_for(lambda: sum(committed().values()) >= TOTAL // 3, within=60)
             first.send_signal(signal.SIGKILL)  # mid-stream: records keep coming
     finally:
         first.kill()
@@ -163,9 +161,7 @@ async def test_sigkill_mid_stream_skips_nothing(
     receiver.status = 200
     second = start()
     try:
-        with anyio.fail_after(90):
-            while set(receiver.seqs) != set(range(TOTAL)):
-                await anyio.sleep(0.1)
+        await wait_for(lambda: set(receiver.seqs) == set(range(TOTAL)), within=90)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)

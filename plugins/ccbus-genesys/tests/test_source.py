@@ -188,7 +188,7 @@ async def test_a_rebalance_commits_what_is_recorded_and_loses_nothing(
             ends = await kafka.end_offsets(AGENT_STATE)
             expected = {p: e for p, e in ends.items() if e}
             with anyio.fail_after(30):
-                while await kafka.committed(options["group_id"], AGENT_STATE) != expected:
+                while await kafka.committed(options["group_id"], AGENT_STATE) != expected:  # noqa: ASYNC110 - polling the broker
                     await anyio.sleep(0.1)
     assert sorted(set(seen_a) | set(seen_b)) == list(range(total))
     assert sum(ends.values()) == total

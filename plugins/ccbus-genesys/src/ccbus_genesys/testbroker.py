@@ -759,3 +759,36 @@ class KafkaTestBroker:
                 results.append((partition, position, meta, NONE))
             topics.append((topic, results))
         return commit.OffsetFetchResponse_v1(topics)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ccbus_genesys.testbroker [--port N] [--partitions N]``: serve until killed.
+
+    Prints ``listening on HOST:PORT`` once it accepts connections (the
+    benchmark runs the broker in its own process this way, so it has a core
+    of its own).  A test peer: see the module docstring for what it is not.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ccbus_genesys.testbroker",
+                                     description="Kafka wire-protocol TEST broker (not Kafka).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--partitions", type=int, default=3,
+                        help="partitions of topics created on first use")
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        async with KafkaTestBroker(args.host, args.port,
+                                   auto_create_partitions=args.partitions) as broker:
+            print(f"listening on {broker.bootstrap}", flush=True)  # noqa: T201 - the CLI's output
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
