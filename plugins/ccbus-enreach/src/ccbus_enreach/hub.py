@@ -8,8 +8,8 @@ thread touch the event loop's objects directly:
   batched queue.  When it is full the receive thread *waits*, so it stops
   reading the socket and TCP pushes back on the hub (the bus's
   back-pressure reaches the vendor), and nothing is dropped.  The loop is
-  woken with one ``anyio.from_thread.run_sync`` call per batch, only when it
-  is idle, so a busy stream costs no cross-thread call per message.
+  woken (``call_soon_threadsafe``, see :func:`_waker`) only when it is idle,
+  so a busy stream costs no cross-thread call per message.
 * Hub method calls (``Subscribe`` ...) complete on the receive thread too,
   on ``on_invocation`` or (for a hub error) on the global ``on_error``; both
   are matched by invocation id and resolve an :class:`anyio.Event`.
@@ -24,6 +24,7 @@ connection is noticed (signalrcore has no server timeout of its own).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -68,7 +69,7 @@ class Handoff:
         self._cond = threading.Condition()
         self._waiter: anyio.Event | None = None
         self._closed = False
-        self._token = anyio.lowlevel.current_token()
+        self._wake = _waker()
         #: times the receive thread had to wait for room (back-pressure applied)
         self.waits = 0
 
@@ -83,10 +84,7 @@ class Handoff:
             self._items.append(item)
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            try:
-                anyio.from_thread.run_sync(waiter.set, token=self._token)
-            except RuntimeError:  # the loop has finished: nobody is left to read it
-                pass
+            self._wake(waiter.set)
 
     async def get_batch(self) -> list[Any]:
         """In the loop: everything queued so far (at least one item); waits when empty."""
@@ -118,6 +116,38 @@ class Handoff:
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.set()
+
+
+def _waker() -> Callable[[Callable[[], object]], None]:
+    """How a thread runs a callback in this event loop.
+
+    On asyncio (what ``ccbus run`` uses) ``call_soon_threadsafe``: it does
+    not wait, so the receive thread goes straight back to the socket.
+    Elsewhere ``anyio.from_thread.run_sync``, which waits for the loop.
+    Called once per idle period, never per message under load.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # another backend (trio)
+        loop = None
+    if loop is not None:
+
+        def wake(func: Callable[[], object]) -> None:
+            try:
+                loop.call_soon_threadsafe(func)
+            except RuntimeError:  # the loop is closed: nobody is left to read
+                pass
+
+        return wake
+    token = anyio.lowlevel.current_token()
+
+    def wake_blocking(func: Callable[[], object]) -> None:
+        try:
+            anyio.from_thread.run_sync(func, token=token)
+        except RuntimeError:  # the loop has finished
+            pass
+
+    return wake_blocking
 
 
 class TolerantJsonHubProtocol(JsonHubProtocol):  # type: ignore[misc]
@@ -178,7 +208,7 @@ class HubSession:
         self.protocol = TolerantJsonHubProtocol(on_malformed)
         self.opened = threading.Event()
         self.closed = anyio.Event()
-        self._token = anyio.lowlevel.current_token()
+        self._wake = _waker()
         self._send_lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
         self.errors: Counter[str] = Counter()
@@ -202,10 +232,7 @@ class HubSession:
     # -- thread side ------------------------------------------------------------------
 
     def _call_soon(self, func: Callable[[], None]) -> None:
-        try:
-            anyio.from_thread.run_sync(func, token=self._token)
-        except RuntimeError:  # called from the loop itself (stop), or the loop is gone
-            func()
+        self._wake(func)
 
     def _on_close(self) -> None:
         self.opened.set()  # wake a start() still waiting for the handshake

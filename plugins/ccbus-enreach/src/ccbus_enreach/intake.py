@@ -103,7 +103,7 @@ class Intake:
         moment = timestamp(data)
         if self.drop_expired and moment is not None:
             ttl = field(data, "MessageTTLSeconds")
-            if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl > 0:
+            if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0:
                 age = (received - moment).total_seconds()
                 if age > ttl:
                     self._count(

@@ -142,15 +142,25 @@ def is_guid(value: Any) -> bool:
     return True
 
 
+_CAMEL: dict[str, str] = {}
+
+
 def _camel(name: str) -> str:
-    return name[:1].lower() + name[1:]
+    camel = _CAMEL.get(name)
+    if camel is None:
+        camel = _CAMEL[name] = name[:1].lower() + name[1:]
+    return camel
 
 
 def field(doc: dict[str, Any], pascal: str) -> Any:
-    """``doc[pascal]``, else ``doc[camelCase]``: the document uses both spellings."""
-    value = doc.get(pascal)
+    """``doc[camelCase]``, else ``doc[pascal]``: the document uses both spellings.
+
+    camelCase first: it is what the hub's JSON protocol sends.  On every
+    message's hot path, hence the memoised spelling.
+    """
+    value = doc.get(_CAMEL.get(pascal) or _camel(pascal))
     if value is None:
-        value = doc.get(_camel(pascal))
+        value = doc.get(pascal)
     return value
 
 

@@ -430,9 +430,10 @@ class RteSimulator:
     ) -> dict[str, Any]:
         """Send ``count`` events flat out (or at ``rate``/s) to every subscribed client.
 
-        Each client gets them for its first subscription to ``event``.  The
-        texts are built before the clock starts, so only sending is timed.
-        Paced events carry ``sentAt`` (wall clock) for latency measurements.
+        Each client gets them for its first subscription to ``event``, with a
+        fresh ``Id`` each and ``Talking`` true for one in four.  The texts are
+        built before the clock starts, so only sending is timed.  Paced events
+        carry ``sentAt`` (wall clock, seconds) for latency measurements.
         """
         plans = []
         for client in list(self.clients):
@@ -442,15 +443,17 @@ class RteSimulator:
             (entity_id, _), subscription = found
             base = self.event_data(event, entity_id)
             plans.append((client, subscription, base))
-        id_key = "id" if self.wire_case == "camel" else "Id"
+        camel = self.wire_case == "camel"
+        id_key, talking_key = ("id", "talking") if camel else ("Id", "Talking")
         sent = 0
         started_at, started = time.time(), time.perf_counter()
         for client, subscription, base in plans:
             head = json.dumps({"type": 1, "target": MESSAGE_RECEIVED})[:-1]
             texts = []
-            for _ in range(count if rate is None else 0):
+            for i in range(count if rate is None else 0):
                 data = dict(base)
                 data[id_key] = str(uuid.uuid4())
+                data[talking_key] = i % 4 == 0  # one in four on a call: rules can filter
                 texts.append(
                     head
                     + ',"arguments":['
@@ -471,6 +474,7 @@ class RteSimulator:
                         await anyio.sleep(delay)
                     data = dict(base)
                     data[id_key] = str(uuid.uuid4())
+                    data[talking_key] = i % 4 == 0
                     data["sentAt"] = time.time()
                     await client.websocket.send_text(
                         _frame(
