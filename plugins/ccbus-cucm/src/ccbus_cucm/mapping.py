@@ -1,0 +1,176 @@
+"""Connector events as ccbus events: the native ``cucm.<Kind>`` and the canonical ones.
+
+Native events keep the vendor's field names (``data`` is the JSON pattern's
+object, or the default pattern's fields under the same names plus ``raw``).
+Their id is the JMS message id, so a message the broker redelivers (after a
+crash before its ack) is deduplicated by the bus; canonical events derive
+their ids from it.
+
+Canonical mapping (documented in ``docs/plugins/cucm.md``):
+
+=====================  ===============================  ==========================
+native                 state                            canonical
+=====================  ===============================  ==========================
+``cucm.AgentState``    any                              ``agent.state_changed``
+``cucm.InboundCall``   ALERTING, RINGING, OFFERED        ``call.started`` (inbound)
+``cucm.InboundCall``   ABANDONED                        ``call.abandoned``
+``cucm.InboundCall``   DROPPED, DISCONNECTED            ``call.ended``
+``cucm.DialogState``   INITIATING, INITIATED, DIALING   ``call.started`` (outbound)
+``cucm.DialogState``   TRANSFERRED                      ``call.transferred``
+``cucm.DialogState``   DROPPED, DISCONNECTED, FAILED    ``call.ended``
+``cucm.System``        IN_SERVICE / OUT_OF_SERVICE      ``device.status_changed``;
+                                                        ``system.alert`` when out
+``cucm.Terminal``      CiscoTermIn/OutServiceEv         ``device.status_changed``
+=====================  ===============================  ==========================
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ccbus import Event, parse_timestamp
+
+from .protocol import CucmMessage
+
+__all__ = ["AGENT_STATES", "to_events"]
+
+#: The connector's agent states -> canonical ``agent.state_changed`` states.
+AGENT_STATES = {
+    "READY": "available",
+    "AVAILABLE": "available",
+    "IDLE": "available",
+    "NOT_READY": "not_ready",
+    "TALKING": "busy",
+    "BUSY": "busy",
+    "ACTIVE": "busy",
+    "HOLD": "busy",
+    "HELD": "busy",
+    "RESERVED": "busy",
+    "ALERTING": "busy",
+    "WORK": "after_call_work",
+    "WORK_READY": "after_call_work",
+    "WRAP_UP": "after_call_work",
+    "LOGIN": "logged_in",
+    "LOGGED_IN": "logged_in",
+    "LOGOUT": "logged_out",
+    "LOGGED_OUT": "logged_out",
+}
+
+_RINGING = {"ALERTING", "RINGING", "OFFERED", "NEW"}
+_DIALING = {"INITIATING", "INITIATED", "DIALING"}
+_ENDED = {"DROPPED", "DISCONNECTED", "FAILED"}
+
+
+def to_events(
+    message: CucmMessage, *, source: str, message_id: str, received: datetime, raw: str
+) -> list[Event]:
+    """The native event for ``message`` and the canonical events it implies."""
+    data = dict(message.fields)
+    if message.pattern == "default":
+        data["raw"] = raw
+    moment = _moment(message, received)
+    subject = message.agent or message.connection_id
+    native = Event(
+        type=f"cucm.{message.kind}",
+        source=source,
+        id=message_id,
+        subject=subject,
+        data=data,
+        time=moment,
+        vendor="cucm",
+        receivedat=received,
+    )
+    events = [native]
+    for kind, fields in _canonical(message):
+        fields["nativeType"] = native.type
+        key = next(iter(fields.values()))
+        events.append(
+            Event(
+                type=kind,
+                source=source,
+                id=f"{message_id}:{kind}",
+                subject=str(key),
+                data=fields,
+                time=moment,
+                vendor="cucm",
+                receivedat=received,
+            )
+        )
+    return events
+
+
+def _moment(message: CucmMessage, received: datetime) -> datetime:
+    for name in ("stateChangeTimeString", "startTime"):
+        value = message.fields.get(name)
+        if value not in (None, ""):
+            parsed = parse_timestamp(value)
+            if parsed is not None:
+                return parsed
+    return received
+
+
+def _canonical(message: CucmMessage) -> list[tuple[str, dict[str, Any]]]:
+    state = (message.state or "").upper()
+    agent = message.agent
+    call = message.connection_id
+    others = message.participants
+    if message.kind == "AgentState" and agent:
+        return [("agent.state_changed", {
+            "agentId": agent, "state": AGENT_STATES.get(state, "unknown"),
+            "nativeState": message.state or "",
+        })]
+    if message.kind == "InboundCall" and call:
+        caller = others[0] if others else None
+        if state in _RINGING:
+            return [("call.started", _drop_none({
+                "callId": call, "caller": caller, "called": agent, "channel": "voice",
+                "direction": "inbound",
+            }))]
+        if state == "ABANDONED":
+            return [("call.abandoned", _drop_none({"callId": call, "caller": caller}))]
+        if state in _ENDED:
+            return [("call.ended", _drop_none({
+                "callId": call, "caller": caller, "called": agent, "agent": agent,
+                "result": "failed" if state == "FAILED" else "completed",
+            }))]
+    if message.kind == "DialogState" and call:
+        other = others[0] if others else None
+        if state in _DIALING:
+            return [("call.started", _drop_none({
+                "callId": call, "caller": agent, "called": other, "channel": "voice",
+                "direction": "outbound",
+            }))]
+        if state == "TRANSFERRED":
+            return [("call.transferred", _drop_none({
+                "callId": call, "target": other, "agent": agent,
+            }))]
+        if state in _ENDED:
+            return [("call.ended", _drop_none({
+                "callId": call, "agent": agent,
+                "result": "failed" if state == "FAILED" else "completed",
+            }))]
+    if message.kind == "System" and state in ("IN_SERVICE", "OUT_OF_SERVICE"):
+        up = state == "IN_SERVICE"
+        events: list[tuple[str, dict[str, Any]]] = [("device.status_changed", {
+            "deviceId": "cucm-connector", "status": "up" if up else "down",
+            "deviceType": "connector",
+        })]
+        if not up:
+            events.append(("system.alert", {
+                "component": "cucm-connector", "severity": "major",
+                "message": "CUCM Connector is OUT_OF_SERVICE: it is not connected to CUCM "
+                           "and does not process commands",
+            }))
+        return events
+    if message.kind == "Terminal" and state:
+        up = "inservice" in state.lower()
+        return [("device.status_changed", _drop_none({
+            "deviceId": agent or "terminal", "status": "up" if up else "down",
+            "deviceType": "phone",
+        }))]
+    return []
+
+
+def _drop_none(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
