@@ -175,6 +175,7 @@ class Bus:
         self._wakeup = anyio.Event()
         self._cancel: anyio.CancelScope | None = None
         self.service: Service | None = None
+        self._sources_begun = anyio.Event()
         self.load_rules(initial=True)
 
     def _rule_state_store(self) -> SqliteStateStore:
@@ -323,7 +324,12 @@ class Bus:
 
         return count
 
+    def _starting(self) -> bool:
+        return any(r.state == "starting" for r in self.sources.values())
+
     def _source_changed(self, runtime: SourceRuntime) -> None:
+        if not self._starting():
+            self._sources_begun.set()
         if runtime.state == "reconnecting":
             self.counters.inc("source_reconnects", source=runtime.name)
         self.live.publish(
@@ -370,9 +376,9 @@ class Bus:
                     tg.start_soon(self._watch_rules)
                 for runtime in self.sources.values():
                     tg.start_soon(self._supervise, runtime)
-                with anyio.move_on_after(START_WAIT):  # every source task has begun
-                    while any(r.state == "starting" for r in self.sources.values()):
-                        await anyio.sleep(0.01)
+                if self._starting():
+                    with anyio.move_on_after(START_WAIT):  # every source task has begun
+                        await self._sources_begun.wait()
                 self.started.set()
                 if self.service is not None:
                     self.service.ready()

@@ -36,6 +36,7 @@ from .rules.engine import Engine
 from .rules.loader import load_rules
 from .rules.testing import ManualClock, run_file_tests
 from .sources import DemoSource
+from .yamlfile import load_yaml
 
 __all__ = ["main"]
 
@@ -188,7 +189,17 @@ def _listener_url(config: Path | None, url: str | None) -> str:
         return url.rstrip("/")
     listen = "127.0.0.1:8787"
     if config is not None:
-        listen = _workspace(config, ()).config.http.listen
+        # only http.listen, unexpanded: an admin's shell has no $CREDENTIALS_DIRECTORY
+        try:
+            root = load_yaml(config)
+        except ConfigError as err:
+            raise click.ClickException(str(err)) from None
+        http = root.get("http") if isinstance(root, dict) else None
+        value = http.get("listen") if isinstance(http, dict) else None
+        if isinstance(value, str) and "${" in value:
+            raise click.UsageError(f"{config}: http.listen uses a variable; give --url")
+        if isinstance(value, str):
+            listen = value
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     if host in ("0.0.0.0", "::", ""):

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from support import answers, free_port, start_ccbus, wait_until, write
+from support import CCBUS, answers, free_port, start_ccbus, wait_until, write
 
 from ccbus.builtin.webhook import sign
 
@@ -80,6 +81,12 @@ def test_no_secret_is_ever_logged_or_served(tmp_path: Path, log_format: str) -> 
         # every call retries against the dead receiver and ends as a dead letter
         wait_until(lambda: log.read_text().count("is a dead letter") >= 3, 60,
                    "three dead letters", log)
+        # an admin's shell has no $CREDENTIALS_DIRECTORY: status still finds the listener
+        status = subprocess.run([CCBUS, "status", "-c", str(config)], capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert status.returncode == 0, status.stderr
+        assert "in (webhook): listening" in status.stdout
+        served.append(status.stdout)
         for path in ("/health", "/readyz", "/metrics", "/traces/forward"):
             served.append(httpx.get(base + path, timeout=10).text)
         with httpx.stream("GET", f"{base}/live/stream", timeout=10) as stream:
@@ -94,7 +101,7 @@ def test_no_secret_is_ever_logged_or_served(tmp_path: Path, log_format: str) -> 
         assert proc.wait(30) == 0
     output = log.read_text(encoding="utf-8")
     assert "attempt 1 failed" in output  # the errors that could carry secrets were logged
-    traces = json.loads(served[3])
+    traces = json.loads(served[4])
     assert traces["runs"][0]["actions"][0]["params"]["json"]["token"] == "***"
     for secret in SECRETS:
         escaped = json.dumps(secret)[1:-1]
