@@ -223,6 +223,7 @@ class Bus:
                 rule_file.rules = old.rules
             rules.extend(rule_file.rules)
         changes = self.engine.swap(rules)
+        self.traces.retain({r.name for r in rules})
         self.ruleset = fresh
         summary = ", ".join(f"{k}: {', '.join(v)}" for k, v in changes.items() if v)
         log.info(

@@ -146,6 +146,14 @@ class RuleTraces:
         if outcome != "retry":
             del self._by_key[key]
 
+    def retain(self, rules: set[str]) -> None:
+        """Forget the runs of rules that are gone (after a reload)."""
+        for name in set(self._runs) - rules:
+            for run in self._runs.pop(name):
+                for trace in run.actions:
+                    if self._by_key.get(trace.key) is trace:
+                        del self._by_key[trace.key]
+
     def rules(self) -> list[str]:
         return sorted(self._runs)
 

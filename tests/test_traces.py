@@ -75,3 +75,12 @@ def test_the_ring_keeps_the_last_n_and_calls_get_their_outcomes(tmp_path: Path, 
     # calls of runs that fell out of the ring are forgotten, not kept for ever
     traces.settled(outcomes[0].invocations[0].idempotency_key, "ok")
     assert len(traces._by_key) == 2
+
+
+def test_runs_of_removed_rules_are_forgotten(tmp_path: Path, plugins, compiler) -> None:
+    engine, traces = traced(tmp_path, plugins, compiler)
+    pipeline = Pipeline(engine)
+    traces.rendered(pipeline.process(ev("call.started", caller="+311"), 0).invocations)
+    assert traces.rules() == ["caller-known"] and len(traces._by_key) == 1
+    traces.retain({"critical"})
+    assert traces.rules() == [] and traces._by_key == {}
