@@ -79,7 +79,7 @@ def rules_text() -> str:
                            "subject": "{event.subject}", "data": "{event.data}"}}],
     }]
     for spec in COMMANDS:
-        params = {arg: "{get(event.data, '%s', '')}" % arg for arg in ("agent", *spec.args)}
+        params = {arg: f"{{get(event.data, '{arg}', '')}}" for arg in ("agent", *spec.args)}
         rules.append({"name": f"do-{spec.action}", "on": f"test.{spec.action}",
                       "do": [{spec.action: params}]})
     return yaml.safe_dump({"rules": rules}, sort_keys=False)

@@ -1,0 +1,87 @@
+"""Interop with a Java JMS peer playing the CUCM Connector on the connector queue.
+
+The peer is a plain JMS 1.1 application (ActiveMQ's own client over
+OpenWire): what it reports is what the real connector would see.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ccbus_stomp.testing import ActiveMQBroker, JmsMessage, unique_name
+
+pytestmark = pytest.mark.anyio
+
+
+def assert_command(seen: JmsMessage, jms_type: str, body: str, client_topic: str,
+                   ttl: float) -> None:
+    """A command as the guide wants it: a TextMessage with every JMS header set."""
+    now = time.time() * 1000
+    assert seen.message_class == "TextMessage"
+    assert seen.type == jms_type
+    assert seen.body == body
+    assert seen.correlation_id
+    assert seen.reply_to == f"topic://{client_topic}"
+    # JMSExpiration: about now + ttl (it was sent moments ago)
+    assert now - 5_000 < seen.expiration - ttl * 1000 <= now + 1_000
+
+
+async def handshake(peer: Any, client_topic: str) -> JmsMessage:
+    hello = await peer.next_message(60)
+    assert_command(hello, f"Hello#{client_topic}", "", client_topic, ttl=5)
+    await peer.reply(hello, "System#IN_SERVICE")
+    return hello
+
+
+async def test_commands_reach_a_jms_connector_with_every_header_and_its_answer_completes_them(
+    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, options_for: Any,
+    caplog: Any,
+) -> None:
+    caplog.set_level(logging.INFO)
+    name = unique_name("Connector")
+    options = options_for(activemq, name)
+    client_topic = options["client_topic"]
+    async with jms_peer(activemq) as peer:
+        await peer.consume(f"queue:{name}")
+        async with bus_with(tmp_path, options) as h:
+            await handshake(peer, client_topic)
+            await h.wait_for(lambda: h.state == "connected")
+
+            await h.command("cucm.make_call", agent="1001", number="+4930123")
+            seen = await peer.next_message(30)
+            while seen.type.startswith("Hello#"):  # keepalives may come in between
+                await peer.reply(seen, "System#IN_SERVICE")
+                seen = await peer.next_message(30)
+            assert_command(seen, "MakeCall#1001", "+4930123", client_topic, ttl=5)
+            make_call = seen
+            assert seen.delivery_mode == "persistent"
+            await peer.reply(seen, "1001#DialogState#INITIATING#2026-11-22T10:00:00Z#777#+4930123")
+            await h.wait_for(lambda: h.recorder.results("MakeCall"))
+            await h.wait_for(lambda: h.outcomes("cucm.make_call")["ok"] == 1)
+
+            await h.command("cucm.blind_transfer", agent="1001", target="2002",
+                            connection_id="777")
+            seen = await peer.next_message(30)
+            while seen.type.startswith("Hello#"):
+                await peer.reply(seen, "System#IN_SERVICE")
+                seen = await peer.next_message(30)
+            assert_command(seen, "Transfer_sst#1001", "2002,777", client_topic, ttl=5)
+            await peer.reply(seen, "1001#Error#INVALID_PARTY")
+            await h.wait_for(lambda: h.recorder.results("Transfer_sst"))
+            await h.wait_for(lambda: h.outcomes("cucm.blind_transfer")["retry"] >= 1)
+
+    result = h.recorder.results("MakeCall")[0]
+    assert result["correlationId"] == make_call.correlation_id
+    assert (result["outcome"], result["state"], result["connectionId"]) == ("ok", "INITIATING",
+                                                                            "777")
+    assert h.recorder.of("call.started")[0]["data"]["callId"] == "777"
+    failed = h.recorder.results("Transfer_sst")[0]
+    assert (failed["outcome"], failed["errorType"]) == ("error", "INVALID_PARTY")
+    logs = [r.getMessage() for r in caplog.records]
+    assert any("cucm.make_call (rule do-cucm.make_call, attempt 1): MakeCall#1001 -> "
+               "DialogState INITIATING" in m for m in logs)
+    assert any("answered Transfer_sst#1001 with INVALID_PARTY" in m for m in logs)
