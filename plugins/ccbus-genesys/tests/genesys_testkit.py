@@ -1,5 +1,9 @@
 """Shared test parts: a Kafka to talk to, a real bus with a recording rule, a collecting source.
 
+Imported by name (``from genesys_testkit import ...``): ``conftest.py`` puts this
+directory on ``sys.path``; a module named ``conftest`` would clash with the core's
+when the whole repository's suite runs in importlib mode.
+
 Every peer is real: the ``genesys`` source runs aiokafka's consumer against a
 broker over loopback, and records are produced with aiokafka's producer.
 The broker is, by default, the plugin's Kafka wire-protocol *test peer*

@@ -32,7 +32,7 @@ from pathlib import Path
 import anyio
 import pytest
 from ccbus_genesys.catalog import AGENT_STATE
-from conftest import Kafka, agent_step, wait_for
+from genesys_testkit import Kafka, agent_step, wait_for
 
 pytestmark = pytest.mark.anyio
 

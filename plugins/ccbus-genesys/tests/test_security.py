@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 from ccbus_genesys.testbroker import KafkaTestBroker
-from conftest import FAST, TENANT, agent_step, collecting_source, wait_for
+from genesys_testkit import FAST, TENANT, agent_step, collecting_source, wait_for
 
 pytestmark = pytest.mark.anyio
 

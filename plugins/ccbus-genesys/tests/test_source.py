@@ -10,7 +10,7 @@ import anyio
 import pytest
 from ccbus_genesys.catalog import AGENT_STATE, CALL_THREAD
 from ccbus_genesys.scenarios import contact_center
-from conftest import TENANT, Kafka, agent_step, collecting_source, running_bus, wait_for
+from genesys_testkit import TENANT, Kafka, agent_step, collecting_source, running_bus, wait_for
 
 from ccbus import Event
 
@@ -192,6 +192,9 @@ async def test_a_rebalance_commits_what_is_recorded_and_loses_nothing(
                     await anyio.sleep(0.1)
     assert sorted(set(seen_a) | set(seen_b)) == list(range(total))
     assert sum(ends.values()) == total
+    # the revocation commits went through: nothing refused, nothing failed
+    assert a.source.counts["commit_errors"] == 0
+    assert a.source.counts["commit_failed_rebalance"] == 0
 
 
 async def test_broker_gone_and_back(test_broker: Kafka, tmp_path: Path,
