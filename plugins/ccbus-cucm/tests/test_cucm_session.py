@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from ccbus_stomp.testing import ActiveMQBroker, unique_name
 
@@ -57,3 +58,80 @@ async def test_handshake_login_and_a_call_from_dial_to_release(
         assert all(r["outcome"] == "ok" for r in h.recorder.results())
         assert h.outcomes("cucm.release_call")["ok"] == 1
         assert emu.commands("MakeCall") == 1
+
+
+async def test_inbound_call_answer_consult_transfer_conference_and_blind_transfer(
+    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+) -> None:
+    name = unique_name("Connector")
+    async with emulator(activemq, name, pattern="json") as emu, \
+            bus_with(tmp_path, options_for(activemq, name)) as h:
+        await h.wait_for(lambda: h.state == "connected")
+        await h.command("cucm.login", agent="1002")
+        await h.wait_for(lambda: h.outcomes("cucm.login")["ok"] == 1)
+
+        async def done(action: str, n: int = 1) -> None:
+            await h.wait_for(lambda: h.outcomes(action)["ok"] == n)
+
+        first = await emu.ring("1002", "+4930111")
+        await h.wait_for(lambda: h.recorder.of("call.started"))
+        started = h.recorder.of("call.started")[0]["data"]
+        assert (started["callId"], started["caller"], started["direction"]) == (
+            first, "+4930111", "inbound")
+        await h.command("cucm.answer_call", agent="1002", connection_id=first)
+        await done("cucm.answer_call")
+        await h.command("cucm.consult_call", agent="1002", target="2001", connection_id=first)
+        await done("cucm.consult_call")
+        await h.wait_for(lambda: len(emu.agents["1002"].calls) == 2
+                         and all(c.state in ("HELD", "ACTIVE")
+                                 for c in emu.agents["1002"].calls.values())
+                         and any(c.state == "ACTIVE" for c in emu.agents["1002"].calls.values()))
+        await h.command("cucm.conference_call", agent="1002", connection_id=first)
+        await done("cucm.conference_call")
+        conference = h.recorder.results("ConferenceCall")[0]
+        assert conference["state"] == "CONFERENCED"
+        assert conference["answer"]["participants"] == ["+4930111", "2001"]
+        await h.command("cucm.blind_transfer", agent="1002", target="3003", connection_id=first)
+        await done("cucm.blind_transfer")
+        await h.wait_for(lambda: h.recorder.of("call.transferred"))
+        moved = h.recorder.of("call.transferred")[0]["data"]
+        assert (moved["callId"], moved["target"]) == (first, "3003")
+
+        second = await emu.ring("1002", "+4930222")
+        await h.command("cucm.answer_call", agent="1002", connection_id=second)
+        await done("cucm.answer_call", 2)
+        await h.command("cucm.consult_call", agent="1002", target="2001", connection_id=second)
+        await done("cucm.consult_call", 2)
+        await h.wait_for(lambda: any(c.state == "ACTIVE" and c.main == second
+                                     for c in emu.agents["1002"].calls.values()))
+        await h.command("cucm.transfer_call", agent="1002", connection_id=second)
+        await done("cucm.transfer_call")
+        await h.command("cucm.get_state", agent="1002")
+        await done("cucm.get_state")
+        await h.command("cucm.logout", agent="1002")
+        await done("cucm.logout")
+    states = [c["data"]["state"] for c in h.recorder.of("agent.state_changed")]
+    assert states[:2] == ["logged_in", "available"] and states[-1] == "logged_out"
+    assert "busy" in states
+    assert h.recorder.results("GetState")[0]["state"] == "READY"
+    assert emu.agents == {}
+
+
+async def test_broker_restart_mid_session_recovers_and_commands_complete(
+    tmp_path: Path, activemq_factory: Any, bus_with: Any, emulator: Any, options_for: Any,
+) -> None:
+    broker = activemq_factory(tls=False)
+    name = unique_name("Connector")
+    async with emulator(broker, name) as emu, bus_with(tmp_path, options_for(broker, name)) as h:
+        await h.wait_for(lambda: h.state == "connected", within=60)
+        await h.command("cucm.login", agent="1001")
+        await h.wait_for(lambda: h.outcomes("cucm.login")["ok"] == 1)
+        hellos = emu.stats["hellos"]
+        await anyio.to_thread.run_sync(broker.restart)
+        await h.wait_for(lambda: h.source.conn.stats["losses"] >= 1, within=60)
+        await h.wait_for(lambda: h.state == "connected", within=120)
+        assert emu.stats["hellos"] > hellos  # a new handshake after the reconnect
+        await h.command("cucm.make_call", agent="1001", number="4930999")
+        await h.wait_for(lambda: h.outcomes("cucm.make_call")["ok"] == 1, within=60)
+    assert h.recorder.results("MakeCall")[0]["state"] == "INITIATING"
+    assert emu.commands("MakeCall") == 1

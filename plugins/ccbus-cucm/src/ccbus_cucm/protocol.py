@@ -267,19 +267,21 @@ def _parse_default(text: str) -> CucmMessage:
     parts = text.split("#")
     if len(parts) < 2:
         raise ProtocolError("malformed", f"default pattern event needs '#' fields: {text[:80]!r}")
-    kind = _kind(parts[0])
     agent: str | None = None
-    args = parts[1:]
-    if kind is None:
-        # <Event_For>#<Event_Type>#...: the agent (or "System") comes first
-        kind = _kind(parts[1])
+    kind = _kind(parts[1])
+    if kind is not None:
+        # <Event_For>#<Event_Type>#...: an agent, or "System" (System#Error#PLEASE_RETRY)
+        who = parts[0].strip()
+        agent = who if who and who.lower() != "system" else None
+        args = parts[2:]
+    else:
+        # <Event_Type>#... without an Event_For: System#IN_SERVICE, InboundCall#ALERTING#...
+        kind = _kind(parts[0])
         if kind is None:
             raise ProtocolError(
                 "unknown_event", f"unknown event {parts[1][:40]!r} in {text[:80]!r}"
             )
-        who = parts[0].strip()
-        agent = who if who and who.lower() != "system" else None
-        args = parts[2:]
+        args = parts[1:]
     names = _POSITIONAL[kind]
     fields: dict[str, Any] = {}
     for name, value in zip(names, args, strict=False):
