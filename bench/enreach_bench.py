@@ -26,7 +26,10 @@ same host's wall clock (the simulator reports when it started sending).  The
 table gives medians over the runs and the ratio ccbus / baseline.  A paced
 phase then sends ``--paced-rate`` events/s, each with its own ``sentAt``, and
 reports send-to-handled latency p50/p99 for both receivers (at saturation
-latency only measures the queue, so it is measured below capacity).
+latency only measures the queue, so it is measured below capacity).  A third
+line, **bus alone**, routes the same events (mapped before the clock starts)
+through the same bus, rule and action with no hub and no thread: the bus's
+own ceiling, which explains the ratio.
 
     .venv/bin/python bench/enreach_bench.py [--events 20000] [--runs 5]
         [--paced-rate 2000] [--paced-seconds 2] [--json out.json]
@@ -277,6 +280,66 @@ async def ccbus_run(
     return Run(count / seconds, seconds, counter.latencies or [])
 
 
+async def bus_only_run(count: int, workdir: Path, condition: str) -> Run:
+    """The same bus, rule and action with the events already built: no hub, no thread.
+
+    Not a target, an explanation: it is the most the bus itself routes per
+    second with this rule, so it bounds what any source can deliver, and the
+    gap between it and the ccbus run is what the plugin and signalrcore cost.
+    """
+    import ccbus_enreach
+    from ccbus_enreach.intake import Intake
+    from ccbus_enreach.simulator import RteSimulator
+
+    from ccbus import Event, SourceContext
+
+    (workdir / "rules").mkdir(parents=True, exist_ok=True)
+    (workdir / "rules" / "count.yaml").write_text(RULES.replace("CONDITION", condition))
+    config = {
+        "sources": {},
+        "rules": ["rules"],
+        "state_dir": "state",
+        "http": {"enabled": False},
+        "delivery": {"outbox": False},
+        "log_level": "warning",
+    }
+    (workdir / "ccbus.yaml").write_text(yaml.safe_dump(config))
+    fires = (count + 3) // 4 if condition == FILTER else count
+    counter = Counter(count, fires, latencies=False)
+    host = PluginHost(autoload=False, extra=[ccbus_enreach, counter])
+    bus = Bus(
+        load_config(workdir / "ccbus.yaml"), host, persist_state=False, observer=counter.observe
+    )
+    base = RteSimulator().event_data("UserStatus", ANNA)
+
+    async def unused(event: Event) -> None:  # pragma: no cover - events() only maps
+        raise AssertionError
+
+    intake = Intake(
+        SourceContext(
+            name="enreach", options=None, emit=unused,
+            log=logging.getLogger("bench"), state_dir=workdir,
+        )
+    )
+    batches = []
+    for i in range(count):
+        data = {**base, "id": f"bus-only-{i}", "talking": i % 4 == 0}
+        batches.append(intake.events([{"subscription": {}, "data": data}]))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(watch_rules=False))
+        await bus.started.wait()
+        started = time.time()
+        publish = bus.publish
+        for events in batches:
+            for event in events:
+                await publish(event)
+        with anyio.fail_after(120):
+            await counter.done.wait()
+        bus.stop()
+    seconds = counter.last - started
+    return Run(count / seconds, seconds)
+
+
 # ---------------------------------------------------------------------------
 # Report
 
@@ -309,7 +372,7 @@ async def baseline(sim: Simulator, count: int, rate: float | None) -> Run:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sim = Simulator()
-    runs: dict[str, list[Run]] = {"baseline": [], "filter": [], "every": []}
+    runs: dict[str, list[Run]] = {"baseline": [], "filter": [], "every": [], "bus": []}
     try:
         with tempfile.TemporaryDirectory(prefix="ccbus-enreach-bench-") as tmp:
             work = Path(tmp)
@@ -322,10 +385,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     runs[name].append(
                         await ccbus_run(sim, args.events, None, work / f"{name}{n}", condition)
                     )
+                runs["bus"].append(await bus_only_run(args.events, work / f"bus{n}", FILTER))
                 print(
                     f"run {n + 1}: baseline {runs['baseline'][-1].rate:>8,.0f}/s   "
                     f"ccbus {runs['filter'][-1].rate:>8,.0f}/s   "
-                    f"ccbus, action every time {runs['every'][-1].rate:>8,.0f}/s",
+                    f"ccbus, action every time {runs['every'][-1].rate:>8,.0f}/s   "
+                    f"bus alone {runs['bus'][-1].rate:>8,.0f}/s",
                     flush=True,
                 )
             paced_count = int(args.paced_rate * args.paced_seconds)
@@ -377,7 +442,14 @@ def main() -> int:
             f"{label:<36}{medians[name]:>12,.0f}{ratio:>7}"
             f"{percentile(latencies, 0.5):>9.2f}{percentile(latencies, 0.99):>9.2f}"
         )
+    print(f"{'bus alone, events prebuilt (1 in 4)':<36}{medians['bus']:>12,.0f}"
+          f"{medians['bus'] / medians['baseline']:>7.2f}{'':>18}")
     print("-" * len(header))
+    print(
+        "bus alone: the same rule and action, events mapped before the clock starts, no hub "
+        f"and no thread: the bus's own ceiling ({medians['filter'] / medians['bus']:.2f} of it "
+        "reached by the ccbus run)"
+    )
     print(
         f"medians of {args.runs} runs; latency: sentAt -> handled (the action ran, or the "
         f"message was received), paced at {args.paced_rate:,.0f}/s for "
@@ -410,7 +482,9 @@ def main() -> int:
                     "p99_ms": round(percentile(paced[name].latencies_ms, 0.99), 3),
                 }
                 for name in LABELS
-            },
+            }
+            | {"bus_alone": {"rates": [round(r.rate) for r in runs["bus"]],
+                             "median": round(medians["bus"])}},
             "verdicts": verdicts,
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
