@@ -1,6 +1,10 @@
 """Shared test parts: a real bus with the ``enreach`` source and a recording rule, and the
 RTE simulator it talks to.
 
+Imported by name (``from enreach_testkit import ...``): ``conftest.py`` puts this
+directory on ``sys.path``; a module named ``conftest`` would clash with the core's
+when the whole repository's suite runs in importlib mode.
+
 Every peer is real: the simulator serves HTTP, SignalR negotiate and the
 WebSocket hub on loopback (Hypercorn); the source uses httpx and signalrcore
 against it; the bus routes through a rule file.  Timings are shrunk through

@@ -16,7 +16,7 @@ import anyio
 import pytest
 from ccbus_enreach.scenarios import ANNA, CARLA
 from ccbus_enreach.simulator import RteSimulator
-from conftest import SUBSCRIPTION_COUNT, SUBSCRIPTIONS
+from enreach_testkit import SUBSCRIPTION_COUNT, SUBSCRIPTIONS
 
 pytestmark = pytest.mark.anyio
 

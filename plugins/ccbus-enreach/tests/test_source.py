@@ -13,7 +13,7 @@ from ccbus_enreach.cli import enreach_group
 from ccbus_enreach.scenarios import ANNA, BERT, CALLBACKS, CARLA, SALES
 from ccbus_enreach.simulator import RteSimulator
 from click.testing import CliRunner
-from conftest import SUBSCRIPTION_COUNT, SUBSCRIPTIONS, BusHarness
+from enreach_testkit import SUBSCRIPTION_COUNT, SUBSCRIPTIONS, BusHarness
 
 pytestmark = pytest.mark.anyio
 
