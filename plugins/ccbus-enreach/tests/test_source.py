@@ -293,3 +293,22 @@ async def test_ccbus_enreach_available_and_active_ask_the_running_source(
                 run, "active", "--url", url, "--source", "rte", "--json"
             )
             assert len(json.loads(again.output)) == SUBSCRIPTION_COUNT
+
+
+async def test_an_unreachable_rest_api_is_retried_and_said(
+    tmp_path: Any, bus_with: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    opts = {"api_url": f"http://127.0.0.1:{port}", "username": "u", "secret": "s"}
+    async with bus_with(tmp_path, opts) as bus:
+        await bus.wait_for(lambda: bus.source.failures["Transient"] >= 3)
+        assert bus.state == "reconnecting"
+        assert bus.source.connections == 0
+    assert f"enreach rte: token request to http://127.0.0.1:{port}/token/me/rte/ failed" in (
+        caplog.text
+    )
+    assert "reconnecting with a fresh token in" in caplog.text
