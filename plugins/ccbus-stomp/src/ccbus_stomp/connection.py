@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -70,6 +71,8 @@ __all__ = [
     "Subscription",
 ]
 
+#: How long acks gather before one worker-thread call writes them all.
+ACK_GATHER = 0.002
 #: Headers a sender may not set through ``headers=``: they come from arguments.
 _RESERVED = frozenset({"content-length", "destination", "receipt"})
 
@@ -336,9 +339,9 @@ class StompConnection:
         try:
             with anyio.fail_after(options.connect_timeout + 1):
                 await anyio.to_thread.run_sync(
-                    lambda: conn.connect(
+                    lambda: _no_delay(conn.connect(
                         options.username, options.password, wait=False, headers=headers
-                    ),
+                    ), conn),
                     abandon_on_cancel=True,
                 )
                 await attempt.connected.wait()
@@ -506,6 +509,10 @@ class StompConnection:
     async def _ack_writer(self) -> None:
         while True:
             await self._acks_pending.wait()
+            if len(self._acks) < self.options.prefetch // 4:
+                # let a burst gather: one thread hop per batch, not per message (the
+                # broker's prefetch window is far larger than what a few ms collect)
+                await anyio.sleep(ACK_GATHER)
             self._acks_pending = anyio.Event()
             batch, self._acks = self._acks, []
             self._acks_in_flight = len(batch)
@@ -664,6 +671,24 @@ class StompConnection:
             attempt.connected.set()  # release a connect() still waiting
 
         self._call_loop(lost)
+
+
+def _no_delay(result: Any, conn: Any) -> Any:
+    """Turn Nagle's algorithm off on the connection's socket (TCP_NODELAY).
+
+    A consumer writes an ACK and then, say, a reply: two small writes in a
+    row.  With Nagle on, the second waits until the first is acknowledged,
+    and the broker delays that acknowledgement by up to 40 ms (delayed ACK),
+    so every request/reply round trip took 40+ ms on loopback instead of a
+    few.  STOMP frames are whole messages; there is nothing to coalesce.
+    """
+    sock = getattr(getattr(conn, "transport", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (a test double) or already closed: nothing to tune
+            pass
+    return result
 
 
 def _ack_all(conn: Any, ack_ids: list[str]) -> None:
