@@ -50,6 +50,11 @@ class CucmOptions(Options):
     command_ttl: Duration = 10.0
     #: How long an action waits for the correlated event or error.
     answer_timeout: Duration = 10.0
+    #: Wait for the broker's RECEIPT of each command before waiting for its answer.
+    #: A failed send is then known at once instead of after ``answer_timeout``;
+    #: the cost is a broker round trip, and with a broker that leaves Nagle on
+    #: (ActiveMQ's default ``tcpNoDelay=false``) about 40 ms on every answer.
+    confirm_sends: bool = False
     #: Answered commands are remembered this long (so an outbox retry never resends one).
     remember_answers: Duration = 86_400.0
     #: Override the guide's retry-or-fail for error codes: ``{INVALID_PARTY: fail}``.

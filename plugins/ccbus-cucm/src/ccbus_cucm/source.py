@@ -394,7 +394,7 @@ class CucmSource:
                 await self.conn.send(
                     queue(self.options.connector_queue), command_body(arguments), type=name,
                     correlation_id=correlation_id, reply_to=topic(self.client_topic),
-                    ttl=self.options.command_ttl, receipt=True,
+                    ttl=self.options.command_ttl, receipt=self.options.confirm_sends,
                 )
             except NotConnectedError as err:
                 raise RetryableActionError(
