@@ -31,6 +31,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,7 @@ class Bus:
     async def publish(self, event: Event) -> None:
         """Route ``event`` and queue its actions; returns when they are queued."""
         self.counters.inc("events_in", source=event.source, type=event.type)
-        self.live.publish("event", _event_record(event))
+        self.live.publish("event", partial(_event_record, event))
         before = self.engine.next_deadline()
         outcome = self.pipeline.process(event, self.clock.now())
         if self.engine.next_deadline() != before:
@@ -262,7 +263,8 @@ class Bus:
             calls.append(invocation)
         for firing in outcome.firings:
             self.counters.inc("rule_fired", rule=firing.rule.name)
-            self.live.publish("rule", _firing_record(firing.rule.name, firing.event, outcome))
+            self.live.publish("rule", partial(_firing_record, firing.rule.name, firing.event,
+                                              outcome.invocations))
         if self.config.traces:
             dry_ids = {id(i) for i in dry}
             self.traces.rendered(dry, outcome="dry_run")
@@ -539,7 +541,7 @@ def _event_record(event: Event) -> dict[str, Any]:
     }
 
 
-def _firing_record(rule: str, event: Event, outcome: Outcome) -> dict[str, Any]:
-    calls = [i.describe() for i in outcome.invocations if i.rule == rule and i.event is event]
+def _firing_record(rule: str, event: Event, invocations: list[Invocation]) -> dict[str, Any]:
+    calls = [i.describe() for i in invocations if i.rule == rule and i.event is event]
     return {"rule": rule, "type": event.type, "source": event.source, "event": event.id,
             "calls": calls[:10], "at": time.time()}

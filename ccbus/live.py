@@ -27,7 +27,9 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 __all__ = ["LiveFeed", "live_page", "live_stream"]
 
-Record = tuple[str, dict[str, Any]]
+#: ``(kind, payload)``; the payload may be a zero-argument callable that builds it, so
+#: that the bus pays for turning events into JSON only while someone is watching.
+Record = tuple[str, dict[str, Any] | Callable[[], dict[str, Any]]]
 
 #: Records a page receives at once when it opens.
 BACKLOG = 300
@@ -51,8 +53,8 @@ class LiveFeed:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def publish(self, kind: str, payload: dict[str, Any]) -> None:
-        record = (kind, payload)
+    def publish(self, kind: str, payload: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        record: Record = (kind, payload)
         self.recent.append(record)
         for send in tuple(self._subscribers):
             try:
@@ -90,6 +92,10 @@ def _sse(kind: str, payload: Any) -> str:
     return f"event: {kind}\ndata: {json.dumps(payload, default=str)}\n\n"
 
 
+def _built(payload: dict[str, Any] | Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    return payload() if callable(payload) else payload
+
+
 def live_stream(
     feed: LiveFeed,
     snapshot: Callable[[], dict[str, Any]],
@@ -103,7 +109,7 @@ def live_stream(
             yield _sse("snapshot", redact(snapshot()))
             with feed.subscribe() as (backlog, receive):
                 for kind, payload in backlog:
-                    yield _sse(kind, redact(payload))
+                    yield _sse(kind, redact(_built(payload)))
                 while True:
                     record: Record | None = None
                     with anyio.move_on_after(HEARTBEAT):
@@ -114,7 +120,7 @@ def live_stream(
                     if record is None:
                         yield ": heartbeat\n\n"
                     else:
-                        yield _sse(record[0], redact(record[1]))
+                        yield _sse(record[0], redact(_built(record[1])))
 
         return StreamingResponse(
             body(),
