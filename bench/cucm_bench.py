@@ -34,7 +34,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -133,7 +132,10 @@ async def measure(args: argparse.Namespace, base: Path, broker: ActiveMQBroker
         "http": {"enabled": False},
     }
     (base / "rules").mkdir()
-    (base / "rules" / "none.yaml").write_text("rules:\n  - {name: noop, on: bench.none, do: [{log: x}]}\n")
+    # one rule that never matches: the bus routes CommandResult events through a real rule set
+    (base / "rules" / "none.yaml").write_text(
+        "rules:\n  - {name: noop, on: bench.none, do: [{log: x}]}\n"
+    )
     (base / "ccbus.yaml").write_text(yaml.safe_dump(config))
     host = PluginHost(autoload=False, extra=[ccbus_cucm])
     bus = Bus(load_config(base / "ccbus.yaml"), host, persist_state=False)

@@ -158,3 +158,10 @@ async def test_ccbus_simulate_cucm_serves_a_real_session(
     text = output.decode()
     assert f"CUCM Connector emulator on queue {name}" in text
     assert "ringing 1005 from +4930" in text
+
+
+def test_the_example_rules_pass_their_own_tests(host: PluginHost) -> None:
+    rules = Path(__file__).resolve().parent.parent / "rules"
+    result = CliRunner().invoke(cli, ["test", str(rules)], obj={"plugins": host})
+    assert result.exit_code == 0, result.output
+    assert "3 passed, 0 failed" in result.output
