@@ -152,7 +152,7 @@ class SqliteDeliveryStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             if not self.blocking:
-                self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint() does it, off the loop
+                self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint() does it
             self._db.executescript(SCHEMA)
             self._db.execute("BEGIN IMMEDIATE")  # proves the file is writable now
             self._db.execute("COMMIT")
