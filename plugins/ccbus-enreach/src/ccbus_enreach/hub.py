@@ -208,6 +208,8 @@ class HubSession:
         self.protocol = TolerantJsonHubProtocol(on_malformed)
         self.opened = threading.Event()
         self.closed = anyio.Event()
+        #: set by stop(): a start() still running in an abandoned thread undoes itself
+        self._stopping = threading.Event()
         self._wake = _waker()
         self._send_lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
@@ -283,6 +285,9 @@ class HubSession:
             raise Transient(f"WebSocket upgrade refused: {status}") from None
         except (OSError, urllib.error.URLError, ValueError) as err:
             raise Transient(f"cannot connect to {self.url}: {err}") from None
+        if self._stopping.is_set():  # start() timed out and was given up meanwhile
+            self._stop_blocking()
+            return
         if not self.opened.wait(timeout):
             raise Transient("no SignalR handshake response")
 
@@ -342,6 +347,7 @@ class HubSession:
 
     async def stop(self) -> None:
         """Close the connection and let the receive thread end; never raises."""
+        self._stopping.set()
         self.handoff.close()
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._stop_blocking)
