@@ -197,8 +197,8 @@ class CvpSource:
     async def _tcp_connection(self, stream: SocketStream) -> None:
         options = self.options.syslog
         assert options is not None
-        peer_host, peer_port = stream.extra(anyio.abc.SocketAttribute.remote_address)[:2]
-        peer = f"tcp {peer_host}:{peer_port}"
+        address = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        peer = f"tcp {address[0]}:{address[1]}" if isinstance(address, tuple) else f"tcp {address}"
         self._tcp_open += 1
         try:
             async with stream:

@@ -71,6 +71,8 @@ __all__ = [
     "Subscription",
 ]
 
+#: How long acks gather before one worker-thread call writes them all.
+ACK_GATHER = 0.002
 #: Headers a sender may not set through ``headers=``: they come from arguments.
 _RESERVED = frozenset({"content-length", "destination", "receipt"})
 
@@ -507,6 +509,10 @@ class StompConnection:
     async def _ack_writer(self) -> None:
         while True:
             await self._acks_pending.wait()
+            if len(self._acks) < self.options.prefetch // 4:
+                # let a burst gather: one thread hop per batch, not per message (the
+                # broker's prefetch window is far larger than what a few ms collect)
+                await anyio.sleep(ACK_GATHER)
             self._acks_pending = anyio.Event()
             batch, self._acks = self._acks, []
             self._acks_in_flight = len(batch)
@@ -625,7 +631,8 @@ class StompConnection:
 
     def _thread_message(self, generation: int, frame: Any) -> None:
         body = frame.body if isinstance(frame.body, bytes) else str(frame.body).encode()
-        self._inbox.append(StompMessage(dict(frame.headers), body, generation))
+        # stomp.py builds a fresh headers dict per frame: it is ours to keep
+        self._inbox.append(StompMessage(frame.headers, body, generation))
         self.stats["received"] += 1
         if self._inbox_waiting:
             self._inbox_waiting = False
