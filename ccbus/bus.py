@@ -104,13 +104,26 @@ class SourceRuntime:
     def set_state(self, state: str) -> None:
         """What the source says it is doing (``connected``, ``reconnecting``, ...)."""
         if state != self.state:
-            self.state = state
-            self.since = time.time()
-            if state == "reconnecting":
-                self.reconnects += 1
             log.info("source %s: %s", self.name, state)
-            if self.on_change is not None:
-                self.on_change(self)
+            self._change(state)
+
+    def begin(self) -> None:
+        """The bus is about to call ``run()``: ``running`` until the source says more.
+
+        Not logged: a source that reports its own states (``connecting`` first,
+        typically) shows just those in the log; one that reports none still
+        counts as ready while it runs.
+        """
+        if self.state != "running":
+            self._change("running")
+
+    def _change(self, state: str) -> None:
+        self.state = state
+        self.since = time.time()
+        if state == "reconnecting":
+            self.reconnects += 1
+        if self.on_change is not None:
+            self.on_change(self)
 
 
 def make_compiler(
@@ -414,7 +427,7 @@ class Bus:
         backoff = Backoff()
         while True:
             backoff.started()
-            runtime.set_state("running")  # until the source says more (``connecting``, ...)
+            runtime.begin()
             try:
                 await runtime.source.run()
             except Exception as err:  # a source failure is retried, never fatal
