@@ -94,10 +94,12 @@ def build_app(bus: Bus) -> Starlette:
             runs = []
         return JSONResponse(redact({"rule": rule, "limit": bus.traces.limit, "runs": runs}))
 
-    def snapshot() -> dict[str, Any]:
+    async def snapshot() -> dict[str, Any]:
         _, doc = readiness(bus)
+        _, dead_letters = await bus.outbox_counts()
         return {"sources": doc["sources"], "status": doc["status"],
-                "rules": sorted(r.name for r in bus.engine.index.rules)}
+                "rules": sorted(r.name for r in bus.engine.index.rules),
+                "dead_letters": dead_letters}
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

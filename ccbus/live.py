@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from typing import Any
@@ -98,18 +98,21 @@ def _built(payload: dict[str, Any] | Callable[[], dict[str, Any]]) -> dict[str, 
 
 def live_stream(
     feed: LiveFeed,
-    snapshot: Callable[[], dict[str, Any]],
+    snapshot: Callable[[], Awaitable[dict[str, Any]]],
     redact: Callable[[Any], Any],
 ) -> Callable[[Request], Any]:
-    """``GET /live/stream``: a ``snapshot`` record, the backlog, then live records."""
+    """``GET /live/stream``: a ``snapshot`` record, the backlog, a ``live`` marker, then
+    live records (the page counts dead letters from the snapshot plus live ones only)."""
 
     async def endpoint(request: Request) -> Response:
         async def body() -> AsyncIterator[str]:
             yield ": ccbus live view\nretry: 2000\n\n"
-            yield _sse("snapshot", redact(snapshot()))
+            first = redact(await snapshot())
             with feed.subscribe() as (backlog, receive):
+                yield _sse("snapshot", first)
                 for kind, payload in backlog:
                     yield _sse(kind, redact(_built(payload)))
+                yield _sse("live", {})
                 while True:
                     record: Record | None = None
                     with anyio.move_on_after(HEARTBEAT):

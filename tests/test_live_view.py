@@ -110,4 +110,7 @@ async def test_live_view_updates_in_real_time_in_headless_chromium(tmp_path: Pat
             await page.wait_for("document.getElementById('conn').textContent === 'live'")
             await page.wait_for("document.querySelectorAll('tr.event').length === 4")
             assert await page.evaluate(f"{VISIBLE_EVENTS}.length") == 0
+            # the stored dead letter is counted once (snapshot), though the backlog shows it too
+            await page.wait_for("document.querySelectorAll('tr.dead').length === 1")
+            assert await page.evaluate("document.getElementById('dead-count').textContent") == "1"
         bus.stop()
