@@ -106,6 +106,17 @@ class Harness:
             while not predicate():  # noqa: ASYNC110 - polling the bus's own records
                 await anyio.sleep(0.02)
 
+    async def recorded(self, type_: str, n: int = 1, within: float = 30.0
+                       ) -> list[dict[str, Any]]:
+        """Wait until ``n`` events of ``type_`` were recorded (record actions run concurrently,
+        after the event's other actions were queued: never assume they already ran)."""
+        await self.wait_for(lambda: len(self.recorder.of(type_)) >= n, within)
+        return self.recorder.of(type_)
+
+    async def results(self, command: str, n: int = 1) -> list[dict[str, Any]]:
+        await self.wait_for(lambda: len(self.recorder.results(command)) >= n)
+        return self.recorder.results(command)
+
     async def command(self, action: str, **data: Any) -> Event:
         """Trigger ``action`` through its rule, as a vendor event would."""
         event = Event(type=f"test.{action}", source="test", data=data)

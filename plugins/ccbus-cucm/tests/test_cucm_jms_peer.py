@@ -73,6 +73,7 @@ async def test_commands_reach_a_jms_connector_with_every_header_and_its_answer_c
             await peer.reply(seen, "1001#Error#INVALID_PARTY")
             await h.wait_for(lambda: h.recorder.results("Transfer_sst"))
             await h.wait_for(lambda: h.outcomes("cucm.blind_transfer")["retry"] >= 1)
+            await h.recorded("call.started")
 
     result = h.recorder.results("MakeCall")[0]
     assert result["correlationId"] == make_call.correlation_id
