@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .health import source_status
+from .metrics import Histogram
 from .prometheus import Family
 
 if TYPE_CHECKING:
     from .bus import Bus
 
-__all__ = ["families"]
+__all__ = ["families", "histogram_family"]
 
 #: HELP texts of the counters the core keeps; others get a generic one.
 COUNTER_HELP = {
@@ -77,14 +78,11 @@ def families(bus: Bus, outbox_depth: int, dead_letters: int) -> list[Family]:
     dead = Family("ccbus_dead_letters", "gauge", "Action calls in the dead-letter store.")
     dead.add(dead_letters)
 
-    latency = Family("ccbus_event_to_action_seconds", "histogram",
-                     "From an action call being recorded (its event routed) to its success.")
-    for labels, buckets, total, count in bus.latency.series():
-        for bound, cumulative in buckets:
-            latency.add(cumulative, "_bucket", **labels, le=_bound(bound))
-        latency.add(count, "_bucket", **labels, le="+Inf")
-        latency.add(total, "_sum", **labels)
-        latency.add(count, "_count", **labels)
+    latency = histogram_family(
+        "ccbus_event_to_action_seconds",
+        "From an action call being recorded (its event routed) to its success.",
+        bus.latency,
+    )
 
     live = Family("ccbus_live_subscribers", "gauge", "Live view pages connected.")
     live.add(bus.live.subscribers)
@@ -97,5 +95,13 @@ def families(bus: Bus, outbox_depth: int, dead_letters: int) -> list[Family]:
             live, dropped, started]
 
 
-def _bound(value: float) -> str:
-    return repr(float(value))
+def histogram_family(name: str, help_text: str, histogram: Histogram) -> Family:
+    """A histogram's cumulative buckets (``le``), ``+Inf``, sum and count per label set."""
+    family = Family(name, "histogram", help_text)
+    for labels, buckets, total, count in histogram.series():
+        for bound, cumulative in buckets:
+            family.add(cumulative, "_bucket", **labels, le=repr(float(bound)))
+        family.add(count, "_bucket", **labels, le="+Inf")
+        family.add(total, "_sum", **labels)
+        family.add(count, "_count", **labels)
+    return family
