@@ -57,7 +57,7 @@ def status_line(bus: Bus) -> str:
         + (f" (degraded: {degraded})" if degraded else ""),
         f"{len(bus.engine.index.rules)} rules",
         f"{counters.total('events_in'):.0f} events in",
-        f"{dead:.0f} dead letters",
+        f"{dead:.0f} calls dead-lettered",
     ]
     return "; ".join(parts)
 
