@@ -23,6 +23,10 @@ other, each consumer drains its backlog:
         if: callDuration >= 0
         do: [bench.count: {call: "{callGuid}"}]
 
+* **source alone**: the same ``cisco-cvp`` source (transport, thread hand-off,
+  decoding, schema check, mapping, ack after emit) with an ``emit`` that does
+  nothing: what the plugin costs without the bus, on its own subscription.
+
 Rate per run = (N - 1) / (last message handled - first message received), on
 one clock: CVP messages per second.  The bus routes 2.2 events per message
 (the native one, ``call.ended``, and ``call.abandoned`` for one in five), which
@@ -194,6 +198,43 @@ class Counter:
         return [ActionSpec(name="bench.count", params=Params, run=run, side_effects=False)]
 
 
+async def source_run(broker: ActiveMQBroker, count: int, workdir: Path) -> Run:
+    """The source with a no-op emit: the plugin's own cost, without the bus."""
+    from ccbus_cisco_cvp.options import CvpOptions
+    from ccbus_cisco_cvp.source import CvpSource
+
+    from ccbus import SourceContext
+
+    seen = [0]
+    first = last = 0.0
+    done = anyio.Event()
+
+    async def emit(event: Any) -> None:
+        nonlocal first, last
+        if event.type == "cvp.call.ended":
+            if not seen[0]:
+                first = time.perf_counter()
+            seen[0] += 1
+            if seen[0] == count:
+                last = time.perf_counter()
+                done.set()
+
+    options = source_options(broker)
+    options["broker"]["client_id"] = "bench-source"
+    ctx = SourceContext(name="cvp", options=CvpOptions.model_validate(options), emit=emit,
+                        log=logging.getLogger("bench.source"), state_dir=workdir)
+    source = CvpSource(ctx)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(source.run)
+        with anyio.fail_after(120):
+            await done.wait()
+        assert source.rejected == {}, source.rejected
+        assert source.connection is not None
+        await source.connection.flush_acks()
+        tg.cancel_scope.cancel()
+    return Run((count - 1) / (last - first), last - first)
+
+
 def source_options(broker: ActiveMQBroker) -> dict[str, Any]:
     topics: dict[str, Any] = {key: None for key in (
         "calls_started", "calls_transferred", "calls_queued", "calls_application_invoked",
@@ -253,7 +294,7 @@ def machine() -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    runs: dict[str, list[Run]] = {"baseline": [], "ccbus": []}
+    runs: dict[str, list[Run]] = {"baseline": [], "ccbus": [], "source": []}
     with tempfile.TemporaryDirectory(prefix="ccbus-cvp-bench-") as tmp:
         work = Path(tmp)
         broker = ActiveMQBroker(work / "broker", tls=False)
@@ -263,21 +304,25 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             # register both durable subscriptions (the source's is <prefix><channel key>),
             # then warm up with a small backlog
             for client_id, name in (("bench-baseline", "baseline"),
-                                    ("bench-ccbus", "ccbus-calls_ended")):
+                                    ("bench-ccbus", "ccbus-calls_ended"),
+                                    ("bench-source", "ccbus-calls_ended")):
                 conn, _ = await anyio.to_thread.run_sync(bare_subscribe, broker, 1, client_id,
                                                          name)
                 await anyio.to_thread.run_sync(conn.disconnect, "bye")
             await publish(broker, 2000)
             await anyio.to_thread.run_sync(baseline_run, broker, 2000)
             await ccbus_run(broker, 2000, work / "warmup")
+            await source_run(broker, 2000, work / "warmup-source")
             for n in range(args.runs):
                 published = await publish(broker, args.events)
                 runs["baseline"].append(
                     await anyio.to_thread.run_sync(baseline_run, broker, args.events))
                 runs["ccbus"].append(await ccbus_run(broker, args.events, work / f"run{n}"))
+                runs["source"].append(await source_run(broker, args.events, work / f"src{n}"))
                 print(f"run {n + 1}: published in {published:.1f}s   "
                       f"baseline {runs['baseline'][-1].rate:>8,.0f}/s   "
-                      f"ccbus {runs['ccbus'][-1].rate:>8,.0f}/s", flush=True)
+                      f"ccbus {runs['ccbus'][-1].rate:>8,.0f}/s   "
+                      f"source alone {runs['source'][-1].rate:>8,.0f}/s", flush=True)
         finally:
             broker.stop()
     return {"runs": runs}
@@ -297,12 +342,15 @@ def main() -> int:
     result = anyio.run(main_async, args)
     base = statistics.median(r.rate for r in result["runs"]["baseline"])
     ours = statistics.median(r.rate for r in result["runs"]["ccbus"])
+    alone = statistics.median(r.rate for r in result["runs"]["source"])
     ratio = ours / base
     print()
     print(f"{'consumer':<44} {'median events/s':>16}")
     print(f"{'bare stomp.py consumer (baseline)':<44} {base:>16,.0f}")
     print(f"{'ccbus: cisco-cvp source, bus, rule, action':<44} {ours:>16,.0f}")
     print(f"{'ratio ccbus / baseline':<44} {ratio:>16.2f}")
+    print(f"{'cisco-cvp source alone (no-op emit)':<44} {alone:>16,.0f}")
+    print(f"{'ratio source alone / baseline':<44} {alone / base:>16.2f}")
     # each message is one native event plus call.ended, and call.abandoned for 1 in 5
     print(f"{'ccbus: events routed by the bus per second':<44} {ours * 2.2:>16,.0f}")
     verdict = "PASS" if ours >= TARGET_RATE else "BELOW TARGET"
@@ -313,6 +361,8 @@ def main() -> int:
             "machine": info, "events": args.events, "runs": args.runs,
             "baseline": [r.__dict__ for r in result["runs"]["baseline"]],
             "ccbus": [r.__dict__ for r in result["runs"]["ccbus"]],
+            "source": [r.__dict__ for r in result["runs"]["source"]],
+            "median_source": alone,
             "median_baseline": base, "median_ccbus": ours, "ratio": ratio,
             "verdict": verdict,
         }, indent=2))
