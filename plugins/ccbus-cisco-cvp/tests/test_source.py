@@ -192,6 +192,35 @@ async def test_broker_restart_mid_stream_reconnects_and_loses_nothing(
     assert all(len(ids) == 1 for ids in by_subject.values())
 
 
+async def test_a_mapping_failure_is_kept_not_redelivered_forever(
+    activemq: ActiveMQBroker, jms_peer: Any, collect: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in the mapping (injected here) must not restart the source on the same message."""
+    from ccbus_cisco_cvp.mapping import Mapper
+
+    calls = []
+    original = Mapper._started
+
+    def broken(self: Mapper, doc: dict[str, Any]) -> Any:
+        calls.append(doc["callGuid"])
+        if doc["callGuid"] == "G00001":
+            raise KeyError("injected")
+        return original(self, doc)
+
+    monkeypatch.setattr(Mapper, "_started", broken)
+    prefix = unique_name("cvp")
+    async with collect(tmp_path, jms_options(activemq, prefix)) as c:
+        await c.wait_for(lambda: "connected" in c.states)
+        async with jms_peer(activemq) as peer:
+            for n in (1, 2):
+                await peer.send(f"topic:{prefix}/cvp/calls/started", json.dumps(started(n)))
+        await c.wait_for(lambda: [e.subject for e in c.events] == ["G00002", "G00002"])
+        assert c.source.rejected == {"mapping_error": 1}
+        assert calls == ["G00001", "G00002"]  # not redelivered
+    assert "cannot map a valid call.started" in caplog.text
+
+
 async def test_a_syslog_only_source_needs_no_broker(tmp_path: Path, collect: Any) -> None:
     async with collect(tmp_path, {"syslog": {"udp": "127.0.0.1:0"}}) as c:
         assert c.source.connection is None

@@ -112,14 +112,23 @@ class CvpSource:
             if problems or own is None:
                 await self.reject(problems, message.body, **where)
             else:
-                events = self.mapper.map(
-                    doc, own, event_id=message.message_id or uuid.uuid4().hex,
-                    topic=message.destination.removeprefix("/topic/"), received=received,
-                )
-                emit = self.ctx.emit
-                for event in events:
-                    await emit(event)
-                self.emitted += len(events)
+                try:
+                    events = self.mapper.map(
+                        doc, own, event_id=message.message_id or uuid.uuid4().hex,
+                        topic=message.destination.removeprefix("/topic/"), received=received,
+                    )
+                except Exception as err:  # noqa: BLE001 - a mapping bug must not loop forever
+                    # raising would restart the source and the broker would redeliver the
+                    # same message: a poison loop. Keep it instead, with the traceback logged.
+                    self.ctx.log.exception("cvp %s: cannot map a valid %s", self.ctx.name,
+                                           own.event_type)
+                    await self.reject([Problem("mapping_error", f"{type(err).__name__}: {err}")],
+                                      message.body, **where)
+                else:
+                    emit = self.ctx.emit
+                    for event in events:
+                        await emit(event)
+                    self.emitted += len(events)
         await conn.ack(message)
 
     async def reject(self, problems: list[Problem], raw: bytes, **where: str | None) -> None:
