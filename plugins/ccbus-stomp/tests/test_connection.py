@@ -258,3 +258,20 @@ def _closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+async def test_a_send_without_the_brokers_receipt_says_so(
+    activemq: ActiveMQBroker, relay: Any, consumer: Any
+) -> None:
+    proxy = relay(activemq.stomp_port)
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        options = {"url": f"stomp://127.0.0.1:{proxy.port}", "heartbeat_send": 0,
+                   "heartbeat_receive": 0, "connect_timeout": 2}
+        async with consumer(options) as c:
+            await c.conn.wait_connected(30)
+            await c.conn.send(queue(unique_name("t.rcpt")), "acknowledged", receipt=True)
+            proxy.freeze()  # the broker never sees the next frame, nor answers it
+            with pytest.raises(NotConnectedError, match="no receipt from the broker"):
+                await c.conn.send(queue(unique_name("t.rcpt")), "lost", receipt=True)
+        tg.cancel_scope.cancel()

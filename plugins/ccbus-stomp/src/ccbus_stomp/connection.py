@@ -406,7 +406,9 @@ class StompConnection:
             except Exception:  # noqa: BLE001 - the socket may already be gone
                 pass
             try:
-                conn.transport.stop()
+                # close the socket rather than wait for the receiver thread (``stop()``): a
+                # silent broker would keep that thread in recv() for as long as TCP lives
+                conn.transport.disconnect_socket()
             except Exception:  # noqa: BLE001
                 pass
 
@@ -589,7 +591,7 @@ class StompConnection:
             self.stats["sent"] += 1
             if done is not None:
                 lost = self._attempt.lost if self._attempt else anyio.Event()
-                with anyio.fail_after(self.options.connect_timeout):
+                with anyio.move_on_after(self.options.connect_timeout):
                     async with anyio.create_task_group() as tg:
 
                         async def until_lost() -> None:
@@ -601,7 +603,9 @@ class StompConnection:
                         tg.cancel_scope.cancel()
                 if not done.is_set():
                     raise NotConnectedError(
-                        f"stomp {self.name}: connection lost before the broker's receipt"
+                        f"stomp {self.name}: no receipt from the broker for the message to "
+                        f"{destination} (connection lost, or none within "
+                        f"{self.options.connect_timeout:g}s); it may or may not have arrived"
                     )
         except (stomp.exception.StompException, OSError) as err:
             raise NotConnectedError(f"stomp {self.name}: send failed: {_describe(err)}") from err
