@@ -319,7 +319,8 @@ async def test_delivered_calls_are_forgotten_in_batches_while_running(tmp_path: 
         for round_ in range(3):
             for i in range(400):
                 await bus.publish(go(value=f"{round_}-{i}"))
-            await wait_for(lambda: len(flaky.delivered) == 400 * (round_ + 1))
+            expected = 400 * (round_ + 1)
+            await wait_for(lambda: len(flaky.delivered) == expected)  # noqa: B023 - awaited here
             await wait_for(lambda: store.pending_count() == 0)  # forgotten, the bus still running
         # Automatic checkpoints are off; the dispatcher's own (in a thread) copy
         # the log back, so that after a pause it is reused from its start.
