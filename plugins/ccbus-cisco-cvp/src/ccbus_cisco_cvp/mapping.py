@@ -101,7 +101,11 @@ class Mapper:
         """The native event, then its canonical events, for one valid payload."""
         event_type = channel.event_type
         moment = parse_timestamp(doc.get("timestamp")) or received
-        subject = next((_text(doc.get(f)) for f in channel.subject if _text(doc.get(f))), None)
+        subject = None
+        for name in channel.subject:
+            subject = _text(doc.get(name))
+            if subject:
+                break
         native = Event(
             type=f"{VENDOR}.{event_type}",
             source=self.source,
@@ -158,6 +162,7 @@ class Mapper:
         call = self._call(doc["callGuid"])
         call.queue = _text(doc.get("skillGroup")) or call.queue
         call.caller = _text(doc.get("callingNumber")) or call.caller
+        call.called = _text(doc.get("calledNumber")) or call.called
         return [("call.queued", {
             "callId": doc["callGuid"], "queue": call.queue, "caller": call.caller,
             "position": doc.get("queuePosition"),
