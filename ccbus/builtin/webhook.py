@@ -117,21 +117,22 @@ class WebhookSource:
     async def _body(self, request: Request) -> bytes | JSONResponse:
         """The body, read within the size and time limits, or the refusal to send."""
         limit = self.options.max_body
+        too_large = f"body larger than {limit} bytes"
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            return self._reject(request, 413, "too_large", f"body larger than {limit} bytes")
-        too_large = f"body larger than {limit} bytes"
+            return self._reject(request, 413, "too_large", too_large, close=True)
         chunks: list[bytes] = []
         size = 0
         with anyio.move_on_after(self.options.read_timeout) as reading:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    return self._reject(request, 413, "too_large", too_large)
+                    return self._reject(request, 413, "too_large", too_large, close=True)
                 chunks.append(chunk)
         if reading.cancelled_caught:
             return self._reject(request, 408, "slow_body",
-                                f"body not received within {self.options.read_timeout:g}s")
+                                f"body not received within {self.options.read_timeout:g}s",
+                                close=True)
         return b"".join(chunks)
 
     async def receive(self, request: Request) -> JSONResponse:
@@ -160,8 +161,14 @@ class WebhookSource:
         self.accepted += len(events)
         return JSONResponse({"accepted": len(events)}, status_code=202)
 
-    def _reject(self, request: Request, status: int, reason: str, detail: str) -> JSONResponse:
-        """Count, log (at most once a minute per reason) and answer a refusal."""
+    def _reject(
+        self, request: Request, status: int, reason: str, detail: str, *, close: bool = False
+    ) -> JSONResponse:
+        """Count, log (at most once a minute per reason) and answer a refusal.
+
+        ``close``: the body was not read to its end, so the connection cannot carry
+        another request; ``Connection: close`` tells the client not to reuse it.
+        """
         self.rejected += 1
         self.ctx.count_bad_input(reason)
         now = time.monotonic()
@@ -176,7 +183,8 @@ class WebhookSource:
                 detail,
                 reason,
             )
-        return JSONResponse({"error": detail}, status_code=status)
+        headers = {"Connection": "close"} if close else None
+        return JSONResponse({"error": detail}, status_code=status, headers=headers)
 
 
 @hookimpl
