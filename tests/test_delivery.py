@@ -308,6 +308,22 @@ async def test_outbox_off_delivers_from_memory(tmp_path: Path) -> None:
     assert flaky.delivered[0][0] == "m"
 
 
+async def test_outbox_off_dead_letters_keep_parameters_and_event(tmp_path: Path) -> None:
+    """The memory store keeps calls as objects; its dead letters still hold their JSON."""
+    flaky = Flaky()
+    flaky.fail_next["a"] = [PermanentActionError("no such user")]
+    bus = make_bus(tmp_path, flaky, CONFIG + "  outbox: false\n")
+
+    async def body() -> None:
+        await bus.publish(go(value="kept", event_id="ev-1"))
+        await wait_for(lambda: bus.delivery_store.dead_count() == 1)
+
+    await running(bus, body)
+    [letter] = bus.delivery_store.dead  # type: ignore[attr-defined]
+    assert json.loads(letter.params) == {"lane": "a", "value": "kept"}
+    assert json.loads(letter.event)["id"] == "ev-1" and letter.reason == "no such user"
+
+
 async def test_delivered_calls_are_forgotten_in_batches_while_running(tmp_path: Path) -> None:
     """The outbox empties as calls succeed, not only at stop, and its log stays small."""
     flaky = Flaky()

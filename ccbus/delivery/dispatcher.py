@@ -31,7 +31,7 @@ from ..events import Event
 from ..metrics import Counters
 from ..pipeline import RenderFailure
 from .policy import DeliveryConfig, DeliveryPolicy
-from .store import DeliveryStore, Pending
+from .store import DeliveryStore, Pending, event_json
 
 __all__ = ["Dispatcher"]
 
@@ -114,7 +114,7 @@ class Dispatcher:
                 index=failure.index,
                 lane=failure.action,
                 params="",
-                event=_event_json(failure.event),
+                event=event_json(failure.event),
                 created=self.clock(),
             )
             await self._io(
@@ -125,17 +125,23 @@ class Dispatcher:
 
     def _row(self, invocation: Invocation, now: float) -> Pending:
         spec = invocation.spec
-        return Pending(
+        row = Pending(
             key=invocation.idempotency_key,
             rule=invocation.rule,
             action=invocation.action,
             index=invocation.index,
             lane=spec.target(invocation.params) if spec.target else invocation.action,
-            params=invocation.params.model_dump_json(by_alias=True),
-            event=_event_json(invocation.event),
+            params="",
+            event="",
             created=now,
             next_at=now,
         )
+        if self.store.keeps_calls:
+            row.call = invocation
+        else:
+            row.params = invocation.params.model_dump_json(by_alias=True)
+            row.event = event_json(invocation.event)
+        return row
 
     # -- running ----------------------------------------------------------------------
 
@@ -235,6 +241,8 @@ class Dispatcher:
 
     def _revive(self, row: Pending) -> Invocation | None:
         """Rebuild a recorded call; one that can no longer run becomes a dead letter."""
+        if isinstance(row.call, Invocation):
+            return row.call  # kept in memory as it was recorded
         spec = self.actions.get(row.action)
         try:
             if spec is None:
@@ -337,7 +345,3 @@ class Dispatcher:
         )
 
 
-def _event_json(event: Event) -> str:
-    doc = event.to_cloudevent()
-    doc["time"] = event.time.isoformat()
-    return json.dumps(doc, default=str)

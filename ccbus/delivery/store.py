@@ -26,6 +26,7 @@ fsyncs, so ``blocking`` is true and every call goes to a worker thread.
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import threading
 import time
@@ -99,6 +100,22 @@ class Pending:
     next_at: float = 0.0
     last_error: str = ""
     id: int = 0
+    #: The call itself, kept by a store that holds rows in memory instead of
+    #: ``params`` and ``event`` (left empty): no JSON for a row never written.
+    call: Any = None
+
+    def materialize(self) -> None:
+        """Fill ``params`` and ``event`` from ``call``, for a dead letter of a memory store."""
+        if self.call is not None and not self.event:
+            self.params = self.call.params.model_dump_json(by_alias=True)
+            self.event = event_json(self.call.event)
+
+
+def event_json(event: Any) -> str:
+    """An event as stored with its call: the CloudEvents structure, time in ISO 8601."""
+    doc = event.to_cloudevent()
+    doc["time"] = event.time.isoformat()
+    return json.dumps(doc, default=str)
 
 
 @dataclass(slots=True)
@@ -124,6 +141,8 @@ class DeliveryStore(Protocol):
 
     #: True when calls wait for the disk (the dispatcher then runs them in a thread).
     blocking: bool
+    #: True when rows stay in this process: they may carry ``call`` instead of JSON.
+    keeps_calls: bool
 
     def add(self, rows: list[Pending]) -> list[int]: ...
     def due(self, now: float, limit: int, skip: set[int]) -> list[Pending]: ...
@@ -138,6 +157,8 @@ class DeliveryStore(Protocol):
 
 class SqliteDeliveryStore:
     """The durable store: survives crashes, shared with ``ccbus dead-letters``."""
+
+    keeps_calls = False
 
     def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
         self.path = path
@@ -353,6 +374,7 @@ class MemoryDeliveryStore:
     """The store with ``delivery.outbox: false``: same behaviour, nothing survives a crash."""
 
     blocking = False
+    keeps_calls = True
 
     rows: dict[int, Pending] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
@@ -400,6 +422,9 @@ class MemoryDeliveryStore:
         self._letter(row, None, 0, reason)
 
     def _letter(self, row: Pending, params: str | None, attempts: int, reason: str) -> None:
+        if params is not None:
+            row.materialize()
+            params = row.params
         self.dead.append(
             DeadLetter(
                 id=len(self.dead) + 1,
