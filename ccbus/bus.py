@@ -187,6 +187,8 @@ class Bus:
             on_settled=self._settled,
         )
         self._wakeup = anyio.Event()
+        self._action_logs: dict[str, logging.Logger] = {}
+        self.counters.inc("events_duplicate", 0)  # shown in /metrics from the start
         self._cancel: anyio.CancelScope | None = None
         self.service: Service | None = None
         self._sources_begun = anyio.Event()
@@ -262,8 +264,16 @@ class Bus:
         await self._enqueue(outcome)
 
     async def _enqueue(self, outcome: Outcome) -> None:
-        """Hand an outcome's calls to the dispatcher; returns once they are recorded."""
-        self.counters.inc("events_duplicate", outcome.duplicates)
+        """Hand an outcome's calls to the dispatcher; returns once they are recorded.
+
+        This runs for every event, so the common case (no calls, or calls and
+        no dry run) takes no detours: traces and counters only when there is
+        something to record.
+        """
+        if outcome.duplicates:
+            self.counters.inc("events_duplicate", outcome.duplicates)
+        if not outcome.firings:  # calls and render errors come only from firings
+            return
         calls = []
         dry = []
         for invocation in outcome.invocations:
@@ -279,10 +289,14 @@ class Bus:
             self.live.publish("rule", partial(_firing_record, firing.rule.name, firing.event,
                                               outcome.invocations))
         if self.config.traces:
-            dry_ids = {id(i) for i in dry}
-            self.traces.rendered(dry, outcome="dry_run")
-            self.traces.rendered([i for i in outcome.invocations if id(i) not in dry_ids])
-            self.traces.failed_to_render(outcome.render_errors)
+            if dry:
+                dry_ids = {id(i) for i in dry}
+                self.traces.rendered(dry, outcome="dry_run")
+                self.traces.rendered([i for i in outcome.invocations if id(i) not in dry_ids])
+            else:
+                self.traces.rendered(outcome.invocations)
+            if outcome.render_errors:
+                self.traces.failed_to_render(outcome.render_errors)
         await self.dispatcher.submit(calls)
         if outcome.render_errors and not self.dry_run:
             await self.dispatcher.bury_unrendered(outcome.render_errors)
@@ -299,12 +313,18 @@ class Bus:
                  "at": time.time()},
             )
 
+    def _action_log(self, action: str) -> logging.Logger:
+        logger = self._action_logs.get(action)
+        if logger is None:
+            logger = self._action_logs[action] = logging.getLogger(f"ccbus.action.{action}")
+        return logger
+
     def _action_context(self, invocation: Invocation, attempt: int) -> ActionContext:
         return ActionContext(
             rule=invocation.rule,
             event=invocation.event,
             idempotency_key=invocation.idempotency_key,
-            log=logging.getLogger(f"ccbus.action.{invocation.action}"),
+            log=self._action_log(invocation.action),
             targets=self.config.targets,
             http=self.http,
             attempt=attempt,

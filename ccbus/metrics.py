@@ -27,7 +27,9 @@ class Counters:
         self._values: defaultdict[tuple[str, Labels], float] = defaultdict(float)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        self._values[(name, tuple(sorted(labels.items())))] += amount
+        # ``sorted`` only when it can change the order: this runs several times per event
+        items = tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
+        self._values[(name, items)] += amount
 
     def get(self, name: str, **labels: str) -> float:
         return self._values.get((name, tuple(sorted(labels.items()))), 0.0)
@@ -56,7 +58,7 @@ class Histogram:
     _series: dict[Labels, _Series] = field(default_factory=dict)
 
     def observe(self, value: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
+        key = tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series([0] * len(self.bounds))

@@ -1,8 +1,9 @@
 """Running recorded calls: lanes, retries with backoff, dead letters, draining.
 
-``submit()`` records calls and starts them at once when their lane has a
-free slot, else queues them in memory behind the lane (a finished call hands
-its slot to the next); a poller picks up what is due later (retries, calls
+``submit()`` records calls and queues them in memory behind their lane,
+where up to the lane's concurrency of worker tasks run them one after
+another (a worker lives while its lane has work, so a steady stream does
+not pay for a new task per call); a poller picks up what is due later (retries, calls
 recorded by an earlier run or left on disk, dead letters an admin retried).
 Memory stays bounded: at most ``MAX_IN_FLIGHT`` calls run and
 ``MAX_QUEUED`` wait in memory (``LANE_BACKLOG`` per lane); everything else
@@ -77,7 +78,9 @@ class Dispatcher:
         self._delivered: list[int] = []  # delivered calls the store has yet to forget
         self._forgetting: set[int] = set()  # those ids, and any being forgotten right now
         self._delivered_some = anyio.Event()
-        self._lane_running: dict[str, int] = {}
+        self._lane_running: dict[str, int] = {}  # calls running, per lane
+        self._lane_workers: dict[str, int] = {}  # worker tasks, per lane (see _work)
+        self._worker_count = 0
         self._queues: dict[str, deque[tuple[Pending, Invocation]]] = {}
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
@@ -168,7 +171,8 @@ class Dispatcher:
 
         Calls queued in memory but not started stay recorded for the next start.
         """
-        self._queues.clear()
+        for queue in self._queues.values():
+            queue.clear()  # workers hold their lane's deque: empty it, do not replace it
         self._held = set(self._running_ids)
         with anyio.move_on_after(within):
             while self._running_ids:
@@ -218,26 +222,59 @@ class Dispatcher:
         return func(*args)
 
     def _maybe_start(self, row: Pending, invocation: Invocation) -> None:
-        """Start a call now, queue it in memory behind its lane, or leave it on disk."""
+        """Queue a call behind its lane (starting a worker if the lane has room),
+        or leave it on disk when memory is full."""
         if row.id in self._held or self._tasks is None:
             return  # already running or queued (the poller saw it too), or stopping
-        limit = self.config.for_action(row.action).concurrency
-        if self._lane_running.get(row.lane, 0) < limit and len(self._running_ids) < MAX_IN_FLIGHT:
-            self._start(row, invocation)
-            return
-        queue = self._queues.setdefault(row.lane, deque())
-        if len(queue) < LANE_BACKLOG and len(self._held) < MAX_IN_FLIGHT + MAX_QUEUED:
-            queue.append((row, invocation))
-            self._held.add(row.id)
-        else:
+        queue = self._queues.get(row.lane)
+        if queue is None:
+            queue = self._queues[row.lane] = deque()
+        if len(queue) >= LANE_BACKLOG or len(self._held) >= MAX_IN_FLIGHT + MAX_QUEUED:
             self._left_waiting = True  # stays recorded; the poller fetches it later
-
-    def _start(self, row: Pending, invocation: Invocation) -> None:
-        assert self._tasks is not None
+            return
+        queue.append((row, invocation))
         self._held.add(row.id)
-        self._running_ids.add(row.id)
-        self._lane_running[row.lane] = self._lane_running.get(row.lane, 0) + 1
-        self._tasks.start_soon(self._attempt, row, invocation)
+        workers = self._lane_workers.get(row.lane, 0)
+        idle = workers - self._lane_running.get(row.lane, 0)
+        if (
+            idle < len(queue)
+            and workers < self.config.for_action(row.action).concurrency
+            and self._worker_count < MAX_IN_FLIGHT
+        ):
+            self._lane_workers[row.lane] = workers + 1
+            self._worker_count += 1
+            self._tasks.start_soon(self._work, row.lane, queue)
+
+    async def _work(self, lane: str, queue: deque[tuple[Pending, Invocation]]) -> None:
+        """Run a lane's calls one after another while there are any.
+
+        A worker outlives its call by one scheduler turn: under a steady
+        stream the source queues the next call meanwhile, and reusing the
+        task costs far less than starting one per call.
+        """
+        try:
+            while True:
+                if not queue:
+                    await anyio.lowlevel.checkpoint()
+                    if not queue:
+                        return
+                row, invocation = queue.popleft()
+                self._running_ids.add(row.id)
+                self._lane_running[lane] = self._lane_running.get(lane, 0) + 1
+                try:
+                    await self._attempt(row, invocation)
+                finally:
+                    self._lane_running[lane] -= 1
+                    self._running_ids.discard(row.id)
+                    self._held.discard(row.id)
+                    if not self._running_ids:
+                        self._idle.set()
+                if self._left_waiting and not queue:  # fetch what was left on disk
+                    self._left_waiting = False
+                    self._wakeup.set()
+        finally:
+            self._lane_workers[lane] -= 1
+            self._worker_count -= 1
 
     def _revive(self, row: Pending) -> Invocation | None:
         """Rebuild a recorded call; one that can no longer run becomes a dead letter."""
@@ -261,31 +298,22 @@ class Dispatcher:
     async def _attempt(self, row: Pending, invocation: Invocation) -> None:
         policy = self.config.for_action(row.action)
         attempt = row.attempts + 1
-        try:
-            started = time.perf_counter()
-            outcome, error, retry_after = await self._run(invocation, attempt, policy)
-            self.counters.inc("action_seconds", time.perf_counter() - started, action=row.action)
-            await self._settle(row, outcome, error, retry_after, attempt, policy)
-        finally:
-            self._running_ids.discard(row.id)
-            self._held.discard(row.id)
-            self._lane_running[row.lane] -= 1
-            queue = self._queues.get(row.lane)
-            if queue and self._tasks is not None:  # the lane's next call takes the slot
-                self._start(*queue.popleft())
-            elif self._left_waiting:  # fetch what was left on disk
-                self._left_waiting = False
-                self._wakeup.set()
-            if not self._running_ids:
-                self._idle.set()
+        started = time.perf_counter()
+        outcome, error, retry_after = await self._run(invocation, attempt, policy)
+        self.counters.inc("action_seconds", time.perf_counter() - started, action=row.action)
+        await self._settle(row, outcome, error, retry_after, attempt, policy)
 
     async def _run(
         self, invocation: Invocation, attempt: int, policy: DeliveryPolicy
     ) -> tuple[str, str, float | None]:
         ctx = self.context(invocation, attempt)
         try:
-            with anyio.fail_after(policy.timeout):
+            # A bare cancel scope rather than ``fail_after``: the same deadline
+            # without a generator-based context manager around every call.
+            with anyio.CancelScope(deadline=anyio.current_time() + policy.timeout) as scope:
                 await invocation.spec.run(invocation.params, ctx)
+            if scope.cancelled_caught:
+                raise TimeoutError
         except PermanentActionError as err:
             return "permanent", str(err) or type(err).__name__, None
         except RetryableActionError as err:
