@@ -2,6 +2,8 @@
 #   make demo   - replay sample events of five vendors through the shipped rules
 #   make test   - the whole test suite (core, plugins, rule tests, lint and types)
 # Both create the virtual environment and install the core and every plugin first.
+#   make prereqs - on a fresh Debian/Ubuntu machine, install the system packages the
+#                  tests' real peers need (scripts/install-prereqs.sh; root or sudo)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,13 +11,16 @@ BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test prereqs lint bench install clean
 
 demo: $(STAMP)
 	$(BIN)/ccbus demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+prereqs:
+	scripts/install-prereqs.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -116,6 +116,11 @@ def test_the_demo_runs_as_the_readme_says() -> None:
     assert "emit(type='ops.abandon_surge'" in result.stdout
     assert "bad lines: 0" in result.stdout
     assert "Traceback" not in result.stderr
+    # the plugins' own sources ran live against their in-process simulators (the
+    # README says so), and their events reached the shipped rules
+    live = ("enreach-live", "avaya-live", "genesys-live")
+    silent = [name for name in live if f"  from {name}\n" not in result.stdout]
+    assert not silent, f"no matched event from {silent} in:\n{result.stdout[-3000:]}"
 
 
 class CommandPlugin:
