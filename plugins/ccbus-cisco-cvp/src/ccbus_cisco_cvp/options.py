@@ -23,7 +23,7 @@ __all__ = ["CvpOptions", "SyslogOptions", "Topics"]
 class Topics(Options):
     """The ActiveMQ topic of each channel (default: the channel's name); null turns it off.
 
-    ``tests/test_options.py`` checks that these are exactly the document's channels.
+    ``tests/test_protocol.py`` checks that these are exactly the document's channels.
     """
 
     calls_started: str | None = "cvp/calls/started"

@@ -2,9 +2,18 @@
 
 Shared by the source (which validates what arrives), the simulator (which
 publishes it) and the tests.  Every message's payload schema is transcribed
-field by field from the document: type, enum, const and the required list.
-The document does not forbid extra properties, so unknown fields are kept,
-not rejected.
+field by field from the document: type, enum, const and the required list
+(``tests/test_protocol.py`` reads the document and compares, so a field
+required here and not there, or the reverse, fails a test).  Checking is no
+stricter than the document: it does not forbid extra properties, so unknown
+fields are kept; an optional field sent as ``null`` is taken as absent (vendor
+data is messy, and null says "no value"); an ``integer`` may arrive as
+``12.0``, as JSON Schema allows.
+
+``timestamp`` is ``format: date-time``, i.e. RFC 3339: a zone (``Z`` or
+``±hh:mm``) is required, because a time without one is ambiguous by the
+sender's UTC offset and rules (windows, ``for:``) would act on a wrong time.
+The one liberty taken is RFC 3339's own note: a space may stand for the ``T``.
 
 :func:`validate` returns :class:`Problem` values, each with a reason that is
 also a counter label (``missing_field``, ``wrong_type``, ``bad_enum``,
@@ -158,9 +167,12 @@ CHANNELS: tuple[Channel, ...] = (
 _BY_TYPE = {c.event_type: c for c in CHANNELS}
 _TARGET_FIELDS = {"deviceId": _S, "hostname": _S,
                   "status": Field("string", ("success", "failed")), "message": _S}
-#: RFC 3339 date-time (the document's ``format: date-time``), any number of fraction digits.
+#: RFC 3339 date-time (the document's ``format: date-time``): fields in range, any number
+#: of fraction digits, and a zone, ``Z`` or ``±hh:mm`` (not optional: see the module doc).
 _DATE_TIME = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:?\d{2})?$"
+    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt ]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)"
+    r"(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
 )
 
 
@@ -213,11 +225,11 @@ def _fine(value: Any, spec: Field) -> bool:
     if kind == "string":
         return cls is str and (not spec.enum or value in spec.enum)
     if kind == "integer":
-        return cls is int
+        return cls is int or (cls is float and value.is_integer())
     if kind == "number":
         return cls is int or cls is float
     if kind == "date-time":
-        return cls is str and _DATE_TIME.match(value) is not None
+        return cls is str and _DATE_TIME.fullmatch(value) is not None
     return False  # arrays: the full check
 
 
@@ -226,14 +238,15 @@ def _check(where: str, value: Any, spec: Field) -> list[Problem]:
     if kind in ("string", "date-time"):
         if not isinstance(value, str):
             return [Problem("wrong_type", f"{where} must be a string, not {_kind(value)}")]
-        if kind == "date-time" and not _DATE_TIME.match(value):
+        if kind == "date-time" and not _DATE_TIME.fullmatch(value):
             return [Problem("bad_timestamp", f"{where} {value!r} is not an RFC 3339 date-time")]
         if spec.enum and value not in spec.enum:
             return [Problem("bad_enum",
                             f"{where} {value!r} is not one of {', '.join(spec.enum)}")]
         return []
     if kind == "integer":
-        if isinstance(value, bool) or not isinstance(value, int):
+        whole = isinstance(value, float) and value.is_integer()
+        if isinstance(value, bool) or not (isinstance(value, int) or whole):
             return [Problem("wrong_type", f"{where} must be an integer, not {_kind(value)}")]
         return []
     if kind == "number":
