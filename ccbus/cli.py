@@ -561,6 +561,9 @@ def plugins(ctx: click.Context, functions: bool) -> None:
             ("actions", info.actions),
             ("functions", info.functions),
             ("simulators", info.simulators),
+            ("commands", [f"ccbus {name}" for name in info.commands]),
+            ("demo sources", info.demo_sources),
+            ("hooks", [h for h in info.hooks if not h.startswith("register_")]),
         ):
             if things:
                 click.echo(f"    {label}: {', '.join(sorted(things))}")
@@ -607,14 +610,13 @@ def simulate() -> None:
 
 
 def attach_plugins(host: PluginHost) -> None:
-    """Add plugins' simulators (under ``simulate``) and commands to the CLI."""
+    """Add plugins' simulators (under ``simulate``) and commands to the CLI.
+
+    A plugin whose hook fails is one of ``host.problems``; the CLI still starts.
+    """
     for command in host.simulators():
         simulate.add_command(command)
-    for impl in host.pm.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=cli)
-        except Exception as err:  # a broken plugin must not take the CLI down
-            host.problems.append(f"plugin {impl.plugin_name}: register_commands failed: {err}")
+    host.add_commands(cli, protected=CORE_COMMANDS)
 
 
 def main() -> None:
@@ -766,3 +768,7 @@ def dead_letters_purge(
         cutoff = time.time() - parse_duration(older_than) if older_than else None
         removed = store.purge(older_than=cutoff)
     click.echo(f"{removed} dead letter(s) purged")
+
+
+#: ccbus's own top-level commands: a plugin's ``register_commands`` may not replace them.
+CORE_COMMANDS = frozenset(cli.commands)

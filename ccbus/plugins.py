@@ -7,6 +7,12 @@ still load (pluggy's ``load_setuptools_entrypoints`` would stop at the
 first failure).  ``check_pending()`` then turns a misspelt hook
 implementation into an error naming the plugin.
 
+What plugins register is collected one plugin at a time as well: a hook that
+raises or answers with the wrong kind of value becomes a line in
+:attr:`PluginHost.problems` naming the plugin, and everything the other
+plugins provide is still there (``ccbus plugins`` and ``ccbus check`` show
+the problem instead of a traceback).
+
 Switches: ``CCBUS_DISABLE_PLUGIN_AUTOLOAD=1`` loads built-ins only;
 ``CCBUS_DISABLE_PLUGINS=a,b`` skips named entry points.
 """
@@ -17,18 +23,19 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import click
 import pluggy
 
 from . import hookspecs
 from .actions import ActionSpec
 from .errors import PluginError
 from .functions import Clock, build_library
-from .sources import SourceSpec
+from .sources import DemoSource, SourceSpec
 
 __all__ = ["PluginFailure", "PluginHost", "PluginInfo", "await_me_maybe"]
 
@@ -36,6 +43,16 @@ log = logging.getLogger("ccbus.plugins")
 
 #: Names of the built-in expression functions; plugins cannot replace them.
 BUILTIN_FUNCTIONS = frozenset(build_library(Clock()))
+
+#: Which :class:`PluginInfo` list each registration hook fills.
+_PROVIDES = {
+    "register_sources": "sources",
+    "register_actions": "actions",
+    "register_functions": "functions",
+    "register_simulators": "simulators",
+    "register_commands": "commands",
+    "register_demo_sources": "demo_sources",
+}
 
 BUILTIN_PLUGINS = (
     "ccbus.builtin.replay",
@@ -66,6 +83,10 @@ class PluginInfo:
     actions: list[str] = field(default_factory=list)
     functions: list[str] = field(default_factory=list)
     simulators: list[str] = field(default_factory=list)
+    #: Top-level ``ccbus`` commands it added (``register_commands``).
+    commands: list[str] = field(default_factory=list)
+    demo_sources: list[str] = field(default_factory=list)
+    #: Every hook it implements, registration and lifecycle alike.
     hooks: list[str] = field(default_factory=list)
 
 
@@ -100,6 +121,8 @@ class PluginHost:
         self.sources = self._collect_specs("register_sources", SourceSpec)
         self.actions = self._collect_specs("register_actions", ActionSpec)
         self.functions = self._collect_functions()
+        self._simulators: dict[str, click.Command] | None = None
+        self._demo_sources: dict[str, DemoSource] | None = None
 
     def _load_entry_points(self) -> None:
         disabled = {n.strip() for n in os.environ.get("CCBUS_DISABLE_PLUGINS", "").split(",")}
@@ -115,16 +138,45 @@ class PluginHost:
             dist = ep.dist
             self._versions[ep.name] = dist.version if dist else "?"
 
+    def _answers(self, hook_name: str, kind: type[Any]) -> Iterator[tuple[str, Any]]:
+        """``(plugin name, answer)`` of each plugin implementing ``hook_name``, one at a time.
+
+        Broken answers are recorded by :meth:`_ask` and skipped, so one
+        broken plugin never hides the others.
+        """
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            answer = self._ask(impl, hook_name, kind)
+            if answer is not None:
+                yield impl.plugin_name, answer
+
+    def _ask(self, impl: pluggy.HookImpl, hook_name: str, kind: type[Any], **kwargs: Any) -> Any:
+        """One plugin's answer to a hook, or ``None`` when it has nothing or fails.
+
+        An exception, or an answer that is not a ``kind`` (``list``, ``dict``),
+        becomes a line in :attr:`problems` naming the plugin and the error.
+        """
+        try:
+            answer: Any = impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+        except Exception as err:  # a plugin's bug is its own problem, not every command's
+            self.problems.append(
+                f"plugin {impl.plugin_name}: {hook_name}() failed: {type(err).__name__}: {err}"
+            )
+            return None
+        if kind is list and isinstance(answer, tuple):
+            answer = list(answer)
+        if answer is not None and not isinstance(answer, kind):
+            self.problems.append(
+                f"plugin {impl.plugin_name}: {hook_name}() returned a "
+                f"{type(answer).__name__}, not a {kind.__name__}"
+            )
+            return None
+        return answer
+
     def _collect_specs(self, hook_name: str, kind: type[Any]) -> dict[str, Any]:
+        """Named things (``kind`` with a ``name``) from a ``register_*`` hook; first name wins."""
         found: dict[str, Any] = {}
         owners: dict[str, str] = {}
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-            plugin = impl.plugin_name
-            try:
-                specs: Any = impl.function() or []
-            except Exception as err:
-                self.problems.append(f"plugin {plugin}: {hook_name}() failed: {err}")
-                continue
+        for plugin, specs in self._answers(hook_name, list):
             for spec in specs:
                 if not isinstance(spec, kind):
                     self.problems.append(
@@ -143,54 +195,69 @@ class PluginHost:
 
     def _collect_functions(self) -> dict[str, Callable[..., Any]]:
         found: dict[str, Callable[..., Any]] = {}
-        for impl in self.pm.hook.register_functions.get_hookimpls():
-            try:
-                functions: Any = impl.function() or {}
-            except Exception as err:
-                self.problems.append(
-                    f"plugin {impl.plugin_name}: register_functions() failed: {err}"
-                )
-                continue
+        for plugin, functions in self._answers("register_functions", dict):
             for name, func in functions.items():
                 if not callable(func) or not str(name).isidentifier() or name.startswith("_"):
                     self.problems.append(
-                        f"plugin {impl.plugin_name}: function {name!r} is not a callable "
+                        f"plugin {plugin}: function {name!r} is not a callable "
                         "with an identifier name"
                     )
                     continue
                 owner = self._owners.get(("register_functions", name))
                 if name in BUILTIN_FUNCTIONS:
                     self.problems.append(
-                        f"plugin {impl.plugin_name}: function {name!r} is a built-in "
+                        f"plugin {plugin}: function {name!r} is a built-in "
                         "function name; the built-in is kept"
                     )
                 elif owner is not None:
                     self.problems.append(
-                        f"plugin {impl.plugin_name}: function {name!r} is already provided "
+                        f"plugin {plugin}: function {name!r} is already provided "
                         f"by {owner}; keeping the first"
                     )
                 else:
                     found[name] = func
-                    self._owners[("register_functions", name)] = impl.plugin_name
+                    self._owners[("register_functions", name)] = plugin
         return found
 
-    def demo_sources(self) -> list[Any]:
-        """Every :class:`~ccbus.sources.DemoSource` plugins offer to ``ccbus demo``."""
-        found: list[Any] = []
-        for impl in self.pm.hook.register_demo_sources.get_hookimpls():
-            try:
-                offered: Any = impl.function() or []
-                found.extend(offered)
-            except Exception as err:  # one plugin's demo must not stop the others'
-                self.problems.append(f"plugin {impl.plugin_name}: register_demo_sources(): {err}")
-        return found
+    def demo_sources(self) -> list[DemoSource]:
+        """Every :class:`~ccbus.sources.DemoSource` plugins offer to ``ccbus demo``.
 
-    def simulators(self) -> list[Any]:
-        """Every simulator command (``click.Command``) plugins register."""
-        commands: list[Any] = []
-        for result in self.pm.hook.register_simulators():
-            commands.extend(result or [])
-        return commands
+        Collected on first use (demo modules may import a simulator), then kept.
+        """
+        if self._demo_sources is None:
+            self._demo_sources = self._collect_specs("register_demo_sources", DemoSource)
+        return list(self._demo_sources.values())
+
+    def simulators(self) -> list[click.Command]:
+        """Every simulator command plugins register (``ccbus simulate NAME``).
+
+        Collected on first use and kept, so listing them again (``ccbus
+        plugins`` after the CLI start-up) reports a broken plugin once.
+        """
+        if self._simulators is None:
+            self._simulators = self._collect_specs("register_simulators", click.Command)
+        return list(self._simulators.values())
+
+    def add_commands(self, group: click.Group, *, protected: Iterable[str] = ()) -> None:
+        """Let each plugin add its commands to ``group`` (``register_commands``).
+
+        Remembers which plugin added which command for ``ccbus plugins``.  A
+        plugin may not replace a ``protected`` command (ccbus's own): the
+        original is put back and the attempt is a problem.
+        """
+        kept = {name: group.commands[name] for name in protected if name in group.commands}
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            before = dict(group.commands)
+            self._ask(impl, "register_commands", object, cli=group)  # it adds to ``group``
+            plugin = impl.plugin_name
+            for name, command in list(group.commands.items()):
+                if name in kept and command is not kept[name]:
+                    group.commands[name] = kept[name]
+                    self.problems.append(
+                        f"plugin {plugin}: command {name!r} is ccbus's own; keeping it"
+                    )
+                elif before.get(name) is not command:
+                    self._owners[("register_commands", name)] = plugin
 
     def info(self) -> list[PluginInfo]:
         """One entry per loaded plugin, with what it provides."""
@@ -202,23 +269,12 @@ class PluginHost:
                 module=getattr(plugin, "__name__", type(plugin).__name__),
                 hooks=sorted(h.name for h in self.pm.get_hookcallers(plugin) or []),
             )
+        self.simulators()
+        self.demo_sources()
         for (hook, thing), owner in self._owners.items():
             info = infos.get(owner)
-            if info is None:
-                continue
-            {
-                "register_sources": info.sources,
-                "register_actions": info.actions,
-                "register_functions": info.functions,
-            }[hook].append(thing)
-        for impl in self.pm.hook.register_simulators.get_hookimpls():
-            info = infos.get(impl.plugin_name)
             if info is not None:
-                try:
-                    commands: Any = impl.function() or []
-                    info.simulators.extend(c.name for c in commands)
-                except Exception as err:
-                    self.problems.append(f"plugin {impl.plugin_name}: register_simulators(): {err}")
+                getattr(info, _PROVIDES[hook]).append(thing)
         return list(infos.values())
 
     def check_config(self, loaded: Any) -> list[str]:

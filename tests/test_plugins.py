@@ -6,11 +6,15 @@ import inspect
 import re
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 from support import REPO, write
 
-from ccbus import ActionSpec, Options, hookimpl, hookspecs
+from ccbus import ActionSpec, Options, SourceSpec, hookimpl, hookspecs
+from ccbus.cli import attach_plugins, cli
 from ccbus.plugins import PluginHost
+from ccbus.sources import DemoSource
 
 
 @pytest.fixture
@@ -125,3 +129,121 @@ def test_function_clashes_are_reported_and_builtins_win() -> None:
     assert any("'shared' is already provided by" in p and "keeping the first" in p
                for p in host.problems)
     assert any("'_hidden' is not a callable with an identifier name" in p for p in host.problems)
+
+
+class BrokenHooks:
+    """Imports fine, then every registration hook fails in its own way."""
+
+    @hookimpl
+    def register_simulators(self) -> list[click.Command]:
+        raise RuntimeError("simulator config missing")
+
+    @hookimpl
+    def register_demo_sources(self) -> list[DemoSource]:
+        raise KeyError("demo")
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        raise ValueError("no commands today")
+
+    @hookimpl
+    def register_actions(self) -> int:
+        return 42
+
+    @hookimpl
+    def register_functions(self) -> list[str]:
+        return ["not", "a", "dict"]
+
+    @hookimpl
+    def register_sources(self) -> list[SourceSpec]:
+        raise ImportError("vendor SDK missing")
+
+
+class Provider:
+    """A well-behaved plugin with one of everything, lifecycle hooks included."""
+
+    @hookimpl
+    def register_actions(self) -> list[ActionSpec]:
+        async def run(params: Options, ctx: object) -> None:
+            return None
+
+        return [ActionSpec(name="prov.ping", params=Options, run=run)]
+
+    @hookimpl
+    def register_simulators(self) -> list[click.Command]:
+        @click.command(name="prov-sim")
+        def sim() -> None:
+            click.echo("simulating")
+
+        return [sim]
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command(name="prov-tool")
+        def tool() -> None:
+            click.echo("prov tool ran")
+
+        @cli.command(name="check")
+        def hijack() -> None:
+            click.echo("not the real check")
+
+    @hookimpl
+    def check_config(self, config: object) -> list[str]:
+        return []
+
+    @hookimpl
+    def startup(self, bus: object) -> None:
+        return None
+
+    @hookimpl
+    def shutdown(self, bus: object) -> None:
+        return None
+
+
+def test_a_plugin_whose_hooks_raise_is_a_problem_and_the_rest_load(tmp_path: Path) -> None:
+    broken = BrokenHooks()
+    host = PluginHost(autoload=False, extra=[broken, Provider()])
+    attach_plugins(host)  # what `ccbus` does before any command: must not raise
+    assert "prov.ping" in host.actions and "log" in host.actions
+    assert [c.name for c in host.simulators()] == ["prov-sim"]
+    assert host.demo_sources() == []
+    name = host.pm.get_name(broken)
+    expected = [
+        f"plugin {name}: register_sources() failed: ImportError: vendor SDK missing",
+        f"plugin {name}: register_actions() returned a int, not a list",
+        f"plugin {name}: register_functions() returned a list, not a dict",
+        f"plugin {name}: register_simulators() failed: RuntimeError: simulator config missing",
+        f"plugin {name}: register_commands() failed: ValueError: no commands today",
+    ]
+    assert host.problems[:5] == expected
+    assert any(p.endswith("command 'check' is ccbus's own; keeping it") for p in host.problems)
+    host.simulators()  # asking again reports nothing twice
+    assert host.demo_sources() == []
+    assert sum("register_simulators" in p for p in host.problems) == 1
+    assert f"plugin {name}: register_demo_sources() failed: KeyError: 'demo'" in host.problems
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["plugins"], obj={"plugins": host})
+    assert result.exit_code == 0, result.output
+    assert f"problem: plugin {name}: register_simulators() failed" in result.output
+    assert runner.invoke(cli, ["prov-tool"], obj={"plugins": host}).output == "prov tool ran\n"
+    rules = write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: a, do: [log: hi]}]\n")
+    result = runner.invoke(cli, ["check", "--rules", str(rules.parent)], obj={"plugins": host})
+    assert result.exit_code == 1, result.output  # a broken plugin fails the check, by name
+    assert "not the real check" not in result.output
+    assert f"plugin {name}: register_simulators() failed" in result.output
+
+
+def test_ccbus_plugins_shows_commands_demo_sources_and_lifecycle_hooks() -> None:
+    provider = Provider()
+    host = PluginHost(autoload=False, extra=[provider])
+    attach_plugins(host)
+    info = {i.name: i for i in host.info()}[host.pm.get_name(provider)]
+    assert info.commands == ["prov-tool"] and info.simulators == ["prov-sim"]
+    result = CliRunner().invoke(cli, ["plugins"], obj={"plugins": host})
+    assert result.exit_code == 0, result.output
+    section = result.output.split(f"{host.pm.get_name(provider)} ?", 1)[1].split("problem:")[0]
+    assert "    actions: prov.ping\n" in section
+    assert "    simulators: prov-sim\n" in section
+    assert "    commands: ccbus prov-tool\n" in section
+    assert "    hooks: check_config, shutdown, startup\n" in section
