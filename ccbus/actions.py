@@ -59,6 +59,8 @@ class ActionSpec:
     :param name: as written in rules; dotted names (``cucm.make_call``) for vendor actions.
     :param params: an :class:`~ccbus.schema.Options` model of the rendered parameters.
     :param run: ``async def run(params, ctx)``: do the work, raise on failure.
+        What it returns is ``previous`` for the rule's next action (a mapping,
+        a dataclass, or an object with ``as_result()``; see docs/rules.md).
     :param shorthand: the parameter a scalar stands for (``- log: "text"``).
     :param side_effects: False for actions that are safe in dry runs (``log``).
     :param inline: set only by ``emit``: ``run`` returns events the bus routes

@@ -185,6 +185,7 @@ class Bus:
             self._action_context,
             self.counters,
             on_settled=self._settled,
+            on_result=self._continue_rule,
         )
         self._wakeup = anyio.Event()
         self._action_logs: dict[str, logging.Logger] = {}
@@ -272,7 +273,7 @@ class Bus:
         """
         if outcome.duplicates:
             self.counters.inc("events_duplicate", outcome.duplicates)
-        if not outcome.firings:  # calls and render errors come only from firings
+        if not outcome.invocations and not outcome.render_errors:
             return
         calls = []
         dry = []
@@ -300,6 +301,20 @@ class Bus:
         await self.dispatcher.submit(calls)
         if outcome.render_errors and not self.dry_run:
             await self.dispatcher.bury_unrendered(outcome.render_errors)
+
+    async def _continue_rule(self, invocation: Invocation, result: Any) -> None:
+        """A call succeeded: record the calls of its rule that wait for its result.
+
+        The rule is looked up as it is now; a rule removed by a reload since
+        the event arrived has nothing left to continue.
+        """
+        rule = self.engine.index.by_name(invocation.rule)
+        if rule is None:
+            return
+        outcome = self.pipeline.continue_after(
+            rule, invocation.event, invocation.index, result, self.clock.now()
+        )
+        await self._enqueue(outcome)
 
     def _settled(self, row: Pending, outcome: str, error: str) -> None:
         """An attempt of a recorded call ended: latency, traces, live view."""

@@ -13,17 +13,20 @@ limit, so two rules that emit each other's events cannot loop forever).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .actions import Invocation
 from .errors import EvaluationError
 from .events import Event
 from .expressions import EnvelopeView
 from .rules.engine import Engine, Firing
+from .rules.model import PREVIOUS, Rule
 
 __all__ = ["Outcome", "Pipeline", "RenderFailure"]
 
@@ -130,15 +133,50 @@ class Pipeline:
                 self._step(derived, self.engine.route(derived, now), now, outcome)
 
     def _render(self, firing: Firing, now: float, outcome: Outcome) -> list[Invocation]:
-        rule, event = firing.rule, firing.event
+        return self.render_stage(firing.rule, firing.event, 0, now, outcome)
+
+    def continue_after(
+        self, rule: Rule, event: Event, index: int, result: Any, now: float
+    ) -> Outcome:
+        """The calls that waited for action ``index`` of ``rule``: rendered now that
+        it succeeded, with its ``result`` as ``previous``.
+
+        Empty unless the action after ``index`` reads ``previous``.  The
+        dispatcher calls this before it forgets the finished call, so a crash
+        in between runs that call again rather than losing what follows it.
+        """
+        outcome = Outcome()
+        following = index + 1
+        if following < len(rule.actions) and rule.actions[following].waits_for_previous:
+            outcome.invocations = self.render_stage(
+                rule, event, following, now, outcome, previous=as_previous(result)
+            )
+        return outcome
+
+    def render_stage(
+        self,
+        rule: Rule,
+        event: Event,
+        start: int,
+        now: float,
+        outcome: Outcome,
+        *,
+        previous: Any = None,
+    ) -> list[Invocation]:
+        """Render ``rule``'s actions from ``start`` up to the next one that waits
+        for the result of the one before it (see :attr:`ActionCall.waits_for_previous`)."""
         view = EnvelopeView(event)
+        data = event.data if start == 0 else {**event.data, PREVIOUS: previous}
         made = []
-        for index, call in enumerate(rule.actions):
+        for index in range(start, len(rule.actions)):
+            call = rule.actions[index]
+            if index > start and call.waits_for_previous:
+                break
             try:
                 params = (
                     call.validated
                     if call.validated is not None
-                    else call.spec.params.model_validate(call.params.render(event.data, view))
+                    else call.spec.params.model_validate(call.params.render(data, view))
                 )
             except (EvaluationError, ValidationError) as err:
                 reason = _short(err)
@@ -180,6 +218,19 @@ class Pipeline:
         if len(seen) > self.dedup_size:
             del seen[next(iter(seen))]
         return False
+
+
+def as_previous(result: Any) -> Any:
+    """What a rule's next action sees as ``previous``: an action's return value
+    as data (a mapping, or what its ``as_result()`` or dataclass fields give)."""
+    as_result = getattr(result, "as_result", None)
+    if callable(as_result):
+        return as_result()
+    if isinstance(result, BaseModel):
+        return result.model_dump(by_alias=True)
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return dataclasses.asdict(result)
+    return result
 
 
 def _short(err: Exception) -> str:

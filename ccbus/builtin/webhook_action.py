@@ -419,7 +419,21 @@ def _basic_auth(url: yarl.URL) -> str | None:
     return "Basic " + base64.b64encode(userpass).decode("ascii")
 
 
-async def run(params: WebhookParams, ctx: ActionContext) -> None:
+def _answer(status: int, head: bytes, limit: int) -> dict[str, Any]:
+    """What a rule's next action sees as ``previous``: ``status``, the body as
+    ``text`` and, when it is JSON, as ``json`` (a body over ``limit`` bytes is
+    neither: it was not read to its end)."""
+    if len(head) > limit:
+        return {"status": status, "text": None, "json": None}
+    text = head.decode("utf-8", errors="replace")
+    try:
+        parsed = json.loads(text) if text.strip() else None
+    except ValueError:
+        parsed = None
+    return {"status": status, "text": text, "json": parsed}
+
+
+async def run(params: WebhookParams, ctx: ActionContext) -> dict[str, Any]:
     url = yarl.URL(params.url)
     if params.query:
         url = url.update_query(dict(params.query))  # replaces the URL's own values for a key
@@ -508,7 +522,7 @@ async def run(params: WebhookParams, ctx: ActionContext) -> None:
     elapsed = anyio.current_time() - started
     if 200 <= status < 300:
         ctx.log.debug("webhook %s: HTTP %d in %.0f ms", where, status, elapsed * 1000)
-        return
+        return _answer(status, head, limit)
     answer = f"HTTP {status}"
     if response.reason:
         answer += " " + _printable(_scrub(response.reason[:40], secrets))

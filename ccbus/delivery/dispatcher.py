@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -63,9 +63,13 @@ class Dispatcher:
         counters: Counters | None = None,
         clock: Callable[[], float] = time.time,
         on_settled: Callable[[Pending, str, str], None] | None = None,
+        on_result: Callable[[Invocation, Any], Awaitable[None]] | None = None,
     ) -> None:
         """``on_settled(row, outcome, error)`` hears how every attempt ended
-        (``ok``, ``retry``, ``dead_letter``): the bus feeds metrics and traces from it."""
+        (``ok``, ``retry``, ``dead_letter``): the bus feeds metrics and traces from it.
+        ``await on_result(invocation, result)`` hears what a successful call
+        returned before the call is forgotten: the bus records the rule's calls
+        that wait for it (``previous`` in their parameters)."""
         self.store = store
         self.actions = actions
         self.config = config
@@ -73,6 +77,7 @@ class Dispatcher:
         self.counters = counters or Counters()
         self.clock = clock
         self.on_settled = on_settled or (lambda row, outcome, error: None)
+        self.on_result = on_result
         self._held: set[int] = set()  # ids running or queued in memory
         self._running_ids: set[int] = set()
         self._delivered: list[int] = []  # delivered calls the store has yet to forget
@@ -299,30 +304,35 @@ class Dispatcher:
         policy = self.config.for_action(row.action)
         attempt = row.attempts + 1
         started = time.perf_counter()
-        outcome, error, retry_after = await self._run(invocation, attempt, policy)
+        outcome, error, retry_after, result = await self._run(invocation, attempt, policy)
         self.counters.inc("action_seconds", time.perf_counter() - started, action=row.action)
+        if outcome == "ok" and self.on_result is not None:
+            # before the call is forgotten: a crash in between runs it again
+            # instead of losing the calls that wait for its result
+            await self.on_result(invocation, result)
         await self._settle(row, outcome, error, retry_after, attempt, policy)
 
     async def _run(
         self, invocation: Invocation, attempt: int, policy: DeliveryPolicy
-    ) -> tuple[str, str, float | None]:
+    ) -> tuple[str, str, float | None, Any]:
+        """Run one attempt: ``(outcome, error, retry_after, what the action returned)``."""
         ctx = self.context(invocation, attempt)
         try:
             # A bare cancel scope rather than ``fail_after``: the same deadline
             # without a generator-based context manager around every call.
             with anyio.CancelScope(deadline=anyio.current_time() + policy.timeout) as scope:
-                await invocation.spec.run(invocation.params, ctx)
+                result = await invocation.spec.run(invocation.params, ctx)
             if scope.cancelled_caught:
                 raise TimeoutError
         except PermanentActionError as err:
-            return "permanent", str(err) or type(err).__name__, None
+            return "permanent", str(err) or type(err).__name__, None, None
         except RetryableActionError as err:
-            return "retry", str(err) or type(err).__name__, err.retry_after
+            return "retry", str(err) or type(err).__name__, err.retry_after, None
         except TimeoutError:
-            return "retry", f"no answer within {policy.timeout:g}s", None
+            return "retry", f"no answer within {policy.timeout:g}s", None, None
         except Exception as err:  # a plugin's unexpected failure is retried, never fatal
-            return "retry", f"{type(err).__name__}: {err}", None
-        return "ok", "", None
+            return "retry", f"{type(err).__name__}: {err}", None, None
+        return "ok", "", None, result
 
     async def _settle(
         self,

@@ -19,7 +19,7 @@ from ..expressions import ExpressionCompiler
 from ..plugins import unknown_message
 from ..schema import validate
 from ..yamlfile import LineDict, LineList, line_of, load_yaml, location
-from .model import ActionCall, Gate, Rule, RuleSpec
+from .model import PREVIOUS, ActionCall, Gate, Rule, RuleSpec
 
 __all__ = ["RuleFile", "RuleSet", "load_rules", "rule_files"]
 
@@ -258,6 +258,12 @@ def _compile_action(
         params = compiler.structure(raw)
     except ExpressionSyntaxError as err:
         raise fail(f"action {name!r}: {err}", *keys) from None
+    if index == 0 and PREVIOUS in params.names:
+        raise fail(
+            f"action {name!r}: '{PREVIOUS}' is the result of the action before; "
+            "the first action of a rule has none",
+            *keys,
+        )
     checked = None
     if params.constant:  # nothing to fill in: the parameters can be checked completely now
         checked, problems = validate(

@@ -14,6 +14,7 @@ from ..expressions import CompiledExpression, CompiledTemplate
 from ..schema import Duration, Options
 
 __all__ = [
+    "PREVIOUS",
     "ActionCall",
     "CountSpec",
     "ForSpec",
@@ -21,6 +22,9 @@ __all__ = [
     "RuleSpec",
     "ThrottleSpec",
 ]
+
+#: The name under which an action's parameters see the result of the action before it.
+PREVIOUS = "previous"
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
@@ -104,6 +108,12 @@ class ActionCall:
     line: int
     #: The validated parameters when they have no holes: checked once, at load.
     validated: BaseModel | None = None
+
+    @property
+    def waits_for_previous(self) -> bool:
+        """True when the parameters read ``previous``: the result of the action
+        before, so this call is rendered only once that one has succeeded."""
+        return PREVIOUS in self.params.names
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,12 @@ compares the actions the rules would call, in order, with ``expect``::
             params: {type: ops.escalate}
 
 ``params`` are compared as a subset: keys not named are not checked.
+An action that reads ``previous`` (the result of the action before it) is
+called in a test only when the case says what that action returned::
+
+        results:
+          cucm.make_call: {connectionId: "4711", state: INITIATING}
+
 ``expect: []`` asserts that nothing happens.  Each case starts with fresh
 rule state; the clock starts at ``start`` (default: the first event's
 ``time``, else 2026-01-05T09:00:00Z, a Monday morning).
@@ -37,7 +43,7 @@ from ..durations import parse_duration
 from ..errors import EvaluationError
 from ..events import Event, parse_timestamp
 from ..functions import Clock
-from ..pipeline import Pipeline
+from ..pipeline import Outcome, Pipeline
 from ..yamlfile import line_of
 from .engine import Engine
 from .loader import RuleFile
@@ -102,12 +108,15 @@ def _run_case(
 ) -> None:
     if not isinstance(case, dict):
         raise ValueError("a test case is a mapping with 'name', 'events' and 'expect'")
-    unknown = set(case) - {"name", "events", "expect", "start"}
+    unknown = set(case) - {"name", "events", "expect", "start", "results"}
     if unknown:
         raise ValueError(
             f"unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-            "(a case has name, events, expect, start)"
+            "(a case has name, events, expect, start, results)"
         )
+    returned = case.get("results") or {}
+    if not isinstance(returned, dict):
+        raise ValueError("'results' maps action names to what they return")
     steps = case.get("events") or []
     if "expect" not in case:
         raise ValueError("missing 'expect' (use 'expect: []' for 'nothing happens')")
@@ -122,16 +131,37 @@ def _run_case(
             # fire timers in order, each at its own deadline, as the bus would
             while (deadline := pipeline.engine.next_deadline()) is not None and deadline <= target:
                 clock.current = max(clock.current, deadline)
-                invocations += pipeline.process_due(clock.current).invocations
+                invocations += _continued(
+                    pipeline, pipeline.process_due(clock.current), returned, clock.current
+                )
             clock.current = target
             continue
         doc = {"id": f"test-{number}", **step}
         event = Event.from_dict(doc, default_source="test")
         outcome = pipeline.process(event, clock.current)
-        invocations += outcome.invocations
+        invocations += _continued(pipeline, outcome, returned, clock.current)
         result.failures.extend(f"event {number}: {e}" for e in outcome.render_errors)
     result.actual = [_show(i) for i in invocations]
     _compare(_expectations(case["expect"], actions), invocations, result)
+
+
+def _continued(
+    pipeline: Pipeline, outcome: Outcome, returned: dict[str, Any], now: float
+) -> list[Invocation]:
+    """The outcome's calls, each followed by the calls that wait for its result,
+    when the case says what it returned (as the bus does once a call succeeds)."""
+    calls: list[Invocation] = []
+    for invocation in outcome.invocations:
+        calls.append(invocation)
+        rule = pipeline.engine.index.by_name(invocation.rule)
+        if invocation.action not in returned or rule is None:
+            continue
+        after = pipeline.continue_after(
+            rule, invocation.event, invocation.index, returned[invocation.action], now
+        )
+        outcome.render_errors += after.render_errors
+        calls += _continued(pipeline, after, returned, now)
+    return calls
 
 
 def _start(case: dict[str, Any], steps: list[Any]) -> float:

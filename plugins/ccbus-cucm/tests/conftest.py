@@ -82,6 +82,13 @@ def rules_text() -> str:
         params = {arg: f"{{get(event.data, '{arg}', '')}}" for arg in ("agent", *spec.args)}
         rules.append({"name": f"do-{spec.action}", "on": f"test.{spec.action}",
                       "do": [{spec.action: params}]})
+    rules.append({  # the answer to one command feeds the next: `previous`
+        "name": "dial-then-hold", "on": "test.dial_then_hold",
+        "do": [{"cucm.make_call": {"agent": "{agent}",
+                                   "number": "{get(event.data, 'number', '')}"}},
+               {"cucm.hold_call": {"agent": "{agent}",
+                                   "connection_id": "{previous.connectionId}"}}],
+    })
     return yaml.safe_dump({"rules": rules}, sort_keys=False)
 
 

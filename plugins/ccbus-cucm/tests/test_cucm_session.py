@@ -139,3 +139,25 @@ async def test_broker_restart_mid_session_recovers_and_commands_complete(
         await h.wait_for(lambda: h.outcomes("cucm.make_call")["ok"] == 1, within=60)
         assert (await h.results("MakeCall"))[0]["state"] == "INITIATING"
     assert emu.commands("MakeCall") == 1
+
+
+async def test_the_next_action_of_a_rule_uses_the_answer_as_previous(
+    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+) -> None:
+    """MakeCall's answer carries the new call's id; the rule's next action holds that call."""
+    name = unique_name("Connector")
+    async with emulator(activemq, name) as emu, \
+            bus_with(tmp_path, options_for(activemq, name)) as h:
+        await h.wait_for(lambda: h.state == "connected")
+        await h.command("cucm.login", agent="1001")
+        await h.results("Login")
+        await h.command("dial_then_hold", agent="1001", number="4930777")
+        # the call may still be INITIATING when the hold arrives: the connector answers
+        # CF_INVALID_OBJECT_STATE, which the guide says to retry, until it is ACTIVE
+        await h.wait_for(lambda: any(r["outcome"] == "ok" for r in h.recorder.results("HoldCall")))
+        (dialled,) = h.recorder.results("MakeCall")
+        holds = h.recorder.results("HoldCall")
+        assert dialled["connectionId"]
+        assert all(r["arguments"] == [dialled["connectionId"]] for r in holds)
+        assert holds[-1]["state"] == "HELD"
+        assert emu.commands("MakeCall") == 1  # the answered MakeCall is never sent again

@@ -2,27 +2,23 @@
 
 Each sends ``<Command>#<agent>`` through a running ``cucm`` source and waits
 for the correlated answer (see :meth:`CucmSource.command`).  The outcome is
-visible three ways:
+visible four ways:
 
 - in the log, one line per answer (command, answer, correlation id, time);
 - as the action's outcome: success, a retry (the guide says "send the
   request again", or no answer yet, or the connector is out of service) or a
   dead letter that names the error;
-- as a ``cucm.CommandResult`` event on the bus, derived from the triggering
-  event (``derivedfrom``/``derivedby``, like ``emit``).  Actions of one rule
-  are rendered together from the triggering event, so what the *next* step
-  needs from an answer (the new call's ``connectionId``, the agent's
-  ``state``) is read by a rule on ``cucm.CommandResult``::
+- as ``previous`` for the rule's next action (:meth:`CommandResult.as_result`),
+  so one rule can dial and then hold the call it dialled::
 
-      - name: dial-back
+      - name: dial-and-hold
         on: call.abandoned
         do:
           - cucm.make_call: {agent: "1001", number: "{caller}"}
-      - name: hold-the-callback
-        on: cucm.CommandResult
-        if: rule == "dial-back" and outcome == "ok"
-        do:
-          - cucm.hold_call: {agent: "{agent}", connection_id: "{connectionId}"}
+          - cucm.hold_call: {agent: "1001", connection_id: "{previous.connectionId}"}
+
+- as a ``cucm.CommandResult`` event on the bus, derived from the triggering
+  event (``derivedfrom``/``derivedby``, like ``emit``), for other rules.
 
 Errors answered to a command are also emitted (``outcome: error``), so a rule
 can tell an agent why.

@@ -98,6 +98,18 @@ class CommandResult:
         code = self.answer.get("errorType") or self.answer.get("message")
         return str(code) if code else None
 
+    def as_result(self) -> dict[str, Any]:
+        """The answer as rule data: ``previous`` for the rule's next action, and
+        the fields of the ``cucm.CommandResult`` event (absent values left out)."""
+        data: dict[str, Any] = {
+            "command": self.command, "agent": self.agent, "arguments": self.arguments,
+            "correlationId": self.correlation_id, "outcome": self.outcome,
+            "answerType": self.answer_kind, "answer": self.answer,
+            "state": _state(self.answer), "connectionId": _connection(self.answer),
+            "errorType": self.error_code, "elapsedMs": round(self.elapsed_ms, 3),
+        }
+        return {k: v for k, v in data.items() if v is not None}
+
     def describe(self) -> str:
         what = self.error_code or f"{self.answer_kind} {_state(self.answer) or ''}".strip()
         return f"{self.command}#{self.agent} -> {what} (correlation {self.correlation_id})"
@@ -469,18 +481,10 @@ class CucmSource:
     async def emit_result(self, result: CommandResult, *, rule: str, action: str, key: str,
                           event: Event) -> None:
         """Raise ``cucm.CommandResult`` on the bus: rules chain on it (see the README)."""
-        data: dict[str, Any] = {
-            "command": result.command, "agent": result.agent, "arguments": result.arguments,
-            "correlationId": result.correlation_id, "outcome": result.outcome,
-            "answerType": result.answer_kind, "answer": result.answer,
-            "state": _state(result.answer), "connectionId": _connection(result.answer),
-            "errorType": result.error_code, "elapsedMs": round(result.elapsed_ms, 3),
-            "rule": rule, "action": action,
-        }
         await self.ctx.emit(Event(
             type="cucm.CommandResult", source=self.ctx.name,
             id=f"{key}:result:{result.correlation_id}", subject=result.agent,
-            data={k: v for k, v in data.items() if v is not None}, vendor="cucm",
+            data={**result.as_result(), "rule": rule, "action": action}, vendor="cucm",
             extensions={"derivedfrom": event.id, "derivedby": rule},
         ))
 
