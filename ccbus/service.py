@@ -8,9 +8,15 @@
     SIGHUP ─▶ RELOADING=1 + MONOTONIC_USEC, reload config and rules, READY=1
     SIGTERM/SIGINT ─▶ STOPPING=1, the bus drains and exits 0
 
-A reload validates first: a config with errors is refused as a whole (the
-running one stays, and the log says why), and a rule file with errors keeps
-its previous rules (see :meth:`ccbus.bus.Bus.load_rules`).  Of the config,
+A reload validates first, with the checks ``ccbus run`` makes before it
+starts (the schema, every source's options, every plugin's ``check_config``
+hook, such as notify's check of the ``targets:`` URLs): a config with
+errors is refused as a whole (the running one stays, and the log says why),
+and a rule file with errors keeps its previous rules (see
+:meth:`ccbus.bus.Bus.load_rules`).  Secrets the new file brings (a
+credential or environment variable it newly refers to) are added to the
+log's and the listener's redaction before anything about it is logged,
+whether the file is applied or refused.  Of the config,
 ``rules``, ``targets`` and ``log_level`` apply at once; a change to anything
 else (sources, the listener, the state directory) is named in the log as
 taking effect at the next restart.
@@ -28,10 +34,15 @@ from anyio.abc import TaskStatus
 from .config import ConfigErrors, check_sources, load_config
 from .errors import ConfigError
 from .health import readiness
+from .logs import redact_in_logs
 from .notify import Notifier
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .bus import Bus
+    from .config import LoadedConfig
+    from .plugins import PluginHost
 
 __all__ = ["Service", "status_line"]
 
@@ -60,6 +71,17 @@ def status_line(bus: Bus) -> str:
         f"{dead:.0f} calls dead-lettered",
     ]
     return "; ".join(parts)
+
+
+def checked_config(path: Path, plugins: PluginHost) -> tuple[LoadedConfig | None, list[str]]:
+    """The config at ``path`` (None if it does not load) and what ``ccbus run`` would refuse."""
+    try:
+        fresh = load_config(path)
+    except ConfigErrors as err:
+        return None, [str(e) for e in err.errors]
+    except ConfigError as err:
+        return None, [str(err)]
+    return fresh, [str(e) for e in check_sources(fresh, plugins)] + plugins.check_config(fresh)
 
 
 class Service:
@@ -102,19 +124,17 @@ class Service:
             self.ready()
 
     def reload_config(self) -> bool:
+        """Apply the config file's live keys, or refuse the file (False) and say why."""
         bus = self.bus
         path = bus.loaded.path
         if path is None:
             return True
-        try:
-            fresh = load_config(path)
-        except ConfigErrors as err:
-            problems = [str(e) for e in err.errors]
-        except ConfigError as err:
-            problems = [str(err)]
-        else:
-            problems = [str(e) for e in check_sources(fresh, bus.plugins)]
-        if problems:
+        fresh, problems = checked_config(path, bus.plugins)
+        if fresh is not None:  # a refused file's problems may quote its values: hide them too
+            bus.redactor.add(fresh.secrets)
+            redact_in_logs(fresh.secrets)
+            bus.loaded.secrets |= fresh.secrets
+        if fresh is None or problems:
             for problem in problems:
                 log.error("reload: %s", problem)
             log.error("reload refused: the config has %d problem(s); the running config stays",

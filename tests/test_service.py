@@ -5,7 +5,9 @@ run`` with ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` set, and reads what
 arrives: READY=1 once the sources run, WATCHDOG=1 at about half the
 watchdog period, RELOADING=1 with MONOTONIC_USEC then READY=1 around a
 SIGHUP (a broken config is refused, the old one keeps running), and
-STOPPING=1 on SIGTERM, after which the process exits 0.
+STOPPING=1 on SIGTERM, after which the process exits 0.  A reload makes
+the checks ``ccbus run`` makes (a notify target apprise rejects is
+refused) and hides the secrets the new file brings.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from http_receiver import HttpReceiver
 from support import REPO, answers, free_port, start_ccbus, wait_until, write
 
 from ccbus.notify import Notifier
@@ -142,6 +145,77 @@ def test_notify_protocol_with_a_real_ccbus_process(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(10)
         systemd.close()
+
+
+RELOAD_SECRET = "reload-secret-0123456789abcdef"  # referred to only by the reloaded file
+
+
+@pytest.mark.slow
+def test_a_reload_makes_the_plugins_checks_and_hides_the_new_secrets(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "ccbus.log"
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - {name: page, on: page.*, do: [notify: {to: [ops], body: "{words}"}]}
+          - {name: say, on: say.*, do: [log: "said {words}"]}
+    """)
+    config_text = """
+        sources:
+          in: {{plugin: webhook, options: {{token: reload-test-token}}}}
+        targets:
+          ops: "{ops}"
+        rules: [rules]
+        state_dir: state
+        http: {{listen: "127.0.0.1:{port}"}}
+    """
+    headers = {"Authorization": "Bearer reload-test-token"}
+
+    def post(kind: str, ident: str, words: str) -> None:
+        body = {"type": f"{kind}.test", "id": ident, "data": {"words": words}}
+        answer = httpx.post(f"{base}/events/in", json=body, headers=headers, timeout=10)
+        assert answer.status_code == 202, answer.text
+
+    def reload(ops: str, number: int) -> None:
+        """Write the config with target ``ops``, SIGHUP, wait until the reload is done."""
+        write(tmp_path / "ccbus.yaml", config_text.format(ops=ops, port=port))
+        proc.send_signal(signal.SIGHUP)
+        done = f"ccbus_rule_reloads_total {1 + number}\n"  # the rules reload last, every time
+        wait_until(lambda: done in httpx.get(f"{base}/metrics", timeout=10).text, 30,
+                   f"reload {number}", log)
+
+    with HttpReceiver() as receiver:
+        config = write(tmp_path / "ccbus.yaml", config_text.format(
+            ops=f"json://127.0.0.1:{receiver.port}/old", port=port))
+        proc = start_ccbus(config, log, {"CCBUS_TEST_RELOAD_SECRET": RELOAD_SECRET})
+        try:
+            wait_until(lambda: answers(f"{base}/readyz"), 30, "ccbus to be ready", log)
+
+            # a target apprise rejects: `ccbus run` would not start with it, so a reload refuses it
+            reload("nosuchscheme://ops.example.com", 1)
+            assert (f"reload: {config}:4:3: targets.ops: apprise does not accept this URL "
+                    "(nosuchscheme://...)") in log.read_text()
+            assert "ccbus_config_reload_errors_total 1\n" in httpx.get(f"{base}/metrics").text
+            post("page", "p1", "still the old target")
+            [first] = receiver.wait_for(1, timeout=30)
+            assert first.path == "/old" and first.json()["message"] == "still the old target"
+
+            # a good file that brings a secret: applied, and the secret is hidden from then on
+            reload(f"json://127.0.0.1:{receiver.port}/new/${{CCBUS_TEST_RELOAD_SECRET}}", 2)
+            post("page", "p2", "the new target")
+            second = receiver.wait_for(2, timeout=30)[1]
+            assert second.path == f"/new/{RELOAD_SECRET}"  # the target really changed
+            post("say", "s1", f"the key is {RELOAD_SECRET}")
+            wait_until(lambda: "said the key is ***" in log.read_text(), 30, "the log line", log)
+            trace = httpx.get(f"{base}/traces/say", timeout=10).json()
+            assert trace["runs"][0]["actions"][0]["params"]["message"] == "said the key is ***"
+            served = httpx.get(f"{base}/health", timeout=10).text + str(trace)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    output = log.read_text()
+    assert output.count("reload refused") == 1, output[-3000:]  # the second reload was applied
+    assert RELOAD_SECRET not in output and RELOAD_SECRET not in served
 
 
 def test_the_shipped_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
