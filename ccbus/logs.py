@@ -3,6 +3,10 @@
 Under systemd (``$JOURNAL_STREAM`` set) each line starts with a ``<N>``
 syslog priority prefix that journald turns into the entry's priority, and
 no timestamp (journald adds its own).  Elsewhere lines carry a timestamp.
+A record is always one line: in text mode the newlines of a multi-line
+message or a traceback are written as the two characters ``\\n`` (``\\r``
+likewise), so journald keeps the record as one entry (not one per line),
+and a newline in data quoted by a message cannot start a forged record.
 ``log_format: json`` writes one JSON object per line instead (``time``,
 ``level``, ``logger``, ``message``, ``exception``), still behind the
 ``<N>`` prefix under journald, for log shippers that parse JSON.
@@ -11,7 +15,10 @@ Any value that came from a credential, a ``secrets:`` entry or a long
 environment variable is replaced by ``***`` in the *finished* line: message,
 arguments and traceback alike, so an exception that quotes a URL with a
 token in it cannot leak it.  :class:`Redactor` is the one redaction used
-everywhere ccbus shows data (logs, traces, the live view).
+everywhere ccbus shows data (logs, traces, the live view).  A config reload
+that brings new secrets adds them with :meth:`Redactor.add` and
+:func:`redact_in_logs`; secrets are never dropped, so a value a previous
+config used stays hidden.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["Redactor", "setup_logging"]
+__all__ = ["Redactor", "redact_in_logs", "setup_logging"]
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -34,13 +41,20 @@ _PRIORITY = {
     logging.CRITICAL: 2,
 }
 MASK = "***"
+#: Text mode writes these characters escaped, so a record stays one line.
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r"})
 
 
 class Redactor:
     """Replaces known secret values in text, and in every string of a JSON-like value."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Redact these values too (longest first, so a secret inside another is not half-shown)."""
+        self.secrets = sorted({*self.secrets, *(s for s in secrets if s)}, key=len, reverse=True)
 
     def text(self, text: str) -> str:
         for secret in self.secrets:
@@ -75,7 +89,7 @@ class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = f"<{_PRIORITY.get(record.levelno, 6)}>" if self.journald else ""
         if not self.json_lines:
-            return prefix + self.redactor.text(super().format(record)).replace("\n", "\n" + prefix)
+            return prefix + self.redactor.text(super().format(record)).translate(_LINE_BREAKS)
         doc: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -85,6 +99,13 @@ class _Formatter(logging.Formatter):
         if record.exc_info:
             doc["exception"] = self.redactor.text(self.formatException(record.exc_info))
         return prefix + json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def redact_in_logs(secrets: Iterable[str]) -> None:
+    """Add ``secrets`` to the redactor of the handler :func:`setup_logging` installed."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, _Formatter):
+            handler.formatter.redactor.add(secrets)
 
 
 def setup_logging(

@@ -135,10 +135,41 @@ def test_journald_lines_carry_the_priority_prefix(monkeypatch, capsys, log_forma
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
     lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines  # the traceback is part of its record's one line
     assert lines[0].startswith("<3>") and lines[1].startswith("<7>") and lines[2].startswith("<4>")
-    assert all(line.startswith("<") for line in lines)  # traceback lines too, under journald
     assert ENV_SECRET not in "\n".join(lines)
     if log_format == "json":
         first = json.loads(lines[0][3:])
         assert first["level"] == "error" and first["message"] == "cannot reach https://x/?k=***"
         assert "ValueError: bad token ***" in json.loads(lines[2][3:])["exception"]
+
+
+def test_a_text_record_is_one_line_whatever_it_holds(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Tracebacks and newlines in messages are escaped: journald makes one entry of each record."""
+    import logging
+
+    from ccbus.logs import redact_in_logs, setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    try:
+        setup_logging("info", [], "text")
+        logger = logging.getLogger("ccbus.test")
+        # data quoted in a message tries to forge a second record, and carries a secret
+        logger.warning("event from pbx: %s", f"ok\n<3>forged: {ENV_SECRET}\r\nmore")
+        redact_in_logs([ENV_SECRET])  # what a config reload does with its new secrets
+        logger.warning("event from pbx: %s", f"ok\n<3>forged: {ENV_SECRET}\r\nmore")
+        try:
+            raise ValueError("first line\nsecond line")
+        except ValueError:
+            logger.exception("handler failed")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].endswith(f"event from pbx: ok\\n<3>forged: {ENV_SECRET}\\r\\nmore")
+    assert lines[1].endswith("event from pbx: ok\\n<3>forged: ***\\r\\nmore")
+    assert "handler failed\\nTraceback (most recent call last):\\n" in lines[2]
+    assert lines[2].endswith("ValueError: first line\\nsecond line")
