@@ -275,5 +275,10 @@ def _compile_action(
                 problems[0].location,
             )
     return ActionCall(
-        name=name, spec=spec, params=params, line=line_of(root, at + keys), validated=checked
+        name=name,
+        spec=spec,
+        params=params,
+        line=line_of(root, at + keys),
+        validated=checked,
+        waits_for_previous=PREVIOUS in params.names,
     )

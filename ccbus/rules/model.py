@@ -108,12 +108,9 @@ class ActionCall:
     line: int
     #: The validated parameters when they have no holes: checked once, at load.
     validated: BaseModel | None = None
-
-    @property
-    def waits_for_previous(self) -> bool:
-        """True when the parameters read ``previous``: the result of the action
-        before, so this call is rendered only once that one has succeeded."""
-        return PREVIOUS in self.params.names
+    #: True when the parameters read ``previous`` (the result of the action
+    #: before): the call is rendered only once that one has succeeded.
+    waits_for_previous: bool = False
 
 
 @dataclass(frozen=True, slots=True)
