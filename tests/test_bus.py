@@ -318,3 +318,53 @@ async def test_an_action_that_raises_is_counted_not_fatal(tmp_path: Path) -> Non
     assert [c["value"] for c in recorder.calls] == ["fine"]
     assert bus.engine.stats["b"].errors == 1
     assert "ZeroDivisionError" in bus.engine.stats["b"].last_error
+
+
+async def test_reloads_while_events_flow_never_drop_or_double_an_event(tmp_path: Path) -> None:
+    """Rules are swapped between two events, never during one: N in, N calls out."""
+    total, reloads_wanted = 400, 25
+    conditions = ("n >= 0", "n > -1")  # both true: each reload swaps in a different rule
+    rules = write(tmp_path / "rules" / "r.yaml", "")
+
+    def save(version: int) -> None:
+        rules.write_text(
+            f"rules: [{{name: r, on: a, if: '{conditions[version % 2]}', do: [record: '{{n}}']}}]\n"
+        )
+
+    save(0)
+    recorder = Recorder()
+    bus = make_bus(tmp_path, "http: {enabled: false}\n", recorder, persist_state=False)
+    published = anyio.Event()
+    sources: list[str] = []
+
+    async def publish_all() -> None:
+        for n in range(total):
+            await bus.publish(Event(type="a", source="t", data={"n": n}))
+            await anyio.lowlevel.checkpoint()  # let the reloader in between any two events
+        published.set()
+
+    async def reload_meanwhile() -> None:
+        version = 0
+        while not published.is_set():
+            version += 1
+            save(version)
+            bus.load_rules()
+            sources.append(bus.engine.index.rules[0].condition.source)
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(watch_rules=False))
+        await bus.started.wait()
+        async with anyio.create_task_group() as flow:
+            flow.start_soon(reload_meanwhile)
+            flow.start_soon(publish_all)
+        await wait_for(lambda: len(recorder.calls) >= total, timeout=20)
+        await anyio.sleep(0.2)  # a doubled call would arrive now
+        bus.stop()
+    assert len(sources) >= reloads_wanted and set(sources) == set(conditions)
+    assert bus.counters.total("rule_reloads") >= reloads_wanted + 1
+    values = sorted(int(c["value"]) for c in recorder.calls)
+    doubled = sorted({v for v in values if values.count(v) > 1})
+    dropped = sorted(set(range(total)) - set(values))
+    assert values == list(range(total)), f"doubled: {doubled}; dropped: {dropped}"
+    assert len({c["key"] for c in recorder.calls}) == total
