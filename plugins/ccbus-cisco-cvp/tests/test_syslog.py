@@ -97,8 +97,21 @@ def test_tcp_framing_octet_counted_and_newline_mixed_and_split() -> None:
     with pytest.raises(SyslogError) as err:
         TcpFramer(10).feed(b"99 <13>long")
     assert err.value.reason == "too_long"
-    with pytest.raises(SyslogError):
+    with pytest.raises(SyslogError) as err:
         TcpFramer(10).feed(b"<13>no newline and far too long")
+    assert err.value.reason == "too_long"
+    # a newline in the same chunk does not let a long line through
+    with pytest.raises(SyslogError) as err:
+        TcpFramer(10).feed(b"<13>far too long, with its newline\n")
+    assert err.value.reason == "too_long"
+    assert TcpFramer(10).feed(b"<13>short\n") == [b"<13>short"]
+
+
+@pytest.mark.parametrize("stream", [b"12ab <13>hello\n", b"12345678901", b"1-2 <13>x"])
+def test_a_broken_octet_count_is_bad_framing(stream: bytes) -> None:
+    with pytest.raises(SyslogError) as err:
+        TcpFramer(1000).feed(stream)
+    assert err.value.reason == "bad_framing"
 
 
 # -- real senders -------------------------------------------------------------------------

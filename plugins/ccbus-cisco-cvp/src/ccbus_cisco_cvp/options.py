@@ -13,7 +13,7 @@ from __future__ import annotations
 from ccbus_stomp import StompOptions
 from pydantic import Field, model_validator
 
-from ccbus import Options
+from ccbus import Duration, Options
 
 from .protocol import CHANNELS
 
@@ -51,6 +51,14 @@ class SyslogOptions(Options):
     max_message_bytes: int = Field(default=64 * 1024, gt=0)
     #: Open TCP connections at most; more are refused (and counted).
     max_connections: int = Field(default=100, gt=0)
+    #: A TCP message that has begun to arrive must be complete within this; a slower
+    #: sender is disconnected (and counted as ``slow_message``), so a trickle cannot
+    #: hold a connection slot.
+    read_timeout: Duration = Field(default=10.0, gt=0)
+    #: A TCP connection that sends nothing for this long is closed (logged, not counted:
+    #: senders reconnect with their next message). It frees the slots of peers that
+    #: vanished without closing and of connections that never send. null: never.
+    idle_timeout: Duration | None = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> SyslogOptions:

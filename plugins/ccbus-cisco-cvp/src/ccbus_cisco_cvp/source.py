@@ -216,20 +216,57 @@ class CvpSource:
                                                f"more than {options.max_connections} syslog "
                                                "TCP connections: refused")], b"", peer=peer)
                     return
-                framer = TcpFramer(options.max_message_bytes)
-                async for chunk in stream:
-                    try:
-                        messages = framer.feed(chunk)
-                    except SyslogError as err:
-                        await self.reject([Problem(err.reason, str(err))], framer.buffer[:1024],
-                                          peer=peer)
-                        return  # the stream is out of step: close it, the sender reconnects
-                    for data in messages:
-                        await self.syslog_message(data, peer)  # TCP waits: back-pressure
+                await self._tcp_messages(stream, peer)
         except (anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError):
             pass
         finally:
             self._tcp_open -= 1
+
+    async def _tcp_messages(self, stream: SocketStream, peer: str) -> None:
+        """Read and emit messages until the peer closes, breaks the framing or is too slow.
+
+        Two clocks, so that a connection slot is never held for nothing: between
+        messages the connection may be quiet for ``idle_timeout``; once a message
+        has begun, the rest must arrive within ``read_timeout`` (counted when it
+        does not: a trickling sender is misbehaving, a quiet one is not).  Time
+        spent waiting for the bus (back-pressure) is not charged to the sender.
+        """
+        options = self.options.syslog
+        assert options is not None
+        framer = TcpFramer(options.max_message_bytes)
+        begun: float | None = None  # when the message now partly received began
+        while True:
+            limit = (options.idle_timeout if begun is None
+                     else begun + options.read_timeout - anyio.current_time())
+            chunk = None
+            with anyio.move_on_after(limit):
+                chunk = await stream.receive()
+            if chunk is None:
+                await self._tcp_timed_out(peer, framer.buffer, idle=begun is None)
+                return
+            try:
+                messages = framer.feed(chunk)
+            except SyslogError as err:
+                await self.reject([Problem(err.reason, str(err))], framer.buffer[:1024], peer=peer)
+                return  # the stream is out of step: close it, the sender reconnects
+            for data in messages:
+                await self.syslog_message(data, peer)  # TCP waits: back-pressure
+            if not framer.buffer:
+                begun = None
+            elif messages or begun is None:
+                begun = anyio.current_time()
+
+    async def _tcp_timed_out(self, peer: str, partial: bytes, *, idle: bool) -> None:
+        options = self.options.syslog
+        assert options is not None
+        if idle:
+            self.ctx.log.info("cvp %s: closed the syslog connection from %s: nothing sent "
+                              "for %gs", self.ctx.name, peer, options.idle_timeout)
+            return
+        await self.reject([Problem("slow_message",
+                                   f"TCP message not complete within {options.read_timeout:g}s "
+                                   f"({len(partial)} bytes received): disconnected")],
+                          partial[:1024], peer=peer)
 
     async def syslog_message(self, data: bytes, peer: str) -> None:
         """Parse one syslog message and emit ``cvp.syslog``; or count, log and keep it."""

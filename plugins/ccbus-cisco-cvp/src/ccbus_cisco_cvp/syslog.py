@@ -215,10 +215,9 @@ class TcpFramer:
                 self.buffer = rest[size:]
             else:
                 line, sep, rest = self.buffer.partition(b"\n")
+                if len(line) > self.max_bytes:
+                    raise SyslogError("too_long", f"TCP line longer than {self.max_bytes} bytes")
                 if not sep:
-                    if len(self.buffer) > self.max_bytes:
-                        raise SyslogError("too_long",
-                                          f"TCP line longer than {self.max_bytes} bytes")
                     break
                 if line.strip(b"\r\x00"):
                     messages.append(line)
