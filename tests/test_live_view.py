@@ -2,13 +2,16 @@
 
 The page opens on the bus's listener, gets the backlog, then must show new
 events, rule hits, a source's state change and a dead letter as they
-happen; the type filter hides what does not match.  A screenshot is kept
-as a test artefact (the path is printed; ``CCBUS_TEST_ARTIFACTS`` chooses
-the directory).
+happen; the type filter hides what does not match.  Clicking a rule hit
+(a real mouse click) opens that rule's trace: its runs with the
+condition's result, the verdict and each call's outcome as delivery
+settles it.  A screenshot, trace panel open, is kept as a test artefact
+(the path is printed; ``CCBUS_TEST_ARTIFACTS`` chooses the directory).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +31,28 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 ARTIFACTS = Path(os.environ.get("CCBUS_TEST_ARTIFACTS",
                                 Path(tempfile.gettempdir()) / "ccbus-test-artifacts"))
 VISIBLE_EVENTS = "[...document.querySelectorAll('tr.event')].filter(r => !r.hidden)"
+TRACE_RUNS = "[...document.querySelectorAll('#trace-runs .run')]"
+
+
+async def click(page: Chromium, selector: str) -> None:
+    """Press and release the mouse over the middle of the element, as a user would."""
+    x, y = await page.evaluate(f"""(() => {{
+        const el = document.querySelector({json.dumps(selector)});
+        el.scrollIntoView({{block: "center"}});
+        const r = el.getBoundingClientRect();
+        return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
+    for kind in ("mousePressed", "mouseReleased"):
+        await page.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left",
+                        clickCount=1)
+
+
+async def run_texts(page: Chromium) -> list[dict[str, object]]:
+    """What the trace panel shows of each run, newest first."""
+    return await page.evaluate(f"""{TRACE_RUNS}.map(r => ({{
+        event: r.dataset.event, selected: r.classList.contains('selected'),
+        condition: r.querySelector('.condition').textContent,
+        verdict: r.querySelector('.verdict').textContent,
+        calls: [...r.querySelectorAll('.call')].map(c => c.textContent)}}))""")
 
 
 @pytest.fixture
@@ -94,10 +119,40 @@ async def test_live_view_updates_in_real_time_in_headless_chromium(tmp_path: Pat
             dead = await page.evaluate("document.querySelector('tr.dead').textContent")
             assert "broken-template" in dead and "did not render" in dead
 
+            # a rule hit opens the rule's trace: every run, the clicked one marked, and the
+            # call's outcome once delivery settles it (the panel follows /traces/RULE)
+            assert await page.evaluate("document.getElementById('trace').hidden") is True
+            await click(page, "tr.hit[data-rule='long-call']")
+            await page.wait_for(f"{TRACE_RUNS}.length === 3")
+            assert await page.evaluate(
+                "document.getElementById('trace-rule').textContent") == "long-call"
+            await page.wait_for(f"{TRACE_RUNS}[0].querySelector('.call').dataset.outcome === 'ok'")
+            runs = await run_texts(page)
+            assert runs == [
+                {"event": "live-call", "selected": True, "condition": "true",
+                 "verdict": "fired", "calls": ['record {"value":300}: ok']},
+                {"event": "early1", "selected": False, "condition": "false",
+                 "verdict": "no match", "calls": []},
+                {"event": "early0", "selected": False, "condition": "false",
+                 "verdict": "no match", "calls": []},
+            ], runs
+            assert await page.evaluate("document.querySelector('tr.hit.selected').dataset.rule"
+                                       ) == "long-call"
+
             await anyio.Path(ARTIFACTS).mkdir(parents=True, exist_ok=True)
             shot = await page.screenshot(ARTIFACTS / "live-view.png")
             print(f"live view screenshot: {shot}")
             assert shot.stat().st_size > 10_000
+
+            # another rule: its failed call shows as a dead letter with the reason
+            await click(page, "tr.hit[data-rule='broken-template']")
+            await page.wait_for(f"{TRACE_RUNS}[0]?.dataset.event === 'live-agent'")
+            [run] = await run_texts(page)
+            assert run["condition"] == "(no condition)" and run["verdict"] == "fired", run
+            [call] = run["calls"]  # type: ignore[misc]
+            assert call.startswith("record: dead_letter (parameters did not render"), call
+            await click(page, "#trace-close")
+            await page.wait_for("document.getElementById('trace').hidden")
 
             # filter by type, as a user types it
             await page.evaluate("""(() => { const box = document.getElementById('f-type');
