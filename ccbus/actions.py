@@ -32,7 +32,18 @@ from pydantic import BaseModel
 from .events import Event
 from .httpclients import HttpClients
 
-__all__ = ["ActionContext", "ActionSpec", "Invocation"]
+__all__ = ["ActionContext", "ActionSpec", "Invocation", "idempotency_key"]
+
+
+def idempotency_key(event: Event, rule: str, index: int) -> str:
+    """``<source>/<event id>:<rule>:<action index>``: one call of one rule on one event.
+
+    The source is part of the key because event ids are unique only within
+    their source (the bus drops duplicates per source and id): without it,
+    two sources sending the same id would share a key, and the outbox,
+    which records a key once, would silently drop the second call.
+    """
+    return f"{event.source}/{event.id}:{rule}:{index}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,7 +52,8 @@ class ActionContext:
 
     rule: str
     event: Event
-    #: Stable across retries of this invocation: event id + rule + action index.
+    #: Stable across retries and restarts: ``<source>/<event id>:<rule>:<action index>``
+    #: (see :func:`idempotency_key`).
     idempotency_key: str
     log: logging.Logger
     #: Named notification targets from the config (``targets:``).
@@ -93,7 +105,7 @@ class Invocation:
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.event.id}:{self.rule}:{self.index}"
+        return idempotency_key(self.event, self.rule, self.index)
 
     def describe(self) -> str:
         """``notify(to='ops', body='...')`` for consoles and logs."""

@@ -250,6 +250,29 @@ async def test_the_same_call_is_recorded_once(tmp_path: Path) -> None:
     assert bus.counters.total("actions_deduplicated") == 1
 
 
+async def test_two_sources_with_the_same_event_id_get_a_call_each(tmp_path: Path) -> None:
+    """Event ids are unique per source only: the key carries the source, so
+    the second source's call is not taken for a repeat of the first."""
+    flaky = Flaky()
+    # the first attempts fail: both calls are in the outbox at the same time
+    flaky.fail_next["a"] = [RetryableActionError("not yet")] * 2
+    bus = make_bus(tmp_path, flaky)
+
+    async def body() -> None:
+        for source in ("cvp", "genesys"):
+            event = go(value=source, event_id="42")
+            event.source = source
+            await bus.publish(event)
+        await wait_for(lambda: len(flaky.delivered) == 2)
+
+    await running(bus, body)
+    assert sorted((v, k) for v, k, _ in flaky.delivered) == [
+        ("cvp", "cvp/42:go:0"),
+        ("genesys", "genesys/42:go:0"),
+    ]
+    assert bus.counters.total("actions_deduplicated") == 0
+
+
 async def test_dead_letters_cli_lists_shows_retries_and_purges(tmp_path: Path) -> None:
     flaky = Flaky()
     flaky.fail_next["p"] = [PermanentActionError("bad request")] * 2

@@ -161,7 +161,7 @@ async def test_a_rule_file_with_json_params_renders_and_sends(
     assert got.path == "/calls/c-42"
     assert got.json() == {"call": "c-42", "waited": 95, "note": "queue sales"}
     assert got.headers["x-queue"] == "sales" and got.query == {"q": "sales"}
-    assert got.headers["idempotency-key"] == "evt-1:tell-crm:0"
+    assert got.headers["idempotency-key"] == "cvp-prod/evt-1:tell-crm:0"
 
 
 def test_rule_loader_knows_the_json_alias(

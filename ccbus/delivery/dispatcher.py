@@ -26,7 +26,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from pydantic import ValidationError
 
-from ..actions import ActionContext, ActionSpec, Invocation
+from ..actions import ActionContext, ActionSpec, Invocation, idempotency_key
 from ..errors import PermanentActionError, RetryableActionError
 from ..events import Event
 from ..metrics import Counters
@@ -116,7 +116,7 @@ class Dispatcher:
         """Dead-letter calls whose templates failed, with rule, call and reason."""
         for failure in failures:
             row = Pending(
-                key=f"{failure.event.id}:{failure.rule}:{failure.index}",
+                key=idempotency_key(failure.event, failure.rule, failure.index),
                 rule=failure.rule,
                 action=failure.action,
                 index=failure.index,
