@@ -28,6 +28,12 @@ Templates are strings with ``{expression}`` holes; ``{{`` and ``}}`` are
 literal braces.  A template that is exactly one hole keeps the value's type
 (so ``"{count}"`` renders an int into a JSON body); otherwise holes are
 joined as text, with ``None`` rendered as the empty string.
+
+A template that fails on an event names the hole that failed (``division by
+zero in '{total / count}'``).  Finding it costs nothing while rendering
+succeeds: each hole's code is compiled as its own line of the lambda
+(line ``n + 1`` for hole ``n``), so the traceback of a failure says which
+hole was running.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from types import TracebackType
 from typing import Any, NoReturn
 
 import simpleeval
@@ -492,6 +499,28 @@ class _Rewriter:
         return ast.Call(func=func, args=args, keywords=keywords)
 
 
+@dataclass(slots=True)
+class _Parts:
+    """What compiling a parameter structure collects as it goes: the data names
+    it reads, the library functions it calls, and its holes as written."""
+
+    names: set[str]
+    used: set[str]
+    holes: list[str]
+
+
+def _on_line(tree: ast.expr, line: int) -> ast.expr:
+    """Place a hole's rewritten code on ``line`` of the compiled lambda.
+
+    Only tracebacks read this (:func:`_failing_hole`); the code runs the same.
+    """
+    for node in ast.walk(tree):
+        if "lineno" in node._attributes:
+            node.lineno = node.end_lineno = line  # type: ignore[attr-defined]
+            node.col_offset = node.end_col_offset = 0  # type: ignore[attr-defined]
+    return tree
+
+
 def _call(helper: str, *args: ast.expr) -> ast.Call:
     return ast.Call(func=ast.Name(id=helper, ctx=ast.Load()), args=list(args), keywords=[])
 
@@ -538,6 +567,9 @@ class CompiledTemplate:
     _fn: Callable[[Mapping[str, Any], Any], Any] | None = field(repr=False, compare=False)
     #: The rendered value when there are no holes (text with ``{{`` unescaped, or a structure).
     value: Any = None
+    #: Each hole as written (``{total / count}``), in the order compiled: hole ``n``
+    #: is line ``n + 1`` of the compiled code (see :func:`_failing_hole`).
+    holes: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def constant(self) -> bool:
@@ -545,30 +577,59 @@ class CompiledTemplate:
         return self._fn is None
 
     def render(self, data: Mapping[str, Any], event: Any = None) -> Any:
-        """Render against an event; raises like :meth:`CompiledExpression.evaluate`."""
+        """Render against an event; raises like :meth:`CompiledExpression.evaluate`,
+        with the failing hole (or, failing that, the template) in the message."""
         if self._fn is None:
             return self.value
-        return _run(self._fn, self.source, data, event)
+        try:
+            return self._fn(data, event)
+        except Exception as err:
+            self._failed(err)
 
-
-def _run(
-    fn: Callable[[Mapping[str, Any], Any], Any], source: str, data: Mapping[str, Any], event: Any
-) -> Any:
-    try:
-        return fn(data, event)
-    except EvaluationError:
-        raise
-    except Exception as err:
-        return _run_failed(err, source)
+    def _failed(self, err: Exception) -> NoReturn:
+        where = _failing_hole(err.__traceback__, self.holes) or _clip(self.source)
+        failure = err if isinstance(err, EvaluationError) else _evaluation_error(err, where)
+        message = str(failure)
+        if repr(where) not in message:
+            message = f"{message} in {where!r}"
+        raise type(failure)(message) from None
 
 
 def _run_failed(err: Exception, source: str) -> NoReturn:
     """Turn any failure of compiled user code into the one error type callers handle."""
+    raise _evaluation_error(err, source) from None
+
+
+def _evaluation_error(err: Exception, source: str) -> EvaluationError:
     if isinstance(err, KeyError):
-        raise MissingField(f"no field or key {err.args[0]!r}") from None
+        return MissingField(f"no field or key {err.args[0]!r}")
     if isinstance(err, RecursionError | MemoryError):
-        raise EvaluationError(f"{type(err).__name__} in {source!r}") from None
-    raise EvaluationError(f"{type(err).__name__}: {err}") from None
+        return EvaluationError(f"{type(err).__name__} in {source!r}")
+    return EvaluationError(f"{type(err).__name__}: {err}")
+
+
+#: The file name of compiled rule code, as its frames show it in a traceback.
+_CODE_NAME = "<rule expression>"
+
+
+def _failing_hole(tb: TracebackType | None, holes: tuple[str, ...]) -> str | None:
+    """The hole whose code was running when a render failed, from the traceback.
+
+    The compiled lambda's frame says which line it was on, and hole ``n`` was
+    compiled as line ``n + 1``; line 1 is the glue around the holes.
+    """
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == _CODE_NAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    if line is None or not 2 <= line <= len(holes) + 1:
+        return None
+    return holes[line - 2]
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _NOT_CONSTANT: Any = object()
@@ -613,19 +674,20 @@ class ExpressionCompiler:
         """
         names: set[str] = set()
         used: set[str] = set()
-        body, constant = self._build(raw, names, used, 0)
+        holes: list[str] = []
+        body, constant = self._build(raw, _Parts(names, used, holes), 0)
         if constant is not _NOT_CONSTANT:
             return CompiledTemplate(_describe(raw), frozenset(), None, constant)
-        return CompiledTemplate(_describe(raw), frozenset(names), self._lambda(body, used))
+        return CompiledTemplate(
+            _describe(raw), frozenset(names), self._lambda(body, used), holes=tuple(holes)
+        )
 
-    def _build(
-        self, value: Any, names: set[str], used: set[str], depth: int
-    ) -> tuple[ast.expr, Any]:
+    def _build(self, value: Any, parts: _Parts, depth: int) -> tuple[ast.expr, Any]:
         """The expression building ``value``, and its value when it has no holes."""
         if depth > MAX_NESTING:
             raise ExpressionSyntaxError(f"parameters nested deeper than {MAX_NESTING} levels")
         if isinstance(value, str):
-            return self._template_body(value, names, used)
+            return self._template_body(value, parts)
         if isinstance(value, dict):
             keys: list[ast.expr | None] = []
             values: list[ast.expr] = []
@@ -633,14 +695,14 @@ class ExpressionCompiler:
             for key, item in value.items():
                 if not isinstance(key, str | int | float | bool) and key is not None:
                     raise ExpressionSyntaxError(f"unsupported key {key!r}")
-                built, const = self._build(item, names, used, depth + 1)
+                built, const = self._build(item, parts, depth + 1)
                 keys.append(ast.Constant(key))
                 values.append(built)
                 constant[key] = const
             holes = any(c is _NOT_CONSTANT for c in constant.values())
             return ast.Dict(keys=keys, values=values), _NOT_CONSTANT if holes else constant
         if isinstance(value, list):
-            built_items = [self._build(item, names, used, depth + 1) for item in value]
+            built_items = [self._build(item, parts, depth + 1) for item in value]
             consts = [c for _, c in built_items]
             node = ast.List(elts=[b for b, _ in built_items], ctx=ast.Load())
             return node, _NOT_CONSTANT if any(c is _NOT_CONSTANT for c in consts) else consts
@@ -648,7 +710,7 @@ class ExpressionCompiler:
             return ast.Constant(value), value
         raise ExpressionSyntaxError(f"unsupported parameter value of type {type(value).__name__}")
 
-    def _template_body(self, source: str, names: set[str], used: set[str]) -> tuple[ast.expr, Any]:
+    def _template_body(self, source: str, found: _Parts) -> tuple[ast.expr, Any]:
         if len(source) > MAX_TEMPLATE_LENGTH:
             raise ExpressionSyntaxError(
                 f"template is {len(source)} characters long; the limit is {MAX_TEMPLATE_LENGTH}"
@@ -665,15 +727,16 @@ class ExpressionCompiler:
                 pieces.append(ast.Constant(part))
                 continue
             tree, rewriter = self._rewrite(part.text)
-            names |= rewriter.names
-            used |= rewriter.used_functions
-            pieces.append(tree)
+            found.names |= rewriter.names
+            found.used |= rewriter.used_functions
+            found.holes.append("{" + part.text + "}")
+            pieces.append(_on_line(tree, len(found.holes) + 1))
         if len(pieces) == 1:  # exactly one hole: keep the value's type
             return pieces[0], _NOT_CONSTANT
         values: list[ast.expr] = [
             p
             if isinstance(p, ast.Constant)
-            else ast.FormattedValue(value=_call("_text", p), conversion=-1)
+            else ast.FormattedValue(value=ast.copy_location(_call("_text", p), p), conversion=-1)
             for p in pieces
         ]
         return ast.JoinedStr(values=values), _NOT_CONSTANT

@@ -79,6 +79,7 @@ rules:
     do:
       - flaky: "{missing_field}"
       - flaky: {value: fine}
+      - flaky: {value: "{calls} calls, {100 * abandoned / calls}% abandoned"}
 """
 
 
@@ -166,20 +167,27 @@ async def test_permanent_failures_and_exhausted_attempts_become_dead_letters(
 
 
 async def test_a_template_failure_is_a_dead_letter_and_other_actions_run(tmp_path: Path) -> None:
+    """The dead letter names the rule, the action's line, the failing hole and the error."""
     flaky = Flaky()
     bus = make_bus(tmp_path, flaky)
     store = outbox(tmp_path)
 
     async def body() -> None:
-        await bus.publish(Event(type="t.broken", source="test", data={}))
+        await bus.publish(Event(type="t.broken", source="test", data={"calls": 0, "abandoned": 0}))
         await wait_for(lambda: flaky.delivered)
 
     await running(bus, body)
     assert [v for v, _, _ in flaky.delivered] == ["fine"]
-    [letter] = store.dead_letters()
-    assert letter.rule == "broken-template" and letter.params is None
-    assert "parameters did not render" in letter.reason
-    assert "no field or key 'missing_field'" in letter.reason and "line" in letter.reason
+    missing, zero = store.dead_letters()
+    for letter in (missing, zero):
+        assert letter.rule == "broken-template" and letter.params is None
+        assert letter.reason.startswith("parameters did not render: line ")
+    assert missing.key.startswith("test/") and missing.key.endswith(":broken-template:0")
+    assert missing.reason.endswith("no field or key 'missing_field' in '{missing_field}'")
+    assert zero.index == 2
+    assert zero.reason.endswith(
+        "ZeroDivisionError: division by zero in '{100 * abandoned / calls}'"
+    )
 
 
 async def test_a_stuck_lane_does_not_hold_up_the_others(tmp_path: Path) -> None:
