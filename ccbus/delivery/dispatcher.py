@@ -42,6 +42,9 @@ MAX_IN_FLIGHT = 1000  # calls running at once, all lanes
 MAX_QUEUED = 10_000  # calls held in memory behind their lane, all lanes
 LANE_BACKLOG = 1000  # calls held in memory behind one lane
 POLL_INTERVAL = 0.5
+#: A source draining a backlog yields to the workers after this many submits
+#: (a source that waits for input yields anyway); bounds the calls queued per turn.
+SUBMITS_PER_YIELD = 32
 #: Delivered calls are forgotten in batches, at most this long after delivery.
 #: A crash in between runs them once more: at-least-once, and receivers
 #: deduplicate by the idempotency key.  One delete per batch instead of one
@@ -86,6 +89,7 @@ class Dispatcher:
         self._lane_running: dict[str, int] = {}  # calls running, per lane
         self._lane_workers: dict[str, int] = {}  # worker tasks, per lane (see _work)
         self._worker_count = 0
+        self._unyielded = 0  # submits since the last yield to the workers
         self._queues: dict[str, deque[tuple[Pending, Invocation]]] = {}
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
@@ -102,8 +106,6 @@ class Dispatcher:
         now = self.clock()
         rows = [self._row(i, now) for i in invocations]
         ids = await self._io(self.store.add, rows)
-        if not self.store.blocking:
-            await anyio.lowlevel.checkpoint()  # let running calls progress between events
         for row_id, row, invocation in zip(ids, rows, invocations, strict=True):
             if not row_id:
                 self.counters.inc("actions_deduplicated", action=row.action)
@@ -111,6 +113,14 @@ class Dispatcher:
             row.id = row_id
             self.counters.inc("actions_recorded", action=row.action)
             self._maybe_start(row, invocation)
+        self._unyielded += 1
+        if self._unyielded >= SUBMITS_PER_YIELD and not self.store.blocking:
+            # Let the lanes' workers run what was queued.  Not after every
+            # submit: each turn of the loop polls the selector, which releases
+            # the GIL, and a source whose client library reads on its own
+            # thread (stomp.py, signalrcore) then holds it while the loop waits.
+            self._unyielded = 0
+            await anyio.lowlevel.checkpoint()
 
     async def bury_unrendered(self, failures: list[RenderFailure]) -> None:
         """Dead-letter calls whose templates failed, with rule, call and reason."""
@@ -351,13 +361,10 @@ class Dispatcher:
             self.counters.inc("actions", action=action, outcome="ok")
             self.on_settled(row, "ok", "")
             return
-        age = self.clock() - row.created
-        if outcome == "permanent" or attempt >= policy.attempts or age >= policy.max_age:
-            why = (
-                error
-                if outcome == "permanent"
-                else (f"gave up after {attempt} attempt(s) over {age:.0f}s; last error: {error}")
-            )
+        delay = policy.delay(attempt, retry_after)
+        limit = policy.give_up(attempt, self.clock() - row.created, delay)
+        if outcome == "permanent" or limit is not None:
+            why = error if outcome == "permanent" else f"{limit}; last error: {error}"
             await self._io(store.bury, row.id, why, attempt)
             self.counters.inc("actions", action=action, outcome="dead_letter")
             self.on_settled(row, "dead_letter", why)
@@ -369,7 +376,6 @@ class Dispatcher:
                 why,
             )
             return
-        delay = policy.delay(attempt, retry_after)
         await self._io(store.retry_later, row.id, self.clock() + delay, attempt, error)
         self.counters.inc("actions", action=action, outcome="retry")
         self.on_settled(row, "retry", error)
