@@ -28,7 +28,7 @@ from .delivery.store import StateDirError
 from .errors import ConfigError, EvaluationError
 from .eventfile import BadLine, read_events
 from .expressions import EnvelopeView
-from .logs import setup_logging
+from .logs import Redactor, setup_logging
 from .notify import Notifier
 from .pipeline import Pipeline
 from .plugins import PluginHost
@@ -41,6 +41,9 @@ from .yamlfile import load_yaml
 __all__ = ["main"]
 
 PACKAGE_DIR = Path(__file__).parent
+#: ``ccbus demo --speed 1`` waits at most this long between two sample events
+#: (the sample files were recorded hours apart).
+DEMO_MAX_PAUSE = 5.0
 
 
 def shipped_rules_dir() -> Path:
@@ -56,11 +59,13 @@ def _fail(lines: list[str]) -> None:
         click.echo(click.style("error: ", fg="red", bold=True) + line, err=True)
 
 
-def _workspace(config: Path | None, rules: tuple[Path, ...]) -> LoadedConfig:
-    """The config to work with: a file, or just rule directories (no sources)."""
+def _workspace(
+    config: Path | None, rules: tuple[Path, ...], *, only: frozenset[str] | None = None
+) -> LoadedConfig:
+    """The config to work with: a file (or just its ``only`` keys), or rule directories."""
     if config is not None:
         try:
-            loaded = load_config(config)
+            loaded = load_config(config, only=only)
         except ConfigErrors as err:
             _fail([str(e) for e in err.errors])
             sys.exit(1)
@@ -301,6 +306,7 @@ def _replay(
     speed: float,
     dry_run: bool,
     show_unmatched: bool,
+    max_pause: float | None = None,
     live: list[DemoSource] | None = None,
     live_seconds: float = 0.0,
 ) -> ConsoleReporter:
@@ -312,7 +318,11 @@ def _replay(
         sources: dict[str, Any] = {
             "replay": {
                 "plugin": "replay",
-                "options": {"path": [str(f.resolve()) for f in files], "speed": speed},
+                "options": {
+                    "path": [str(f.resolve()) for f in files],
+                    "speed": speed,
+                    "max_pause": max_pause,
+                },
             }
         }
         async with AsyncExitStack() as simulators:
@@ -346,9 +356,29 @@ def _replay(
         {
             "bad lines": getattr(runtime, "bad_lines", 0),
             "duplicates dropped": bus.pipeline.duplicates,
+            "actions": _action_outcomes(bus),
         }
     )
     return reporter
+
+
+def _action_outcomes(bus: Bus) -> str:
+    """``3 delivered, 1 failed``: how the calls shown above ended, not just that they rendered.
+
+    ``failed`` are dead letters (see ``ccbus dead-letters``); calls still
+    waiting for a retry when the replay ended are left in the outbox.
+    """
+    settled = {"ok": 0.0, "dead_letter": 0.0, "dry_run": 0.0}
+    for name, labels, value in bus.counters.snapshot():
+        if name == "actions" and labels.get("outcome") in settled:
+            settled[labels["outcome"]] += value
+    text = f"{settled['ok']:.0f} delivered, {settled['dead_letter']:.0f} failed"
+    if settled["dry_run"]:
+        text += f", {settled['dry_run']:.0f} shown but not run (dry run)"
+    unfinished = bus.delivery_store.pending_count()
+    if unfinished:
+        text += f", {unfinished} unfinished (left in the outbox)"
+    return text
 
 
 @cli.command()
@@ -361,6 +391,12 @@ def _replay(
     show_default=True,
     help="Pace by the events' own times: 1 real time, 10 ten times faster, 0 no pauses.",
 )
+@click.option(
+    "--max-pause",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --speed: wait at most this many seconds between two events.",
+)
 @click.option("--dry-run", is_flag=True, help="Run only side-effect-free actions (log, emit).")
 @click.option("--all", "show_all", is_flag=True, help="Also list events no rule matched.")
 @click.pass_context
@@ -370,6 +406,7 @@ def replay(
     config: Path | None,
     rules: tuple[Path, ...],
     speed: float,
+    max_pause: float | None,
     dry_run: bool,
     show_all: bool,
 ) -> None:
@@ -380,6 +417,7 @@ def replay(
         _workspace(config, rules),
         list(files),
         speed=speed,
+        max_pause=max_pause,
         dry_run=dry_run,
         show_unmatched=show_all,
     )
@@ -421,6 +459,7 @@ def demo(ctx: click.Context, speed: float, live_seconds: float, show_all: bool) 
         loaded,
         events,
         speed=speed,
+        max_pause=DEMO_MAX_PAUSE,
         dry_run=True,
         show_unmatched=show_all,
         live=live,
@@ -442,13 +481,17 @@ def demo(ctx: click.Context, speed: float, live_seconds: float, show_all: bool) 
 def try_(
     ctx: click.Context, event_file: Path, config: Path | None, rules: tuple[Path, ...]
 ) -> None:
-    """Dry-run events through the rules: which rules match and what they would call."""
+    """Dry-run events through the rules: which rules match and what they would call.
+
+    With ``-c``, rules see the config's ``secrets:`` (``secret("name")``) as
+    they would in ``ccbus run``; secret values are masked in what is shown.
+    """
     plugins = _plugins(ctx)
     loaded = _workspace(config, rules)
     clock = ManualClock(0)
-    ruleset = load_rules(
-        loaded.rule_paths, actions=plugins.actions, compiler=make_compiler(plugins, clock)
-    )
+    compiler = make_compiler(plugins, clock, loaded.config.secrets)
+    ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
+    redact = Redactor(loaded.secrets).text
     _fail([str(e) for e in ruleset.errors])
     pipeline = Pipeline(Engine(ruleset.rules), observer=None)
     for item in _events_in(event_file):
@@ -468,9 +511,11 @@ def try_(
             click.echo(f"  {rule.name} ({rule.where}): {_condition(rule, item)}")
         outcome = pipeline.process(item, clock.current)
         for invocation in outcome.invocations:
-            click.echo(f"      would call {invocation.describe()}  [rule {invocation.rule}]")
+            click.echo(
+                f"      would call {redact(invocation.describe())}  [rule {invocation.rule}]"
+            )
         for problem in outcome.render_errors:
-            click.echo(click.style(f"      render error: {problem}", fg="red"))
+            click.echo(click.style(f"      render error: {redact(str(problem))}", fg="red"))
     if ruleset.errors:
         sys.exit(1)
 
@@ -635,7 +680,8 @@ def _delivery_store(config: Path | None, state_dir: Path | None) -> Any:
     if state_dir is None:
         if config is None:
             raise click.UsageError("give -c CONFIG or --state-dir DIR")
-        state_dir = _workspace(config, ()).state_dir
+        # state_dir alone: an admin's shell has no $CREDENTIALS_DIRECTORY for the rest
+        state_dir = _workspace(config, (), only=frozenset({"state_dir"})).state_dir
     path = state_dir / "delivery.sqlite3"
     if not path.exists():
         raise click.ClickException(f"no delivery outbox at {path} (has ccbus run there yet?)")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -125,8 +126,15 @@ class LoadedConfig:
         return location(self.path or "<config>", self.root, keys)
 
 
-def load_config(path: Path, *, environ: dict[str, str] | None = None) -> LoadedConfig:
+def load_config(
+    path: Path, *, environ: dict[str, str] | None = None, only: Collection[str] | None = None
+) -> LoadedConfig:
     """Read, expand and validate a config file.
+
+    ``only`` keeps just those top-level keys (the others take their defaults):
+    an admin command that needs one setting, such as ``ccbus dead-letters``
+    needing ``state_dir``, then neither expands nor checks the rest, so it
+    works in a shell without the service's ``$CREDENTIALS_DIRECTORY``.
 
     Raises :class:`ConfigErrors` listing every problem found, not just the first.
     """
@@ -136,6 +144,9 @@ def load_config(path: Path, *, environ: dict[str, str] | None = None) -> LoadedC
         root = LineDict()
     if not isinstance(root, LineDict):
         raise ConfigErrors([ConfigError("the config must be a YAML mapping", location(path, root))])
+    if only is not None:
+        for key in set(root) - set(only):
+            del root[key]
     secrets: set[str] = set()
     problems: list[ConfigError] = []
     _expand(root, (), path, root, environ, secrets, problems)

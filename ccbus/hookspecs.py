@@ -14,8 +14,12 @@ plain names are lifecycle points.  A hook may return a coroutine where its
 docstring says so; the bus awaits it.
 
 ``ccbus new-plugin NAME`` writes a working plugin that implements several
-of these; ``tests/test_hookspecs.py`` keeps this module, the docs and the
-tests in step.
+of these.  ``tests/test_plugins.py`` keeps this module, the docs and the
+tests in step: every hook needs a docstring and a place in the README
+(``test_every_hook_is_documented_in_its_spec_and_in_the_readme``) and a test
+that implements it (``test_every_hook_is_exercised_by_a_test``).  A hook that
+raises is a problem naming its plugin (``PluginHost.problems``), never a
+crash of the whole CLI.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,41 @@ async def test_reloads_while_events_flow_never_drop_or_double_an_event(tmp_path:
     dropped = sorted(set(range(total)) - set(values))
     assert values == list(range(total)), f"doubled: {doubled}; dropped: {dropped}"
     assert len({c["key"] for c in recorder.calls}) == total
+
+
+async def test_replay_at_speed_1_keeps_real_gaps_unless_max_pause_caps_them(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: x.A, do: [record: '{n}']}]\n")
+
+    async def replay(gap: str, options: str) -> tuple[float, Any]:
+        """Replay two events ``gap`` apart; the time it took and the replay source."""
+        write(tmp_path / "events.jsonl", f"""
+            {{"type": "x.A", "time": "2024-05-01T08:00:00Z", "data": {{"n": 1}}}}
+            {{"type": "x.A", "time": "2024-05-01T{gap}Z", "data": {{"n": 2}}}}
+        """)
+        recorder = Recorder()
+        bus = make_bus(
+            tmp_path,
+            f"""
+            http: {{enabled: false}}
+            sources:
+              rec: {{plugin: replay, options: {{path: events.jsonl, {options}}}}}
+        """,
+            recorder,
+            persist_state=False,
+        )
+        started = time.monotonic()
+        await bus.run(until_sources_finish=True, watch_rules=False)
+        assert [c["value"] for c in recorder.calls] == [1, 2]
+        return time.monotonic() - started, bus.sources["rec"].source
+
+    took, source = await replay("08:00:00.6", "speed: 1")
+    assert took >= 0.6  # the recorded gap, in real time
+    hour = timedelta(hours=1)
+    assert source.pause(hour) == 3600.0  # `speed: 1` is real time: no hidden cap
+    assert source.pause(-hour) == 0.0  # out-of-order times do not wait
+
+    took, source = await replay("09:00:00", "speed: 1, max_pause: 0.2s")
+    assert 0.2 <= took < 10  # an hour's gap, cut to 0.2 s (10: a loaded machine's slack)
+    assert source.pause(hour) == 0.2 and source.pause(timedelta(seconds=0.1)) == 0.1

@@ -154,3 +154,73 @@ def test_named_secrets_reach_rules_and_are_redacted(tmp_path: Path) -> None:
     assert compiler.template("sha={secret('crm')}").render({}, None) == "sha=k3y-from-env"
     with pytest.raises(EvaluationError, match="no secret named 'nope' \\(known: crm, pin\\)"):
         compiler.expression("secret('nope')").evaluate({}, None)
+
+
+# -- commands that read the config: `ccbus try` and `ccbus dead-letters` ------------
+
+
+def test_try_with_a_config_gives_rules_its_secrets_and_masks_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from ccbus.cli import cli
+
+    monkeypatch.setenv("CRM_KEY", "k3y-from-env")
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - name: signed
+            on: crm.*
+            if: secret('crm') != ''
+            do: [log: "ticket {ticket} sig={secret('crm')}"]
+    """)
+    config = write(tmp_path / "ccbus.yaml", 'secrets: {crm: "${CRM_KEY}"}\nrules: [rules]\n')
+    event = write(tmp_path / "e.json", '{"type": "crm.TicketOpened", "data": {"ticket": "T-1"}}')
+    result = CliRunner().invoke(
+        cli, ["try", "--event", str(event), "-c", str(config)],
+        obj={"plugins": PluginHost(autoload=False)},
+    )
+    assert result.exit_code == 0, result.output
+    assert "signed (" in result.output and "condition true" in result.output, result.output
+    assert "would call log(message='ticket T-1 sig=***')" in result.output, result.output
+    assert "no secret named" not in result.output and "k3y-from-env" not in result.output
+
+
+def test_dead_letters_need_only_the_state_dir_not_the_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An admin's shell has no $CREDENTIALS_DIRECTORY; the bus need not be running."""
+    from click.testing import CliRunner
+
+    from ccbus.cli import cli
+    from ccbus.delivery.store import Pending, SqliteDeliveryStore
+
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("CCBUS_STATE", str(tmp_path / "var"))
+    config = write(tmp_path / "ccbus.yaml", """
+        state_dir: ${CCBUS_STATE}/ccbus
+        targets: {ops: "${credential:slack-url}"}
+        secrets: {crm: "${credential:crm-hmac}"}
+        sources:
+          crm: {plugin: webhook, options: {hmac_secret: "${credential:crm-hmac}"}}
+    """)
+    with pytest.raises(ConfigErrors, match="needs \\$CREDENTIALS_DIRECTORY"):
+        load_config(config)  # what `ccbus run` needs, and what dead-letters must not
+    assert load_config(config, only={"state_dir"}).state_dir == tmp_path / "var" / "ccbus"
+
+    (tmp_path / "var" / "ccbus").mkdir(parents=True)
+    store = SqliteDeliveryStore(tmp_path / "var" / "ccbus" / "delivery.sqlite3")
+    row = Pending(key="e1:notify-ops:0", rule="notify-ops", action="notify", index=0,
+                  lane="notify", params="", event='{"type": "x"}', created=0.0)
+    store.bury_unrendered(row, "parameters did not render: no field 'queue'")
+    store.close()
+
+    runner = CliRunner()
+    host = PluginHost(autoload=False)
+    result = runner.invoke(cli, ["dead-letters", "list", "-c", str(config)], obj={"plugins": host})
+    assert result.exit_code == 0, result.output
+    assert "notify-ops  notify  attempts=0  parameters did not render" in result.output
+    assert "1 dead letter(s); 0 call(s) pending" in result.output
+    result = runner.invoke(cli, ["dead-letters", "purge", "--all", "-c", str(config)],
+                           obj={"plugins": host})
+    assert result.exit_code == 0 and "1 dead letter(s) purged" in result.output, result.output

@@ -16,11 +16,13 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
+from ccbus import PermanentActionError
 from ccbus.cli import cli
 from ccbus.plugins import PluginHost
 from ccbus.scaffold import render_plugin
@@ -102,11 +104,8 @@ def test_rendered_project_has_real_names_everywhere(tmp_path: Path) -> None:
     assert "acme-crm.greet" in yaml.safe_load(files["rules/example.yaml"])["rules"][0]["do"][0]
 
 
-def test_rendered_rules_pass_with_the_rendered_plugin_loaded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without installing anything: import the rendered module and run its rule tests."""
-    project = render_plugin("acme-crm", tmp_path)
+def import_rendered(project: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The rendered plugin module, imported from its source without installing it."""
     spec = importlib.util.spec_from_file_location(
         "ccbus_acme_crm", project / "src" / "ccbus_acme_crm" / "__init__.py"
     )
@@ -114,12 +113,56 @@ def test_rendered_rules_pass_with_the_rendered_plugin_loaded(
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "ccbus_acme_crm", module)
     spec.loader.exec_module(module)
+    return module
+
+
+#: Two agents; only the one becoming ready is greeted by the rendered rule.
+AGENT_EVENTS = (
+    '{"type": "agent.state_changed", "data": {"agentId": "ada", "state": "ready"}}\n'
+    '{"type": "agent.state_changed", "data": {"agentId": "bob", "state": "not_ready"}}\n'
+)
+
+
+def test_rendered_rules_pass_with_the_rendered_plugin_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without installing anything: import the rendered module and run its rule tests."""
+    project = render_plugin("acme-crm", tmp_path)
+    module = import_rendered(project, monkeypatch)
     host = PluginHost(autoload=False, extra=[module])
     assert host.failures == [] and host.problems == []
     assert {"acme-crm.greet"} <= set(host.actions) and "acme-crm-ticker" in host.sources
     result = CliRunner().invoke(cli, ["test", str(project / "rules")], obj={"plugins": host})
     assert result.exit_code == 0, result.output
     assert "2 passed, 0 failed" in result.output
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["delivered", "failed"])
+def test_replay_summary_counts_the_rendered_action_delivered_or_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """``ccbus replay`` reports how the calls ended, not only that they were rendered."""
+    project = render_plugin("acme-crm", tmp_path)
+    module = import_rendered(project, monkeypatch)
+    if fails:
+        async def refuse(params: object, ctx: object) -> None:
+            raise PermanentActionError("the greeting service said 400")
+
+        monkeypatch.setattr(module, "greet", refuse)  # what register_actions() hands ccbus
+    events = tmp_path / "events.jsonl"
+    events.write_text(AGENT_EVENTS, encoding="utf-8")
+    host = PluginHost(autoload=False, extra=[module])
+    result = CliRunner().invoke(
+        cli, ["replay", str(events), "--rules", str(project / "rules")], obj={"plugins": host}
+    )
+    assert result.exit_code == 0, result.output
+    assert "acme-crm.greet(who='ADA!')" in result.output  # rendered and shown either way
+    if fails:
+        assert "actions: 0 delivered, 1 failed" in result.output, result.output
+        assert module.SENT == []
+    else:
+        assert "actions: 1 delivered, 0 failed" in result.output, result.output
+        assert module.SENT == ["ADA!"]
 
 
 # ---------------------------------------------------------------------------
@@ -195,11 +238,8 @@ def test_new_plugin_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     assert re.search(r"\b5 passed\b", out), out
 
     events = tmp_path / "events.jsonl"
-    events.write_text(
-        '{"type": "agent.state_changed", "data": {"agentId": "ada", "state": "ready"}}\n'
-        '{"type": "agent.state_changed", "data": {"agentId": "bob", "state": "not_ready"}}\n',
-        encoding="utf-8",
-    )
+    events.write_text(AGENT_EVENTS, encoding="utf-8")
     out = _run([ccbus, "replay", events, "--rules", project / "rules"], env=env)
     assert "demoplug.greet(who='ADA!')" in out, out
+    assert "actions: 1 delivered, 0 failed" in out, out  # the plugin's action ran and succeeded
     assert "BOB" not in out, out

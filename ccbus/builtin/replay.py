@@ -8,6 +8,7 @@
         options:
           path: recordings/*.jsonl   # relative to the config file
           speed: 10                  # 10x real time, by the events' own times; 0 = no pauses
+          max_pause: 5s              # optional: cap each pause (a night's gap in a recording)
 
 Each line is a CloudEvents-like object; only ``type`` is required (see
 ``ccbus/demo/events/`` for examples).  A malformed line is logged with file
@@ -19,23 +20,25 @@ the other sources going), unless ``loop: true``.
 from __future__ import annotations
 
 import glob
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
+from pydantic import Field
 
 from ..eventfile import BadLine, read_events
 from ..hookspecs import hookimpl
-from ..schema import Options
+from ..schema import Duration, Options
 from ..sources import SourceContext, SourceSpec
-
-#: The longest pause honoured between two events when pacing (a gap of hours
-#: in a recording should not stall a demo).
-MAX_PAUSE = 5.0
 
 
 class ReplayOptions(Options):
     path: str | list[str]
-    speed: float = 0.0
+    speed: float = Field(default=0.0, ge=0)
+    #: The longest pause between two events when pacing; ``None`` keeps every
+    #: gap as recorded (``speed: 1`` is then real time).  ``ccbus demo`` sets
+    #: it so that a gap of hours in a recording does not stall the demo.
+    max_pause: Duration | None = Field(default=None, gt=0)
     loop: bool = False
 
 
@@ -73,6 +76,12 @@ class ReplaySource:
             self.bad_lines,
         )
 
+    def pause(self, gap: timedelta) -> float:
+        """Seconds to wait for a recorded ``gap`` at this speed: never negative, capped if asked."""
+        seconds = max(gap.total_seconds() / self.options.speed, 0.0)
+        cap = self.options.max_pause
+        return seconds if cap is None else min(seconds, cap)
+
     async def replay_file(self, path: Path) -> None:
         previous = None
         for item in read_events(path, source=self.ctx.name):
@@ -81,8 +90,7 @@ class ReplaySource:
                 self.ctx.log.warning("replay %s: %s (skipped)", self.ctx.name, item)
                 continue
             if self.options.speed > 0 and previous is not None:
-                gap = (item.time - previous).total_seconds() / self.options.speed
-                await anyio.sleep(min(max(gap, 0.0), MAX_PAUSE))
+                await anyio.sleep(self.pause(item.time - previous))
             previous = item.time
             await self.ctx.emit(item)
             self.replayed += 1
