@@ -166,6 +166,27 @@ async def test_permanent_failures_and_exhausted_attempts_become_dead_letters(
     assert store.pending_count() == 0 and flaky.delivered == []
 
 
+async def test_a_call_older_than_max_age_is_a_dead_letter_saying_so(tmp_path: Path) -> None:
+    """Attempts are plenty; age is the limit that ends a lane that always fails."""
+    flaky = Flaky()
+    flaky.fail_next["down"] = [RetryableActionError("connection refused")] * 1000
+    config = CONFIG.replace("{concurrency: 1}", "{concurrency: 1, attempts: 1000, max_age: 1s}")
+    bus = make_bus(tmp_path, flaky, config)
+    store = outbox(tmp_path)
+
+    async def body() -> None:
+        await bus.publish(go(lane="down"))
+        await wait_for(lambda: store.dead_count() == 1, timeout=5)
+
+    await running(bus, body)
+    [letter] = store.dead_letters()
+    assert 2 <= letter.attempts < 1000 and len(flaky.attempt_times) == letter.attempts
+    assert "the next would start past max_age (1s)" in letter.reason
+    assert letter.reason.endswith("; last error: connection refused")
+    assert 0.5 < letter.failed_at - letter.created < 2.0
+    assert store.pending_count() == 0 and flaky.delivered == []
+
+
 async def test_a_template_failure_is_a_dead_letter_and_other_actions_run(tmp_path: Path) -> None:
     """The dead letter names the rule, the action's line, the failing hole and the error."""
     flaky = Flaky()

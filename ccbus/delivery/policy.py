@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..durations import format_duration
 from ..schema import Duration, Options
 
 __all__ = ["DeliveryConfig", "DeliveryPolicy"]
@@ -27,6 +28,23 @@ class DeliveryPolicy(Options):
         ceiling = min(self.backoff_cap, self.backoff_initial * 2 ** max(0, attempt - 1))
         delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
         return max(delay, min(retry_after or 0.0, 3600.0))
+
+    def give_up(self, attempt: int, age: float, delay: float) -> str | None:
+        """Why a call whose attempt ``attempt`` just failed is not tried again, or None.
+
+        ``age`` is the call's age now, ``delay`` the wait before its next
+        attempt.  A call is not retried once it has had all its attempts, or
+        when the next one would start past ``max_age``: waiting for a
+        try that may not happen helps nobody, and the dead letter says why.
+        """
+        if attempt >= self.attempts:
+            return f"gave up after {attempt} attempt(s) over {format_duration(age)}"
+        if age + delay >= self.max_age:
+            return (
+                f"gave up after {attempt} attempt(s) over {format_duration(age)}: "
+                f"the next would start past max_age ({format_duration(self.max_age)})"
+            )
+        return None
 
 
 class DeliveryConfig(DeliveryPolicy):
