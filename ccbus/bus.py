@@ -309,8 +309,13 @@ class Bus:
         the event arrived has nothing left to continue.
         """
         rule = self.engine.index.by_name(invocation.rule)
-        if rule is None:
-            return
+        following = invocation.index + 1
+        if (
+            rule is None
+            or following >= len(rule.actions)
+            or not rule.actions[following].waits_for_previous
+        ):
+            return  # the common case: nothing waits for this call
         outcome = self.pipeline.continue_after(
             rule, invocation.event, invocation.index, result, self.clock.now()
         )
