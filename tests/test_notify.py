@@ -1,7 +1,8 @@
 """The built-in ``notify`` action against real peers: SMTP, HTTP, and Slack's wire format.
 
 Nothing of apprise is mocked.  Mail goes to an aiosmtpd server on
-loopback, ``json://`` posts to an ``http.server`` in a thread, and Slack's
+loopback, ``json://`` posts to an ``http.server`` in a thread (the
+recording ``HttpReceiver`` where answers are scripted), and Slack's
 webhook endpoint (a class attribute of apprise's Slack plugin) is pointed
 at that same local server, so the request apprise would send to
 hooks.slack.com is the one it actually sends here.
@@ -27,13 +28,16 @@ import anyio
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
+from http_receiver import HttpReceiver
 from support import write
 
 from ccbus import ActionSpec, Event
 from ccbus.actions import ActionContext
 from ccbus.builtin import notify_action
 from ccbus.builtin.notify_action import NotifyParams, parse_target
+from ccbus.bus import Bus
 from ccbus.config import load_config
+from ccbus.delivery.store import SqliteDeliveryStore
 from ccbus.errors import PermanentActionError, RetryableActionError
 from ccbus.plugins import PluginHost
 
@@ -134,6 +138,12 @@ def http_peer() -> Iterator[HttpPeer]:
     yield peer
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as r:
+        yield r
 
 
 @dataclass
@@ -255,6 +265,89 @@ async def test_a_500_is_retryable_with_apprise_reason_and_no_secret(
     for secret in ("Pa55w0rdXYZ", "tok-ABCDEF123456"):
         assert secret not in message
         assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [(400, True), (401, True), (403, True), (404, True), (410, True),
+     (408, False), (429, False), (500, False), (503, False)],
+)
+async def test_a_4xx_is_permanent_but_408_429_and_5xx_are_retried(
+    spec: ActionSpec, receiver: HttpReceiver, status: int, refused: bool
+) -> None:
+    receiver.respond(status, "nope", path="/hook")
+    ctx = context({"crm-hook": f"json://127.0.0.1:{receiver.port}/hook"}, key=f"evt-{status}")
+    with pytest.raises((PermanentActionError, RetryableActionError)) as caught:
+        await notify(spec, ctx, to="crm-hook", body="hello")
+    assert isinstance(caught.value, PermanentActionError) is refused
+    assert "crm-hook: " in str(caught.value) and f"error={status}" in str(caught.value)
+    assert ("not retried" in str(caught.value)) is refused
+
+
+async def test_a_call_where_one_target_refuses_is_retried_until_only_refusals_are_left(
+    spec: ActionSpec, receiver: HttpReceiver
+) -> None:
+    base = f"json://127.0.0.1:{receiver.port}"
+    targets = {"gone": f"{base}/gone", "busy": f"{base}/busy"}
+    receiver.respond(404, "no such hook", path="/gone").fail(1, 503, path="/busy")
+    ctx = context(targets, key="evt-mixed:rule:0")
+
+    with pytest.raises(RetryableActionError) as first:  # busy may accept later
+        await notify(spec, ctx, to=["gone", "busy"], body="hello")
+    assert "2 of 2" in str(first.value)
+    with pytest.raises(PermanentActionError) as second:  # busy accepted; gone refuses
+        await notify(spec, ctx, to=["gone", "busy"], body="hello")
+    assert "1 of 2" in str(second.value) and "gone: " in str(second.value)
+    assert "error=404" in str(second.value) and "busy" not in str(second.value)
+    assert [(r.path, r.status) for r in receiver.requests] == [
+        ("/gone", 404), ("/busy", 503), ("/gone", 404), ("/busy", 200),
+    ]
+
+
+async def test_through_the_outbox_a_404_is_a_dead_letter_after_one_attempt_a_503_is_retried(
+    tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    """The delivery layer's view: the refusal is buried at once, the outage retried."""
+    receiver.respond(404, "no such hook", path="/gone").fail(2, 503, path="/busy")
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - name: tell
+            on: t.go
+            do:
+              - notify: {to: gone, body: "{n}"}
+              - notify: {to: busy, body: "{n}"}
+    """)
+    config = write(tmp_path / "ccbus.yaml", f"""
+        http: {{enabled: false}}
+        state_dir: state
+        targets:
+          gone: "json://127.0.0.1:{receiver.port}/gone"
+          busy: "json://127.0.0.1:{receiver.port}/busy"
+        rules: [rules]
+        delivery: {{backoff_initial: 0.05, backoff_cap: 0.1, attempts: 5}}
+    """)
+    bus = Bus(load_config(config), PluginHost(autoload=False))
+    store = SqliteDeliveryStore(tmp_path / "state" / "delivery.sqlite3")
+
+    def delivered_to_busy() -> bool:
+        return any(r.path == "/busy" and r.status == 200 for r in receiver.requests)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(watch_rules=False))
+        await bus.started.wait()
+        await bus.publish(Event(type="t.go", source="test", data={"n": 1}))
+        with anyio.fail_after(10):
+            while not (store.dead_count() == 1 and delivered_to_busy()):
+                await anyio.sleep(0.02)
+        bus.stop()
+
+    [letter] = store.dead_letters()
+    assert (letter.rule, letter.index, letter.attempts) == ("tell", 0, 1)
+    assert "gone: " in letter.reason and "error=404" in letter.reason
+    assert "not retried" in letter.reason
+    assert [r.status for r in receiver.requests if r.path == "/gone"] == [404]
+    assert [r.status for r in receiver.requests if r.path == "/busy"] == [503, 503, 200]
+    assert store.pending_count() == 0
 
 
 async def test_a_partly_failed_call_is_retried_for_the_failed_targets_only(

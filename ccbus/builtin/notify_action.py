@@ -29,6 +29,12 @@ Why the pieces look the way they do:
 * A call to several targets where some accept and some fail is retried for
   the failed ones only (remembered per idempotency key in this process), so
   a retry does not page the targets that already got the message.
+* apprise reports a service's failure as a log line, not a status: its
+  plugins end a failed HTTP exchange's warning with ``error=<status>.``
+  (``Failed to send JSON POST notification: Page not found., error=404.``).
+  That status decides as it does for the ``webhook`` action: a 4xx other
+  than 408 and 429 is permanent (the service refused this message: a wrong
+  token, a deleted channel), anything else is retried.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import apprise
 from pydantic import Field, field_validator
 
 from ..actions import ActionContext, ActionSpec
-from ..errors import PermanentActionError, RetryableActionError
+from ..errors import ActionError, PermanentActionError, RetryableActionError
 from ..hookspecs import hookimpl
 from ..schema import Options
 
@@ -82,6 +88,11 @@ _SCHEME = re.compile(r"^\s*([a-z0-9+.-]{1,32})://", re.IGNORECASE)
 _CALL_TAG = "ccbus.t{}"
 
 _ASSET = apprise.AppriseAsset(app_id="ccbus", app_desc="ccbus notifications")
+
+#: The HTTP status at the end of apprise's warning for a failed exchange.
+_HTTP_STATUS = re.compile(r"\berror=(\d{3})\b")
+#: 4xx answers that may pass later (timeout, rate limit): retried like 5xx.
+_RETRYABLE_4XX = frozenset({408, 429})
 
 # ---------------------------------------------------------------------------
 # apprise's log: never a secret, never another call's lines
@@ -373,6 +384,19 @@ def _reasons(entries: Iterator[apprise.NotifyLogEntry], secrets: set[str]) -> st
     return "; ".join(seen)
 
 
+def _refused(service: apprise.NotifyResult) -> bool:
+    """True when the service answered its last attempt with a 4xx that will not pass
+    (not 408 or 429), as apprise's ``error=<status>.`` log line says."""
+    attempts = service.attempts
+    statuses = [
+        int(match.group(1))
+        for entry in (attempts[-1] if attempts else ())
+        if entry.level in ("WARNING", "ERROR", "CRITICAL")
+        for match in _HTTP_STATUS.finditer(str(entry.message))
+    ]
+    return bool(statuses) and 400 <= statuses[-1] < 500 and statuses[-1] not in _RETRYABLE_4XX
+
+
 def outcome(
     result: apprise.AppriseResult,
     labels: Mapping[str, str],
@@ -385,8 +409,11 @@ def outcome(
     * NOMATCH (nothing selected, e.g. no target has the tag): permanent.
     * FAILURE before any service was tried (apprise could not prepare the
       message or its attachments): permanent, it will not change.
-    * FAILURE, PARTIAL, TIMEOUT of services: retryable, with each failed
-      target's reason as apprise logged it.
+    * FAILURE, PARTIAL, TIMEOUT of services: each failed target's reason as
+      apprise logged it; permanent when every failed service refused the
+      message with a 4xx (see :func:`_refused`), else retryable.  A call
+      where one target refuses and another is down is retried, and becomes a
+      dead letter once only refusals are left.
     """
     status = result.status
     if status == apprise.AppriseResultStatus.SUCCESS:
@@ -399,6 +426,7 @@ def outcome(
         raise PermanentActionError(f"notify: apprise could not prepare the message: {reason}")
     accepted: set[str] = set()
     failed: list[str] = []
+    refused = True
     for service in result:
         label = next((labels[t] for t in service.tag if t in labels), _redact(service.url, secrets))
         if service.status == apprise.AppriseResultStatus.SUCCESS:
@@ -406,18 +434,27 @@ def outcome(
         else:
             reason = _reasons(service.logs(), secrets) or service.status.name.lower()
             failed.append(f"{label}: {reason}")
-    raise _PartlyDelivered(
-        f"notify failed for {len(failed)} of {len(result)} target(s): " + " | ".join(failed),
-        accepted,
-    )
+            refused = refused and _refused(service)
+    message = f"notify failed for {len(failed)} of {len(result)} target(s): " + " | ".join(failed)
+    if refused:
+        raise _Refused(f"{message} (refused by the service: not retried)", accepted)
+    raise _PartlyDelivered(message, accepted)
 
 
-class _PartlyDelivered(RetryableActionError):
-    """Retryable, and knows which targets already have the message."""
+class _Delivered(ActionError):
+    """A failure that knows which targets already have the message, so a retry leaves them out."""
 
     def __init__(self, message: str, accepted: set[str]) -> None:
         super().__init__(message)
         self.accepted = accepted
+
+
+class _PartlyDelivered(_Delivered, RetryableActionError):
+    """Retryable: some service may accept later."""
+
+
+class _Refused(_Delivered, PermanentActionError):
+    """Permanent: every service that failed refused the message with a 4xx."""
 
 
 async def run(params: NotifyParams, ctx: ActionContext) -> None:
@@ -440,8 +477,8 @@ async def run(params: NotifyParams, ctx: ActionContext) -> None:
         return
     try:
         accepted = outcome(sent.result, sent.labels, sent.secrets, tags)
-    except _PartlyDelivered as err:
-        if err.accepted:
+    except (_PartlyDelivered, _Refused) as err:
+        if err.accepted:  # also for a refusal: `dead-letters retry` need not page them again
             _remember(ctx.idempotency_key, err.accepted)
         raise
     finally:
