@@ -321,8 +321,19 @@ async def test_an_action_that_raises_is_counted_not_fatal(tmp_path: Path) -> Non
     assert "ZeroDivisionError" in bus.engine.stats["b"].last_error
 
 
-async def test_reloads_while_events_flow_never_drop_or_double_an_event(tmp_path: Path) -> None:
-    """Rules are swapped between two events, never during one: N in, N calls out."""
+@pytest.mark.parametrize(
+    "delivery",
+    ["{outbox: true}", "{outbox: true, synchronous: full}", "{outbox: false}"],
+    ids=["outbox", "outbox-synchronous-full", "memory"],
+)
+async def test_reloads_while_events_flow_never_drop_or_double_an_event(
+    tmp_path: Path, delivery: str
+) -> None:
+    """Rules are swapped between two events, never during one: N in, N calls out.
+
+    With every kind of outbox: a busy loop (the reloads) must not make the
+    dispatcher run a call twice either.
+    """
     total, reloads_wanted = 400, 25
     conditions = ("n >= 0", "n > -1")  # both true: each reload swaps in a different rule
     rules = write(tmp_path / "rules" / "r.yaml", "")
@@ -334,7 +345,9 @@ async def test_reloads_while_events_flow_never_drop_or_double_an_event(tmp_path:
 
     save(0)
     recorder = Recorder()
-    bus = make_bus(tmp_path, "http: {enabled: false}\n", recorder, persist_state=False)
+    bus = make_bus(
+        tmp_path, f"http: {{enabled: false}}\ndelivery: {delivery}\n", recorder, persist_state=False
+    )
     published = anyio.Event()
     sources: list[str] = []
 
