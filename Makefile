@@ -1,7 +1,9 @@
 # The two commands of the README:
-#   make demo   - replay sample events of five vendors through the shipped rules
+#   make demo   - replay sample events of five vendors through the shipped rules, and run
+#                 the Enreach, Avaya and Genesys sources live against their simulators
 #   make test   - the whole test suite (core, plugins, rule tests, lint and types)
-# Both create the virtual environment and install the core and every plugin first.
+# Both create the virtual environment and install the core and every plugin (with its
+# test extra) first.
 #   make prereqs - on a fresh Debian/Ubuntu machine, install the system packages the
 #                  tests' real peers need (scripts/install-prereqs.sh; root or sudo)
 
@@ -36,7 +38,7 @@ $(STAMP): pyproject.toml $(PLUGINS)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ccbus needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach p,$(PLUGINS),-e '$(dir $(p))[test]')
 	touch $(STAMP)
 
 clean:
