@@ -239,8 +239,10 @@ class Dispatcher:
     def _maybe_start(self, row: Pending, invocation: Invocation) -> None:
         """Queue a call behind its lane (starting a worker if the lane has room),
         or leave it on disk when memory is full."""
-        if row.id in self._held or self._tasks is None:
-            return  # already running or queued (the poller saw it too), or stopping
+        if row.id in self._held or row.id in self._forgetting or self._tasks is None:
+            # already running or queued, or delivered and not yet forgotten (the
+            # poller saw it too, while submit() waited for the store), or stopping
+            return
         queue = self._queues.get(row.lane)
         if queue is None:
             queue = self._queues[row.lane] = deque()

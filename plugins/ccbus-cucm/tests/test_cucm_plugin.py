@@ -164,4 +164,4 @@ def test_the_example_rules_pass_their_own_tests(host: PluginHost) -> None:
     rules = Path(__file__).resolve().parent.parent / "rules"
     result = CliRunner().invoke(cli, ["test", str(rules)], obj={"plugins": host})
     assert result.exit_code == 0, result.output
-    assert "3 passed, 0 failed" in result.output
+    assert "4 passed, 0 failed" in result.output
