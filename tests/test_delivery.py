@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -10,13 +13,13 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner
-from support import write
+from support import CCBUS, free_port, write
 
 from ccbus import ActionSpec, Event, Options, hookimpl
 from ccbus.bus import Bus
 from ccbus.cli import cli
 from ccbus.config import load_config
-from ccbus.delivery.store import SqliteDeliveryStore, StateDirError
+from ccbus.delivery.store import Pending, SqliteDeliveryStore, StateDirError
 from ccbus.errors import PermanentActionError, RetryableActionError
 from ccbus.plugins import PluginHost
 
@@ -344,6 +347,49 @@ def test_an_unusable_state_dir_is_named_before_anything_starts(tmp_path: Path) -
                                 obj={"plugins": PluginHost(autoload=False)})
     assert result.exit_code == 1
     assert f"{blocker}/state" in result.output and "writable directory" in result.output
+
+
+#: A per-file size limit for the child: room for SQLite's 32 KiB shared-memory
+#: index and the existing outbox file, not for the startup probe's write.
+FULL_DISK_BYTES = 48 * 1024
+
+
+def test_a_full_disk_is_named_before_any_source_connects(tmp_path: Path) -> None:
+    """A disk that takes no more writes, with an outbox already there.
+
+    Opening an existing outbox writes nothing, so only the startup probe's
+    write can tell.  The full disk is a file-size limit (RLIMIT_FSIZE) on a
+    real ``ccbus run`` child: a write past it fails (EFBIG; Python ignores
+    SIGXFSZ) as one on a full disk does (ENOSPC), without root or a mount.
+    """
+    state = tmp_path / "state"
+    yesterday = SqliteDeliveryStore(state / "delivery.sqlite3")
+    yesterday.add([Pending(key="k", rule="r", action="log", index=0, lane="log",
+                           params="{}", event="{}", created=time.time())])
+    yesterday.close()
+    port = free_port()
+    config = write(tmp_path / "ccbus.yaml", f"""
+        sources:
+          crm: {{plugin: webhook, options: {{token: a-token}}}}
+        state_dir: {state}
+        http: {{listen: "127.0.0.1:{port}"}}
+    """)
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FULL_DISK_BYTES, FULL_DISK_BYTES))
+
+    env = {**os.environ, "CCBUS_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    run = subprocess.run(
+        [CCBUS, "run", "-c", str(config)], capture_output=True, text=True, timeout=20,
+        env=env, preexec_fn=limit_file_size,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 1, output
+    assert f"cannot keep the delivery outbox at {state}/delivery.sqlite3" in output
+    assert "writable directory with free space" in output
+    assert "Traceback" not in output
+    assert "source crm" not in output and "HTTP listener" not in output  # nothing started
+    assert outbox(tmp_path).pending_count() == 1  # the failed write harmed nothing
 
 
 async def test_outbox_off_delivers_from_memory(tmp_path: Path) -> None:

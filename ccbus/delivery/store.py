@@ -46,6 +46,8 @@ __all__ = [
 
 #: WAL frames (pages of 4 KiB) past which a checkpoint makes the writer wait for it.
 WAL_RESTART_FRAMES = 8192
+#: Bytes the startup probe writes (and removes): room for a large call.
+PROBE_BYTES = 64 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -175,8 +177,7 @@ class SqliteDeliveryStore:
             if not self.blocking:
                 self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint() does it
             self._db.executescript(SCHEMA)
-            self._db.execute("BEGIN IMMEDIATE")  # proves the file is writable now
-            self._db.execute("COMMIT")
+            self._probe()
         except (OSError, sqlite3.Error) as err:
             reason = getattr(err, "strerror", None) or str(err)
             raise StateDirError(
@@ -184,6 +185,35 @@ class SqliteDeliveryStore:
                 "(check state_dir: it must be a writable directory with "
                 "free space)"
             ) from None
+
+    def _probe(self) -> None:
+        """Write a row as large as a big call and remove it, in one transaction.
+
+        Opening an existing outbox writes nothing, and an empty transaction
+        commits even on a full disk, so only a real write finds out that the
+        first event's calls could not be recorded, and finds it now, before
+        any source connects.  The commit puts every page the row touched in
+        the WAL (the row is never visible to anyone).
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT INTO outbox (key, rule, action, idx, lane, params, event, created, "
+                "next_at) VALUES ('ccbus:startup-probe', '', '', 0, '', zeroblob(?), '', 0, 0)",
+                (PROBE_BYTES,),
+            )
+            self._db.execute("DELETE FROM outbox WHERE key = 'ccbus:startup-probe'")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        """Roll back after a failed statement, unless SQLite already did: a COMMIT
+        that fails on a full disk may, and a second ROLLBACK would then raise an
+        error of its own in place of the one worth reporting."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def close(self) -> None:
         with self._lock:
@@ -235,7 +265,7 @@ class SqliteDeliveryStore:
                     ids.append(cursor.lastrowid if cursor.rowcount else 0)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._abort()
                 raise
         return [i or 0 for i in ids]
 
@@ -258,7 +288,7 @@ class SqliteDeliveryStore:
                 self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in row_ids])
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._abort()
                 raise
 
     def retry_later(self, row_id: int, next_at: float, attempts: int, error: str) -> None:
@@ -272,14 +302,18 @@ class SqliteDeliveryStore:
         """Move an outbox row to the dead letters."""
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT INTO dead_letters (key, rule, action, idx, lane, params, event, "
-                "attempts, created, failed_at, reason) SELECT key, rule, action, idx, lane, "
-                "params, event, ?, created, ?, ? FROM outbox WHERE id = ?",
-                (attempts, time.time(), reason[:4000], row_id),
-            )
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute(
+                    "INSERT INTO dead_letters (key, rule, action, idx, lane, params, event, "
+                    "attempts, created, failed_at, reason) SELECT key, rule, action, idx, lane, "
+                    "params, event, ?, created, ?, ? FROM outbox WHERE id = ?",
+                    (attempts, time.time(), reason[:4000], row_id),
+                )
+                self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._abort()
+                raise
 
     def bury_unrendered(self, row: Pending, reason: str) -> None:
         """A call whose parameters never rendered goes straight to the dead letters."""
