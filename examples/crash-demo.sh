@@ -10,6 +10,7 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 mkdir -p "$work/rules"
+touch "$work/received.txt"
 cat > "$work/ccbus.yaml" <<YAML
 sources:
   in: {plugin: webhook, options: {token: demo-token-123}}
@@ -42,7 +43,10 @@ kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 pending=$("$PY" -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from outbox').fetchone()[0])" "$work/state/delivery.sqlite3")
 echo "   outbox after kill -9: $pending call(s) recorded"
 
-echo "4. the receiver comes up; ccbus starts again"
+echo "4. ccbus starts again (the receiver still down); 2 s later the receiver comes up"
+"$CCBUS" run -c "$work/ccbus.yaml" 2>"$work/second.log" & pid=$!
+until curl -sf http://127.0.0.1:8799/health >/dev/null; do sleep 0.2; done
+sleep 2
 "$PY" - "$work/received.txt" <<'PY' & rpid=$!
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -61,8 +65,6 @@ class Receiver(BaseHTTPRequestHandler):
 
 HTTPServer(("127.0.0.1", 9099), Receiver).serve_forever()
 PY
-sleep 0.5
-"$CCBUS" run -c "$work/ccbus.yaml" 2>"$work/second.log" & pid=$!
 for _ in $(seq 1 100); do
   got=$(sort -u "$work/received.txt" 2>/dev/null | wc -l)
   [ "$got" -ge "$N" ] && break
