@@ -197,6 +197,7 @@ async def test_replay_skips_malformed_lines_with_file_and_line(tmp_path: Path, c
     await bus.run(until_sources_finish=True, watch_rules=False)
     assert [c["value"] for c in recorder.calls] == [1, 3]
     assert bus.sources["rec"].source.bad_lines == 2  # type: ignore[attr-defined]
+    assert bus.counters.get("source_bad_input", source="rec", reason="bad_line") == 2
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"{events}:2: invalid JSON" in m for m in messages)
     assert any(f"{events}:3: not an event" in m for m in messages)

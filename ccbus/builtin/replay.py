@@ -12,7 +12,8 @@
 
 Each line is a CloudEvents-like object; only ``type`` is required (see
 ``ccbus/demo/events/`` for examples).  A malformed line is logged with file
-and line, counted in ``bad_lines``, and skipped.  When every file has been
+and line, counted in ``bad_lines`` and in ``/metrics``
+(``ccbus_source_bad_input_total{reason="bad_line"}``), and skipped.  When every file has been
 read the source finishes (``ccbus replay`` then exits; ``ccbus run`` keeps
 the other sources going), unless ``loop: true``.
 """
@@ -87,6 +88,7 @@ class ReplaySource:
         for item in read_events(path, source=self.ctx.name):
             if isinstance(item, BadLine):
                 self.bad_lines += 1
+                self.ctx.count_bad_input("bad_line")  # ccbus_source_bad_input_total
                 self.ctx.log.warning("replay %s: %s (skipped)", self.ctx.name, item)
                 continue
             if self.options.speed > 0 and previous is not None:
