@@ -4,8 +4,8 @@
 #   make test   - the whole test suite (core, plugins, rule tests, lint and types)
 # Both create the virtual environment and install the core and every plugin (with its
 # test extra) first.
-#   make prereqs - on a fresh Debian/Ubuntu machine, install the system packages the
-#                  tests' real peers need (scripts/install-prereqs.sh; root or sudo)
+#   make prereqs - the system packages the tests' real peers need, installed only where
+#                  missing (scripts/install-prereqs.sh; root or sudo then); make test runs it
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 demo: $(STAMP)
 	$(BIN)/ccbus demo
 
-test: $(STAMP)
+test: prereqs $(STAMP)
 	$(BIN)/python -m pytest
 
 prereqs:
