@@ -254,9 +254,10 @@ class BrokerFaults:
     it in a thread: RSS sampling and the schedule go on).  Figures:
     ``down_s`` (stop until the broker listens again), ``reconnected_s`` (from
     then until ``/readyz`` shows the CVP source connected, its reconnect count
-    one higher), ``first_new_delivery_s`` (from then until the receiver got
-    the call for a CVP event accepted after the restart: the whole path works
-    again).  None: not within :attr:`WITHIN` seconds.
+    one higher), ``first_new_accepted_s`` (until the simulator had a receipt
+    for its first event after the restart) and ``first_new_delivery_s`` (until
+    the receiver got the call for an event accepted after the restart: the
+    whole path works again).  None: not within :attr:`WITHIN` seconds.
 
     ``while_ccbus_down``: a restart while ccbus is SIGKILLed, with the CVP
     events accepted since the kill (``backlog``) waiting in the broker for the
@@ -280,6 +281,8 @@ class BrokerFaults:
         figures["reconnected_s"] = self._until(up, lambda: (
             (s := self._source()).get("state") == "connected" and s["reconnects"] > before))
         figures["first_new_delivery_s"] = self._until(up, lambda: self._new_delivery(up))
+        accepted = [t for t in list(self.feed.accepted_at.values()) if t > up]
+        figures["first_new_accepted_s"] = round(min(accepted) - up, 2) if accepted else None
 
     def while_ccbus_down(self, killed_at: float) -> None:
         backlog = sum(1 for t in list(self.feed.accepted_at.values()) if t > killed_at)
@@ -344,9 +347,12 @@ class CcbusRun:
         self.rss: list[tuple[float, float]] = []
         self.faults: list[str] = []
 
-    def at(self, fraction: float) -> None:
-        """Sleep until ``fraction`` of the duration, sampling RSS on the way."""
+    def at(self, fraction: float, done: Callable[[], bool] | None = None) -> None:
+        """Sleep until ``fraction`` of the duration (or until ``done()``, if given, is true
+        before that), sampling RSS on the way."""
         while (elapsed := time.monotonic() - self.began) < fraction * self.duration:
+            if done is not None and done():
+                return
             if not self.rss or elapsed - self.rss[-1][0] >= 2.0:
                 try:
                     self.rss.append((elapsed, psutil.Process(self.proc.pid).memory_info().rss
@@ -419,14 +425,16 @@ def soak(duration: float, rate: float, workdir: Path,
         for thread in threads:
             thread.start()
         brokers = BrokerFaults(broker, cvp, receiver, port)
-        inject_faults(run, receiver, brokers, rules)
+        deliveries = Deliveries(receiver)
+        drained = inject_faults(run, receiver, brokers, deliveries, feeds, rules)
         stop.set()
         for thread in threads:
             thread.join(30)
         run.note("feeds stopped")
-        settle(run, receiver, feeds)
+        settle(run, deliveries, feeds)
         exit_code = run.terminate()
-        return report(run, feeds, receiver, brokers, exit_code)
+        return {**report(run, feeds, deliveries, brokers, exit_code),
+                "receiver_outage_drained_s": drained}
     finally:
         if run is not None:
             run.close()
@@ -435,15 +443,29 @@ def soak(duration: float, rate: float, workdir: Path,
 
 
 def inject_faults(run: CcbusRun, receiver: HttpReceiver, brokers: BrokerFaults,
-                  rules: Path) -> None:
-    """The faults, at fixed fractions of the duration, one at a time."""
+                  deliveries: Deliveries, feeds: list[Feed], rules: Path) -> float | None:
+    """The faults, at fixed fractions of the duration, one at a time.
+
+    The broker restart waits (until 45 % at most) for the calls held up by the
+    receiver's outage to drain, so its recovery figures are its own.  Returns
+    how long that drain took after the receiver came back (None: not by 45 %).
+    """
     run.at(0.10)
     receiver.stop()
     run.note("receiver down")
     run.at(0.25)
     receiver.start()
     run.note("receiver up")
-    run.at(0.30)
+    back = time.monotonic()
+    drained: list[float] = []
+
+    def drained_and_due() -> bool:
+        if not drained and deliveries.behind(feeds) == 0:
+            drained.append(round(time.monotonic() - back, 1))
+            run.note("calls held up by the outage delivered")
+        return bool(drained) and time.monotonic() - run.began >= 0.30 * run.duration
+
+    run.at(0.45, drained_and_due)
     run.note("broker restart (ccbus connected)")
     brokers.thread.start()
     run.at(0.50)
@@ -462,26 +484,46 @@ def inject_faults(run: CcbusRun, receiver: HttpReceiver, brokers: BrokerFaults,
     brokers.while_ccbus_down(killed_at)
     run.start()
     run.at(0.85)
+    return drained[0] if drained else None
 
 
-def delivered(receiver: HttpReceiver) -> Counter[str]:
-    """How many times the receiver got a call for each event id."""
-    return Counter(delivered_id(r) for r in list(receiver.requests))
+class Deliveries:
+    """The receiver's calls counted by event id (read incrementally: polled often)."""
+
+    def __init__(self, receiver: HttpReceiver) -> None:
+        self.receiver = receiver
+        self.counts: Counter[str] = Counter()
+        self._read = 0
+
+    def update(self) -> Counter[str]:
+        requests = self.receiver.requests
+        self.counts.update(delivered_id(r) for r in requests[self._read:])
+        self._read = len(requests)
+        return self.counts
+
+    def behind(self, feeds: list[Feed], older_than: float = 2.0) -> int:
+        """Events accepted more than ``older_than`` seconds ago and not delivered yet."""
+        counts, now = self.update(), time.monotonic()
+        return sum(1 for feed in feeds for eid, at in list(feed.accepted_at.items())
+                   if now - at > older_than and not counts[eid])
+
+    def missing(self, feeds: list[Feed]) -> int:
+        counts = self.update()
+        return sum(1 for feed in feeds for eid in feed.expected if not counts[eid])
 
 
-def settle(run: CcbusRun, receiver: HttpReceiver, feeds: list[Feed]) -> None:
+def settle(run: CcbusRun, deliveries: Deliveries, feeds: list[Feed]) -> None:
     """Wait (bounded) until every expected delivery arrived."""
-    expected = {eid for feed in feeds for eid in feed.expected}
     deadline = time.monotonic() + max(60.0, run.duration * 0.5)
-    while time.monotonic() < deadline and not expected <= set(delivered(receiver)):
+    while time.monotonic() < deadline and deliveries.missing(feeds):
         time.sleep(0.5)
-    run.note("deliveries settled" if expected <= set(delivered(receiver)) else "gave up waiting")
+    run.note("deliveries settled" if not deliveries.missing(feeds) else "gave up waiting")
 
 
-def report(run: CcbusRun, feeds: list[Feed], receiver: HttpReceiver, brokers: BrokerFaults,
+def report(run: CcbusRun, feeds: list[Feed], deliveries: Deliveries, brokers: BrokerFaults,
            exit_code: int) -> dict[str, Any]:
     """Per feed: expected, delivered (distinct), lost, duplicates; RSS; broker recovery."""
-    counts = delivered(receiver)
+    counts = deliveries.update()
     out: dict[str, Any] = {
         "duration_s": run.duration, "rates_per_s": {f.name: f.rate for f in feeds},
         "faults": run.faults, "ccbus_exit_code_after_sigterm": exit_code, "feeds": {},
