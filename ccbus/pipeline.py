@@ -109,7 +109,7 @@ class Pipeline:
         outcome.firings.extend(firings)
         made: list[Invocation] = []
         for firing in firings:
-            made.extend(self._render(firing, now, outcome))
+            made.extend(self.render_stage(firing.rule, firing.event, 0, now, outcome))
         if self.observer is not None:
             self.observer(event, firings, made)
         outcome.invocations.extend(made)
@@ -131,9 +131,6 @@ class Pipeline:
                     continue
                 derived.extensions[HOPS_EXTENSION] = hops
                 self._step(derived, self.engine.route(derived, now), now, outcome)
-
-    def _render(self, firing: Firing, now: float, outcome: Outcome) -> list[Invocation]:
-        return self.render_stage(firing.rule, firing.event, 0, now, outcome)
 
     def continue_after(
         self, rule: Rule, event: Event, index: int, result: Any, now: float
