@@ -27,11 +27,12 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["Redactor", "redact_in_logs", "setup_logging"]
+__all__ = ["LogEvery", "Redactor", "redact_in_logs", "setup_logging"]
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -43,6 +44,35 @@ _PRIORITY = {
 MASK = "***"
 #: Text mode writes these characters escaped, so a record stays one line.
 _LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r"})
+
+
+class LogEvery:
+    """At most one log line per key per ``interval`` seconds, and how many were held back.
+
+    What repeats under a fault (a dead webhook target retried for hours, a
+    client sending garbage) is counted in ``/metrics`` on every occurrence
+    but logged once a minute, so a long outage cannot flood the journal::
+
+        throttle = LogEvery(60.0)
+        held_back = throttle.due(("retry", rule, action))
+        if held_back is not None:
+            log.warning("... (%d more like it in the last minute)", held_back)
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._last: dict[Any, float] = {}
+        self._held: dict[Any, int] = {}
+
+    def due(self, key: Any) -> int | None:
+        """None when this occurrence is not to be logged; else how many were skipped since."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
 
 
 class Redactor:

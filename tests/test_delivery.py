@@ -134,6 +134,29 @@ async def test_retryable_failures_are_retried_with_backoff(tmp_path: Path) -> No
     assert outbox(tmp_path).pending_count() == 0
 
 
+async def test_a_failing_target_is_logged_once_a_minute_and_counted_every_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hours of retries against a dead target must not flood the journal."""
+    flaky = Flaky()
+    flaky.fail_next["a"] = [RetryableActionError(f"503 number {i}") for i in range(3)]
+    flaky.fail_next["b"] = [RetryableActionError("reset")]
+    bus = make_bus(tmp_path, flaky)
+
+    async def body() -> None:
+        await bus.publish(go(lane="a", value="x"))
+        await bus.publish(go(lane="a", value="y"))
+        await bus.publish(go(lane="b", value="z"))
+        await wait_for(lambda: len(flaky.delivered) == 3)
+
+    with caplog.at_level("WARNING", logger="ccbus.delivery"):
+        await running(bus, body)
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) == 1, retries  # four failures of one rule's `flaky` calls
+    assert "503 number 0" in retries[0]
+    assert bus.counters.get("actions", action="flaky", outcome="retry") == 4
+
+
 async def test_retry_after_is_honoured(tmp_path: Path) -> None:
     flaky = Flaky()
     flaky.fail_next["a"] = [RetryableActionError("429", retry_after=0.6)]

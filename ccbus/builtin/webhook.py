@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse
 
 from ..events import Event
 from ..hookspecs import hookimpl
+from ..logs import LogEvery
 from ..schema import Duration, Options
 from ..sources import SourceContext, SourceSpec
 
@@ -86,7 +87,7 @@ class WebhookSource:
         self.path = self.options.path or f"/events/{ctx.name}"
         self.accepted = 0
         self.rejected = 0
-        self._logged: dict[str, float] = {}
+        self._log_every = LogEvery(LOG_INTERVAL)  # per refusal reason
         ctx.add_route(self.path, self.receive, ["POST"])
 
     async def run(self) -> None:
@@ -171,9 +172,7 @@ class WebhookSource:
         """
         self.rejected += 1
         self.ctx.count_bad_input(reason)
-        now = time.monotonic()
-        if now - self._logged.get(reason, -LOG_INTERVAL) >= LOG_INTERVAL:
-            self._logged[reason] = now
+        if self._log_every.due(reason) is not None:
             self.ctx.log.warning(
                 "webhook %s: refused a request from %s with %d: %s "
                 "(counted as %s; logged at most once a minute)",

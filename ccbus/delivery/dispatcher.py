@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from ..actions import ActionContext, ActionSpec, Invocation, idempotency_key
 from ..errors import PermanentActionError, RetryableActionError
 from ..events import Event
+from ..logs import LogEvery
 from ..metrics import Counters
 from ..pipeline import RenderFailure
 from .policy import DeliveryConfig, DeliveryPolicy
@@ -90,6 +91,7 @@ class Dispatcher:
         self._lane_workers: dict[str, int] = {}  # worker tasks, per lane (see _work)
         self._worker_count = 0
         self._unyielded = 0  # submits since the last yield to the workers
+        self._retry_log = LogEvery(60.0)  # retry warnings, per rule and action
         self._queues: dict[str, deque[tuple[Pending, Invocation]]] = {}
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
@@ -381,13 +383,17 @@ class Dispatcher:
         await self._io(store.retry_later, row.id, self.clock() + delay, attempt, error)
         self.counters.inc("actions", action=action, outcome="retry")
         self.on_settled(row, "retry", error)
-        log.warning(
-            "rule %s: %s attempt %d failed: %s; retrying in %.1fs",
-            row.rule,
-            action,
-            attempt,
-            error,
-            delay,
-        )
+        held_back = self._retry_log.due((row.rule, action))
+        if held_back is not None:  # a dead target is retried for hours: no journal flood
+            log.warning(
+                "rule %s: %s attempt %d failed: %s; retrying in %.1fs%s",
+                row.rule,
+                action,
+                attempt,
+                error,
+                delay,
+                f" ({held_back} more failed attempt(s) of this rule's {action} calls in "
+                f"the last minute, counted in ccbus_actions_total)" if held_back else "",
+            )
 
 

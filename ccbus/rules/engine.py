@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import heapq
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EvaluationError, MissingField
 from ..events import Event
 from ..expressions import EnvelopeView, bounded_text
+from ..logs import LogEvery
 from ..traces import (
     COUNTING,
     FIRED,
@@ -60,7 +60,6 @@ class RuleStats:
     errors: int = 0
     missing_field: int = 0
     last_error: str = ""
-    _last_logged: float = field(default=-ERROR_LOG_INTERVAL, repr=False)
 
 
 class Engine:
@@ -73,6 +72,7 @@ class Engine:
         self._seq = 0
         #: When set, every evaluation is recorded (see :mod:`ccbus.traces`).
         self.tracer: RuleTraces | None = None
+        self._log_every = LogEvery(ERROR_LOG_INTERVAL)  # failed evaluations, per rule
         self.index = RuleIndex([])
         self.swap(rules or [])
 
@@ -291,9 +291,7 @@ class Engine:
         else:
             stats.errors += 1
         stats.last_error = f"{err} (event {event.type} {event.id})"
-        wall = time.monotonic()
-        if wall - stats._last_logged >= ERROR_LOG_INTERVAL:
-            stats._last_logged = wall
+        if self._log_every.due(rule.name) is not None:
             log.warning(
                 "rule %s (%s): %s on event %s id=%s; %s "
                 "(further errors of this rule are counted, logged once a minute)",
