@@ -467,3 +467,20 @@ def test_receiver_stop_drops_keep_alive_connections_and_start_reuses_the_port() 
         assert len(receiver.wait_for(6, timeout=1)) == 6
         with pytest.raises(TimeoutError, match="6 request"):
             receiver.wait_for(7, timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("crm.example/hook", "'crm.example/hook' has no scheme"),
+        ("ftp://crm.example/hook", "'ftp://crm.example/hook' (scheme 'ftp')"),
+        ("https://user:hunter2@crm.example/x", None),  # accepted
+    ],
+)
+def test_a_url_without_http_says_what_it_got(url: str, says: str | None) -> None:
+    if says is None:
+        assert str(params(url=url).url).startswith("https://")
+        return
+    with pytest.raises(ValidationError) as caught:
+        params(url=url)
+    assert says in str(caught.value)

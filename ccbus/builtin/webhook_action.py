@@ -172,7 +172,10 @@ def _check_url(value: str) -> _Url:
         reason = str(err).replace(value, redact_url(value))
         raise ValueError(f"not a valid URL: {redact_url(value)} ({reason})") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"the URL must start with http:// or https://, not {parts.scheme!r}")
+        raise ValueError(
+            f"the URL must start with http:// or https://: {redact_url(value)!r}"
+            + (f" (scheme {parts.scheme!r})" if parts.scheme else " has no scheme")
+        )
     if not parts.hostname:
         raise ValueError(f"the URL has no host: {redact_url(value)}")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
