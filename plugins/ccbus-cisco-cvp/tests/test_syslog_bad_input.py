@@ -140,6 +140,9 @@ def test_bad_syslog_input_is_refused_counted_and_good_messages_still_arrive(
                                 stdout=out, stderr=out, env=dict(os.environ))
     try:
         wait_until(lambda: get(f"http://127.0.0.1:{http}/readyz")[0] == 200, 60, "ready", log)
+        # ready means running; the listeners are bound a moment later (the source says so)
+        wait_until(lambda: f"syslog on tcp 127.0.0.1:{tcp}" in log.read_text(), 30,
+                   "the TCP listener", log)
         good = 0
 
         # UDP: garbage datagrams
