@@ -66,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from route_bench import machine  # noqa: E402  (the same machine line as the other benchmarks)
 
 from ccbus import ActionContext, ActionSpec, Options, hookimpl  # noqa: E402
+from ccbus.actions import idempotency_key  # noqa: E402
 from ccbus.bus import Bus  # noqa: E402
 from ccbus.config import load_config  # noqa: E402
 from ccbus.delivery.store import SqliteDeliveryStore  # noqa: E402
@@ -496,7 +497,7 @@ async def run_bus(
     latencies = []
     last = 0.0
     for i, event in enumerate(batch):
-        times = arrivals.get(f"{event.id}:deliver:0")
+        times = arrivals.get(idempotency_key(event, "deliver", 0))
         if not times:
             result.missing += 1
             continue

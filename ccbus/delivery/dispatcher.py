@@ -116,11 +116,17 @@ class Dispatcher:
             self.counters.inc("actions_recorded", action=row.action)
             self._maybe_start(row, invocation)
         self._unyielded += 1
-        if self._unyielded >= SUBMITS_PER_YIELD and not self.store.blocking:
+        backlog = len(self._queues.get(rows[-1].lane, ()))
+        if (self._unyielded >= SUBMITS_PER_YIELD or backlog >= SUBMITS_PER_YIELD) and (
+            not self.store.blocking
+        ):
             # Let the lanes' workers run what was queued.  Not after every
-            # submit: each turn of the loop polls the selector, which releases
-            # the GIL, and a source whose client library reads on its own
-            # thread (stomp.py, signalrcore) then holds it while the loop waits.
+            # submit while the calls keep up: each turn of the loop polls the
+            # selector, which releases the GIL, and a source whose client
+            # library reads on its own thread (stomp.py, signalrcore) then
+            # holds it while the loop waits.  After every submit once a lane
+            # falls behind (a slow target): the source then goes at the pace of
+            # the loop's turns instead of piling calls up behind the lane.
             self._unyielded = 0
             await anyio.lowlevel.checkpoint()
 
