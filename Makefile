@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py
 	$(BIN)/python bench/memory_bench.py
+	$(BIN)/python bench/bus_bench.py
 
 install: $(STAMP)
 
