@@ -32,12 +32,11 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 import yaml
+from counting import Counting
 
-from ccbus import ActionSpec, Options, hookimpl
 from ccbus.bus import Bus
 from ccbus.config import load_config
 from ccbus.events import Event
@@ -50,27 +49,6 @@ rules:
     if: seq >= 0
     do: [bench.count: {agent: "{AgentID}"}]
 """
-
-
-class Counting:
-    """The rule's action: counts, and notes when it last ran."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.last = 0.0
-
-    @hookimpl
-    def register_actions(self) -> list[ActionSpec]:
-        counting = self
-
-        class Params(Options):
-            agent: str
-
-        async def run(params: Params, ctx: Any) -> None:
-            counting.calls += 1
-            counting.last = time.perf_counter()
-
-        return [ActionSpec(name="bench.count", params=Params, run=run, side_effects=False)]
 
 
 def build_events(records: int, run: int) -> list[Event]:

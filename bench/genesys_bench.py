@@ -58,8 +58,8 @@ import ccbus_genesys
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ccbus_genesys.scenarios import agent_flaps
+from counting import Counting
 
-from ccbus import ActionSpec, Options, hookimpl
 from ccbus.bus import Bus
 from ccbus.config import load_config
 from ccbus.plugins import PluginHost
@@ -75,27 +75,6 @@ rules:
     if: seq >= 0
     do: [bench.count: {agent: "{AgentID}"}]
 """
-
-
-class Counting:
-    """The ``bench.count`` action: counts calls and notes when the last one ran."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.last = 0.0
-
-    @hookimpl
-    def register_actions(self) -> list[ActionSpec]:
-        counter = self
-
-        class Params(Options):
-            agent: str
-
-        async def run(params: Params, ctx: Any) -> None:
-            counter.calls += 1
-            counter.last = time.perf_counter()
-
-        return [ActionSpec(name="bench.count", params=Params, run=run, side_effects=False)]
 
 
 def start_broker() -> tuple[subprocess.Popen[str], str]:
