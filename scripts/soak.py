@@ -56,6 +56,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ import psutil
 from anyio.from_thread import start_blocking_portal
 from ccbus_cisco_cvp.scenarios import Item, contact_center
 from ccbus_cisco_cvp.simulator import CvpSimulator
-from ccbus_stomp import NotConnectedError, StompOptions, topic
+from ccbus_stomp import NotConnectedError, StompOptions
 from ccbus_stomp.testing import ActiveMQBroker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,26 +226,14 @@ class CvpStompFeed(Feed):
 
             def send(n: int) -> str | None:
                 key, payload = self.item(n)
-                try:
-                    portal.call(self.publish, simulator, key, payload)
+                try:  # counted as expected only once the broker has it
+                    portal.call(partial(simulator.publish, key, payload, receipt=True,
+                                        wait_connected=1.0))
                 except NotConnectedError:
                     return None
                 return f"{payload['eventType']}/{payload['callGuid']}"
 
             self.pace(stop, send)
-
-    @staticmethod
-    async def publish(simulator: CvpSimulator, key: str, payload: dict[str, Any]) -> None:
-        """What :meth:`CvpSimulator.publish` sends (a persistent TextMessage, JMSType =
-        eventType, on the channel's topic), but waiting for the broker's receipt, which
-        ``publish`` does not ask for."""
-        name = simulator.topics[key]
-        assert simulator.connection is not None and name
-        await simulator.connection.send(
-            topic(name), json.dumps(payload), type=payload["eventType"],
-            persistent=True, receipt=True, wait_connected=1.0,
-        )
-        simulator.published += 1
 
 
 class BrokerFaults:

@@ -63,8 +63,17 @@ class CvpSimulator:
         if self.connection is not None:
             await self.connection.__aexit__(exc_type, exc, tb)
 
-    async def publish(self, key: str, payload: dict[str, Any] | str) -> None:
-        """Publish one payload (a dict, or a raw body to test rejects) on ``key``'s topic."""
+    async def publish(
+        self, key: str, payload: dict[str, Any] | str, *, receipt: bool = False,
+        wait_connected: float = 30,
+    ) -> None:
+        """Publish one payload (a dict, or a raw body to test rejects) on ``key``'s topic.
+
+        With ``receipt``, return only once the broker confirmed it has the message
+        (``NotConnectedError`` if it never does): a message sent as the broker goes
+        down is otherwise lost without a word, which a test that counts what
+        arrived must not mistake for ccbus losing it.
+        """
         if self.connection is None:
             raise RuntimeError("no broker configured")
         name = self.topics.get(key)
@@ -74,7 +83,7 @@ class CvpSimulator:
         event_type = payload.get("eventType") if isinstance(payload, dict) else None
         await self.connection.send(
             topic(name), body, type=str(event_type) if event_type else None,
-            persistent=True, wait_connected=30,
+            persistent=True, receipt=receipt, wait_connected=wait_connected,
         )
         self.published += 1
 
