@@ -134,6 +134,24 @@ async def test_retryable_failures_are_retried_with_backoff(tmp_path: Path) -> No
     assert outbox(tmp_path).pending_count() == 0
 
 
+async def test_a_short_backoff_is_kept_not_rounded_up_to_the_poll_interval(
+    tmp_path: Path,
+) -> None:
+    """Three retries with backoff 0.05-0.2 s take a few tenths of a second; waiting for the
+    dispatcher's regular 0.5 s poll each time would take over a second."""
+    flaky = Flaky()
+    flaky.fail_next["a"] = [RetryableActionError(f"503 number {i}") for i in range(3)]
+    bus = make_bus(tmp_path, flaky)
+
+    async def body() -> None:
+        await bus.publish(go(value="x"))
+        await wait_for(lambda: flaky.delivered)
+
+    await running(bus, body)
+    assert len(flaky.attempt_times) == 4
+    assert flaky.attempt_times[-1] - flaky.attempt_times[0] < 0.6, flaky.attempt_times
+
+
 async def test_a_failing_target_is_logged_once_a_minute_and_counted_every_time(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

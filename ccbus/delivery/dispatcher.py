@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -92,6 +93,7 @@ class Dispatcher:
         self._worker_count = 0
         self._unyielded = 0  # submits since the last yield to the workers
         self._retry_log = LogEvery(60.0)  # retry warnings, per rule and action
+        self._next_retry = math.inf  # the earliest retry scheduled since the last poll
         self._queues: dict[str, deque[tuple[Pending, Invocation]]] = {}
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
@@ -180,8 +182,11 @@ class Dispatcher:
             task_status.started()
             try:
                 while True:
+                    if self._next_retry <= self.clock():
+                        self._next_retry = math.inf  # due: this poll fetches it
                     await self._poll()
-                    with anyio.move_on_after(POLL_INTERVAL):
+                    wait = min(POLL_INTERVAL, max(self._next_retry - self.clock(), 0.0))
+                    with anyio.move_on_after(wait):
                         await self._wakeup.wait()
                     self._wakeup = anyio.Event()
             finally:
@@ -386,7 +391,12 @@ class Dispatcher:
                 why,
             )
             return
-        await self._io(store.retry_later, row.id, self.clock() + delay, attempt, error)
+        retry_at = self.clock() + delay
+        await self._io(store.retry_later, row.id, retry_at, attempt, error)
+        if retry_at < self._next_retry:
+            # poll in time for it: a 50 ms backoff must not wait for the next regular poll
+            self._next_retry = retry_at
+            self._wakeup.set()
         self.counters.inc("actions", action=action, outcome="retry")
         self.on_settled(row, "retry", error)
         held_back = self._retry_log.due((row.rule, action))
