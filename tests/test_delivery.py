@@ -152,6 +152,29 @@ async def test_a_short_backoff_is_kept_not_rounded_up_to_the_poll_interval(
     assert flaky.attempt_times[-1] - flaky.attempt_times[0] < 0.6, flaky.attempt_times
 
 
+async def test_a_call_past_its_timeout_is_retried_and_the_lane_goes_on(tmp_path: Path) -> None:
+    """A call that hangs is cut off at the action's timeout and retried; the call queued
+    behind it in the same lane (concurrency 1) runs normally."""
+    flaky = Flaky()
+    flaky.hang.add("a")
+    config = CONFIG.replace("flaky: {concurrency: 1}", "flaky: {concurrency: 1, timeout: 0.3}")
+    bus = make_bus(tmp_path, flaky, config)
+
+    async def body() -> None:
+        await bus.publish(go(value="first"))
+        await bus.publish(go(value="second"))
+        await wait_for(lambda: flaky.attempt_times)
+        flaky.hang.clear()  # the first attempt is already hanging
+        await wait_for(lambda: len(flaky.delivered) == 2)
+
+    await running(bus, body)
+    assert sorted((value, attempt) for value, _, attempt in flaky.delivered) == [
+        ("first", 2), ("second", 1),
+    ]
+    assert bus.counters.get("actions", action="flaky", outcome="retry") == 1
+    assert 0.3 <= flaky.attempt_times[1] - flaky.attempt_times[0] < 5
+
+
 async def test_a_failing_target_is_logged_once_a_minute_and_counted_every_time(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -280,31 +280,52 @@ class Dispatcher:
 
         A worker outlives its call by one scheduler turn: under a steady
         stream the source queues the next call meanwhile, and reusing the
-        task costs far less than starting one per call.
+        task costs far less than starting one per call.  Likewise one cancel
+        scope serves a run of calls, its deadline moved for each (entering a
+        scope costs twice as much as moving its deadline); a call that
+        overruns cancels the scope, is settled as timed out, and the next
+        call gets a fresh scope.
         """
+        current: tuple[Pending, Invocation] | None = None  # the call in progress
         try:
             while True:
                 if not queue:
                     await anyio.lowlevel.checkpoint()
                     if not queue:
                         return
-                row, invocation = queue.popleft()
-                self._running_ids.add(row.id)
-                self._lane_running[lane] = self._lane_running.get(lane, 0) + 1
-                try:
-                    await self._attempt(row, invocation)
-                finally:
-                    self._lane_running[lane] -= 1
-                    self._running_ids.discard(row.id)
-                    self._held.discard(row.id)
-                    if not self._running_ids:
-                        self._idle.set()
-                if self._left_waiting and not queue:  # fetch what was left on disk
-                    self._left_waiting = False
-                    self._wakeup.set()
+                with anyio.CancelScope() as deadline:
+                    while queue:
+                        current = row, invocation = queue.popleft()
+                        self._running_ids.add(row.id)
+                        self._lane_running[lane] = self._lane_running.get(lane, 0) + 1
+                        await self._attempt(row, invocation, deadline)
+                        current = None
+                        self._finished(lane, row, queue)
+                        if deadline.cancel_called:  # passed as the call returned
+                            break  # the next call gets a fresh scope
+                if current is not None:  # it overran its deadline (the scope caught that)
+                    row, invocation = current
+                    policy = self.config.for_action(row.action)
+                    await self._settle(row, "retry", f"no answer within {policy.timeout:g}s",
+                                       None, row.attempts + 1, policy)
+                    current = None
+                    self._finished(lane, row, queue)
         finally:
+            if current is not None:  # cancelled from outside (stopping): stays recorded
+                self._finished(lane, current[0], queue)
             self._lane_workers[lane] -= 1
             self._worker_count -= 1
+
+    def _finished(self, lane: str, row: Pending, queue: deque[tuple[Pending, Invocation]]) -> None:
+        """A call's attempt is settled: free its slot, and fetch what waits on disk."""
+        self._lane_running[lane] -= 1
+        self._running_ids.discard(row.id)
+        self._held.discard(row.id)
+        if not self._running_ids:
+            self._idle.set()
+        if self._left_waiting and not queue:  # fetch what was left on disk
+            self._left_waiting = False
+            self._wakeup.set()
 
     def _revive(self, row: Pending) -> Invocation | None:
         """Rebuild a recorded call; one that can no longer run becomes a dead letter."""
@@ -325,12 +346,38 @@ class Dispatcher:
             rule=row.rule, action=row.action, index=row.index, params=params, event=event, spec=spec
         )
 
-    async def _attempt(self, row: Pending, invocation: Invocation) -> None:
+    async def _attempt(
+        self, row: Pending, invocation: Invocation, deadline: anyio.CancelScope
+    ) -> None:
         policy = self.config.for_action(row.action)
         attempt = row.attempts + 1
         started = time.perf_counter()
-        outcome, error, retry_after, result = await self._run(invocation, attempt, policy)
+        outcome, error, retry_after, result = await self._run(
+            invocation, attempt, policy, deadline
+        )
         self.counters.inc("action_seconds", time.perf_counter() - started, action=row.action)
+        if deadline.cancel_called:
+            # the deadline passed as the action returned: its answer counts, and
+            # recording it must not be cut short by the scope's cancellation
+            with anyio.CancelScope(shield=True):
+                await self._record(row, invocation, outcome, error, retry_after, result,
+                                   attempt, policy)
+        else:
+            await self._record(row, invocation, outcome, error, retry_after, result,
+                               attempt, policy)
+
+    async def _record(
+        self,
+        row: Pending,
+        invocation: Invocation,
+        outcome: str,
+        error: str,
+        retry_after: float | None,
+        result: Any,
+        attempt: int,
+        policy: DeliveryPolicy,
+    ) -> None:
+        """What an attempt returned: the calls waiting for its result, then its outcome."""
         if outcome == "ok" and self.on_result is not None:
             # before the call is forgotten: a crash in between runs it again
             # instead of losing the calls that wait for its result
@@ -338,17 +385,24 @@ class Dispatcher:
         await self._settle(row, outcome, error, retry_after, attempt, policy)
 
     async def _run(
-        self, invocation: Invocation, attempt: int, policy: DeliveryPolicy
+        self,
+        invocation: Invocation,
+        attempt: int,
+        policy: DeliveryPolicy,
+        deadline: anyio.CancelScope,
     ) -> tuple[str, str, float | None, Any]:
-        """Run one attempt: ``(outcome, error, retry_after, what the action returned)``."""
+        """Run one attempt: ``(outcome, error, retry_after, what the action returned)``.
+
+        ``deadline`` is the worker's scope: an attempt that overruns
+        ``policy.timeout`` cancels it and never returns here (see :meth:`_work`).
+        """
         ctx = self.context(invocation, attempt)
         try:
-            # A bare cancel scope rather than ``fail_after``: the same deadline
-            # without a generator-based context manager around every call.
-            with anyio.CancelScope(deadline=anyio.current_time() + policy.timeout) as scope:
+            deadline.deadline = anyio.current_time() + policy.timeout
+            try:
                 result = await invocation.spec.run(invocation.params, ctx)
-            if scope.cancelled_caught:
-                raise TimeoutError
+            finally:
+                deadline.deadline = math.inf
         except PermanentActionError as err:
             return "permanent", str(err) or type(err).__name__, None, None
         except RetryableActionError as err:
