@@ -20,6 +20,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -52,8 +53,18 @@ SUBMITS_PER_YIELD = 32
 #: deduplicate by the idempotency key.  One delete per batch instead of one
 #: per call is a third of the outbox's cost per delivery.
 FORGET_INTERVAL = 0.05
+#: How often the watchdog looks for calls past their timeout: a timeout ends up to this late.
+WATCHDOG_TICK = 0.1
 #: How often the store's write-ahead log is copied back (in a worker thread).
 CHECKPOINT_INTERVAL = 1.0
+
+
+@dataclass(eq=False, slots=True)
+class _Watched:
+    """A worker's cancel scope, and until when its current call may run (``inf``: none)."""
+
+    scope: anyio.CancelScope
+    until: float = math.inf
 
 
 class Dispatcher:
@@ -94,6 +105,8 @@ class Dispatcher:
         self._unyielded = 0  # submits since the last yield to the workers
         self._retry_log = LogEvery(60.0)  # retry warnings, per rule and action
         self._next_retry = math.inf  # the earliest retry scheduled since the last poll
+        self._watched: set[_Watched] = set()  # workers' scopes, for the watchdog
+        self._watch_wanted = anyio.Event()  # set when there is something to watch
         self._queues: dict[str, deque[tuple[Pending, Invocation]]] = {}
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
@@ -179,6 +192,7 @@ class Dispatcher:
             self._tasks = tasks
             tasks.start_soon(self._forget_delivered)
             tasks.start_soon(self._checkpoint)
+            tasks.start_soon(self._watchdog)
             task_status.started()
             try:
                 while True:
@@ -281,10 +295,10 @@ class Dispatcher:
         A worker outlives its call by one scheduler turn: under a steady
         stream the source queues the next call meanwhile, and reusing the
         task costs far less than starting one per call.  Likewise one cancel
-        scope serves a run of calls, its deadline moved for each (entering a
-        scope costs twice as much as moving its deadline); a call that
-        overruns cancels the scope, is settled as timed out, and the next
-        call gets a fresh scope.
+        scope serves a run of calls: each call notes its deadline on it (a
+        float, see :meth:`_watchdog`); a call that overruns has the scope
+        cancelled, is settled as timed out, and the next call gets a fresh
+        scope.
         """
         current: tuple[Pending, Invocation] | None = None  # the call in progress
         try:
@@ -293,16 +307,22 @@ class Dispatcher:
                     await anyio.lowlevel.checkpoint()
                     if not queue:
                         return
-                with anyio.CancelScope() as deadline:
-                    while queue:
-                        current = row, invocation = queue.popleft()
-                        self._running_ids.add(row.id)
-                        self._lane_running[lane] = self._lane_running.get(lane, 0) + 1
-                        await self._attempt(row, invocation, deadline)
-                        current = None
-                        self._finished(lane, row, queue)
-                        if deadline.cancel_called:  # passed as the call returned
-                            break  # the next call gets a fresh scope
+                with anyio.CancelScope() as scope:
+                    watched = _Watched(scope)
+                    self._watched.add(watched)
+                    self._watch_wanted.set()
+                    try:
+                        while queue:
+                            current = row, invocation = queue.popleft()
+                            self._running_ids.add(row.id)
+                            self._lane_running[lane] = self._lane_running.get(lane, 0) + 1
+                            await self._attempt(row, invocation, watched)
+                            current = None
+                            self._finished(lane, row, queue)
+                            if scope.cancel_called:  # the deadline passed as the call returned
+                                break  # the next call gets a fresh scope
+                    finally:
+                        self._watched.discard(watched)
                 if current is not None:  # it overran its deadline (the scope caught that)
                     row, invocation = current
                     policy = self.config.for_action(row.action)
@@ -315,6 +335,23 @@ class Dispatcher:
                 self._finished(lane, current[0], queue)
             self._lane_workers[lane] -= 1
             self._worker_count -= 1
+
+    async def _watchdog(self) -> None:
+        """Cancel the worker scope whose call has run past its deadline.
+
+        One task looking every :data:`WATCHDOG_TICK` seconds instead of a
+        timer per call: a timeout ends up to one tick late, and a call costs a
+        float assignment instead of scheduling and cancelling a timer.
+        """
+        while True:
+            if not self._watched:  # nothing running: no need to tick
+                self._watch_wanted = anyio.Event()
+                await self._watch_wanted.wait()
+            await anyio.sleep(WATCHDOG_TICK)
+            now = anyio.current_time()
+            for watched in self._watched:
+                if watched.until <= now:
+                    watched.scope.cancel()
 
     def _finished(self, lane: str, row: Pending, queue: deque[tuple[Pending, Invocation]]) -> None:
         """A call's attempt is settled: free its slot, and fetch what waits on disk."""
@@ -346,17 +383,15 @@ class Dispatcher:
             rule=row.rule, action=row.action, index=row.index, params=params, event=event, spec=spec
         )
 
-    async def _attempt(
-        self, row: Pending, invocation: Invocation, deadline: anyio.CancelScope
-    ) -> None:
+    async def _attempt(self, row: Pending, invocation: Invocation, watched: _Watched) -> None:
         policy = self.config.for_action(row.action)
         attempt = row.attempts + 1
         started = time.perf_counter()
         outcome, error, retry_after, result = await self._run(
-            invocation, attempt, policy, deadline
+            invocation, attempt, policy, watched
         )
         self.counters.inc("action_seconds", time.perf_counter() - started, action=row.action)
-        if deadline.cancel_called:
+        if watched.scope.cancel_called:
             # the deadline passed as the action returned: its answer counts, and
             # recording it must not be cut short by the scope's cancellation
             with anyio.CancelScope(shield=True):
@@ -389,20 +424,20 @@ class Dispatcher:
         invocation: Invocation,
         attempt: int,
         policy: DeliveryPolicy,
-        deadline: anyio.CancelScope,
+        watched: _Watched,
     ) -> tuple[str, str, float | None, Any]:
         """Run one attempt: ``(outcome, error, retry_after, what the action returned)``.
 
-        ``deadline`` is the worker's scope: an attempt that overruns
-        ``policy.timeout`` cancels it and never returns here (see :meth:`_work`).
+        ``watched`` is the worker's scope: an attempt that overruns
+        ``policy.timeout`` has it cancelled and never returns here (see :meth:`_work`).
         """
         ctx = self.context(invocation, attempt)
         try:
-            deadline.deadline = anyio.current_time() + policy.timeout
+            watched.until = anyio.current_time() + policy.timeout
             try:
                 result = await invocation.spec.run(invocation.params, ctx)
             finally:
-                deadline.deadline = math.inf
+                watched.until = math.inf
         except PermanentActionError as err:
             return "permanent", str(err) or type(err).__name__, None, None
         except RetryableActionError as err:
