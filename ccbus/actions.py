@@ -102,10 +102,14 @@ class Invocation:
     params: BaseModel
     event: Event
     spec: ActionSpec
+    _key: str = field(default="", init=False, repr=False, compare=False)
 
     @property
     def idempotency_key(self) -> str:
-        return idempotency_key(self.event, self.rule, self.index)
+        """See :func:`idempotency_key`; built once (the outbox, traces and the action read it)."""
+        if not self._key:
+            self._key = idempotency_key(self.event, self.rule, self.index)
+        return self._key
 
     def describe(self) -> str:
         """``notify(to='ops', body='...')`` for consoles and logs."""

@@ -27,8 +27,13 @@ class Counters:
         self._values: defaultdict[tuple[str, Labels], float] = defaultdict(float)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        # ``sorted`` only when it can change the order: this runs several times per event
-        items = tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
+        # runs several times per event: sort only when the names are out of order
+        items = tuple(labels.items())
+        if len(items) == 2:
+            if items[0][0] > items[1][0]:
+                items = (items[1], items[0])
+        elif len(items) > 2:
+            items = tuple(sorted(items))
         self._values[(name, items)] += amount
 
     def get(self, name: str, **labels: str) -> float:
