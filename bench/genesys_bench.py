@@ -241,15 +241,16 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     result = anyio.run(main_async, args)
-    ok = result["ccbus_median"] >= TARGET and result["ratio"] >= TARGET_RATIO
+    ok = result["ccbus_median"] >= TARGET  # the minimum; the ratio is an aim
     print()
     print(f"{'':24}{'median records/s':>18}")
     print(f"{'baseline (aiokafka)':24}{result['baseline_median']:>18,.0f}")
     print(f"{'ccbus (bus + rule)':24}{result['ccbus_median']:>18,.0f}")
     print(f"{'bus alone (no Kafka)':24}{result['bus_alone_median']:>18,.0f}")
     print("(records/s; each record is 2 bus events: the native one and agent.state_changed)")
-    print(f"ratio ccbus/baseline: {result['ratio']:.2f} (aim >= {TARGET_RATIO}); "
-          f"target {TARGET:,.0f} records/s: {'PASS' if ok else 'BELOW TARGET'}")
+    aim = "met" if result["ratio"] >= TARGET_RATIO else "not met"
+    print(f"target {TARGET:,.0f} records/s: {'PASS' if ok else 'BELOW TARGET'}; "
+          f"ratio ccbus/baseline {result['ratio']:.2f} (aim >= {TARGET_RATIO}: {aim})")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
