@@ -318,17 +318,13 @@ class Bus:
         the event arrived has nothing left to continue.
         """
         rule = self.engine.index.by_name(invocation.rule)
-        following = invocation.index + 1
-        if (
-            rule is None
-            or following >= len(rule.actions)
-            or not rule.actions[following].waits_for_previous
-        ):
-            return  # the common case: nothing waits for this call
+        if rule is None:
+            return
         outcome = self.pipeline.continue_after(
             rule, invocation.event, invocation.index, result, self.clock.now()
         )
-        await self._enqueue(outcome)
+        if outcome is not None:
+            await self._enqueue(outcome)
 
     def _settled(self, row: Pending, outcome: str, error: str) -> None:
         """An attempt of a recorded call ended: latency, traces, live view."""

@@ -22,22 +22,24 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
                    300.0, 1800.0)
 
 
+def _labels(labels: dict[str, str]) -> Labels:
+    """Labels in name order, the key of a series.  Runs several times per event,
+    so the common cases (none, one, two) take no ``sorted()``."""
+    items = tuple(labels.items())
+    if len(items) == 2:
+        return items if items[0][0] < items[1][0] else (items[1], items[0])
+    return items if len(items) < 2 else tuple(sorted(items))
+
+
 class Counters:
     def __init__(self) -> None:
         self._values: defaultdict[tuple[str, Labels], float] = defaultdict(float)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        # runs several times per event: sort only when the names are out of order
-        items = tuple(labels.items())
-        if len(items) == 2:
-            if items[0][0] > items[1][0]:
-                items = (items[1], items[0])
-        elif len(items) > 2:
-            items = tuple(sorted(items))
-        self._values[(name, items)] += amount
+        self._values[(name, _labels(labels))] += amount
 
     def get(self, name: str, **labels: str) -> float:
-        return self._values.get((name, tuple(sorted(labels.items()))), 0.0)
+        return self._values.get((name, _labels(labels)), 0.0)
 
     def total(self, name: str) -> float:
         return sum(v for (n, _), v in self._values.items() if n == name)
@@ -63,7 +65,7 @@ class Histogram:
     _series: dict[Labels, _Series] = field(default_factory=dict)
 
     def observe(self, value: float, **labels: str) -> None:
-        key = tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
+        key = _labels(labels)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series([0] * len(self.bounds))

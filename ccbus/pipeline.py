@@ -134,20 +134,22 @@ class Pipeline:
 
     def continue_after(
         self, rule: Rule, event: Event, index: int, result: Any, now: float
-    ) -> Outcome:
+    ) -> Outcome | None:
         """The calls that waited for action ``index`` of ``rule``: rendered now that
         it succeeded, with its ``result`` as ``previous``.
 
-        Empty unless the action after ``index`` reads ``previous``.  The
-        dispatcher calls this before it forgets the finished call, so a crash
-        in between runs that call again rather than losing what follows it.
+        None (nothing to do, the common case) unless the action after ``index``
+        reads ``previous``.  The dispatcher calls this before it forgets the
+        finished call, so a crash in between runs that call again rather than
+        losing what follows it.
         """
-        outcome = Outcome()
         following = index + 1
-        if following < len(rule.actions) and rule.actions[following].waits_for_previous:
-            outcome.invocations = self.render_stage(
-                rule, event, following, now, outcome, previous=as_previous(result)
-            )
+        if following >= len(rule.actions) or not rule.actions[following].waits_for_previous:
+            return None
+        outcome = Outcome()
+        outcome.invocations = self.render_stage(
+            rule, event, following, now, outcome, previous=as_previous(result)
+        )
         return outcome
 
     def render_stage(

@@ -159,6 +159,8 @@ def _continued(
         after = pipeline.continue_after(
             rule, invocation.event, invocation.index, returned[invocation.action], now
         )
+        if after is None:
+            continue
         outcome.render_errors += after.render_errors
         calls += _continued(pipeline, after, returned, now)
     return calls
