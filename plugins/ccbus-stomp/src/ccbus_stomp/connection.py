@@ -62,6 +62,7 @@ from anyio.abc import TaskGroup
 
 from ccbus.backoff import Backoff
 
+from .frames import Connection, ack_frames
 from .options import StompOptions
 
 __all__ = [
@@ -312,15 +313,10 @@ class StompConnection:
         attempt = _Attempt(self._generation)
         self._attempt = attempt
         options = self.options
-        conn = stomp.Connection12(
-            host_and_ports=[(options.host, options.port)],
-            prefer_localhost=False,
-            try_loopback_connect=False,
-            reconnect_attempts_max=1,
+        conn = Connection(
+            [(options.host, options.port)],
             timeout=options.connect_timeout,
             heartbeats=(int(options.heartbeat_send * 1000), int(options.heartbeat_receive * 1000)),
-            auto_decode=False,
-            auto_content_length=False,
             vhost=options.vhost,
         )
         if options.tls:
@@ -697,8 +693,13 @@ def _no_delay(result: Any, conn: Any) -> Any:
 
 
 def _ack_all(conn: Any, ack_ids: list[str]) -> None:
-    for ack_id in ack_ids:
-        conn.ack(ack_id)
+    """Write a batch of ACK frames in one go (stomp.py's ``ack`` is one frame per call)."""
+    data = ack_frames(ack_ids)
+    transport = conn.transport
+    if transport.blocking:
+        transport.send(data)
+    else:  # TLS: stomp.py's receive loop writes for us, as it does for its own frames
+        transport.send_queue.put(data)
 
 
 def _describe(err: BaseException) -> str:
