@@ -241,3 +241,49 @@ async def test_the_scenario_reaches_subscribers_in_order() -> None:
             assert [m[0]["data"]["eventType"] for m in received] == [s.event for s in steps]
         finally:
             await hub.stop()
+
+
+async def test_a_burst_arrives_whole_and_in_order_through_buffered_reads() -> None:
+    """Thousands of frames back to back: the session reads them many per ``recv``
+    (see ``hub._buffer_reads``) and must still hand over every one, in order."""
+    async with RteSimulator() as sim:
+        hub = HubSession(sim.hub_url, sim.issue_token(), max_pending=10_000)
+        await hub.start(10)
+        try:
+            client = hub.hub.transport._client
+            assert client._recv_exactly.__qualname__.startswith("_buffer_reads")
+            await hub.invoke("Subscribe", [[{"EntityId": ANNA, "EventName": "UserStatus"}]], 10)
+            sent = await sim.blast(3000)
+            assert sent["sent"] == 3000, sent
+            ids: list[str] = []
+            with anyio.fail_after(30):
+                while len(ids) < 3000:
+                    ids.extend(m["data"]["id"] for [m] in await hub.handoff.get_batch())
+            assert len(ids) == len(set(ids)) == 3000
+            assert hub.errors == {}
+        finally:
+            await hub.stop()
+
+
+def test_buffered_reads_give_exact_sizes_and_fail_as_signalrcore_does() -> None:
+    import socket
+    from types import SimpleNamespace
+
+    from ccbus_enreach.hub import _buffer_reads
+    from signalrcore.transport.sockets.errors import SocketClosedError
+
+    ours, theirs = socket.socketpair()
+    client = SimpleNamespace(sock=ours, _recv_exactly=None)
+    _buffer_reads(client)
+    theirs.sendall(b"\x81\x7e\x01\x00" + b"x" * 256 + b"\x81\x02")
+    assert client._recv_exactly(2) == b"\x81\x7e"
+    assert client._recv_exactly(2) == b"\x01\x00"
+    assert client._recv_exactly(256) == b"x" * 256
+    assert client._recv_exactly(2) == b"\x81\x02"
+    theirs.sendall(b"o")
+    theirs.sendall(b"k")  # a payload split across reads still comes back whole
+    assert client._recv_exactly(2) == b"ok"
+    theirs.close()
+    with pytest.raises(SocketClosedError):
+        client._recv_exactly(1)
+    ours.close()

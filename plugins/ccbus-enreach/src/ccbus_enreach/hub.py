@@ -46,7 +46,10 @@ from signalrcore.hub.errors import UnAuthorizedHubError  # type: ignore[import-u
 from signalrcore.hub_connection_builder import HubConnectionBuilder  # type: ignore[import-untyped]
 from signalrcore.messages.ping_message import PingMessage  # type: ignore[import-untyped]
 from signalrcore.protocol.json_hub_protocol import JsonHubProtocol  # type: ignore[import-untyped]
-from signalrcore.transport.sockets.errors import SocketHandshakeError  # type: ignore[import-untyped]
+from signalrcore.transport.sockets.errors import (  # type: ignore[import-untyped]
+    SocketClosedError,
+    SocketHandshakeError,
+)
 from signalrcore.types import HttpTransportType  # type: ignore[import-untyped]
 
 from .errors import HubError, Transient, Unauthorized
@@ -288,6 +291,7 @@ class HubSession:
         if self._stopping.is_set():  # start() timed out and was given up meanwhile
             self._stop_blocking()
             return
+        _buffer_reads(getattr(self.hub.transport, "_client", None))
         if not self.opened.wait(timeout):
             raise Transient("no SignalR handshake response")
 
@@ -365,6 +369,43 @@ class HubSession:
             self.hub.stop()
         except Exception as err:  # a broken connection may fail to close; it is gone anyway
             log.debug("closing the hub connection: %s", err)
+
+
+#: How much one read of the hub's socket may take: many WebSocket frames at once.
+READ_SIZE = 65536
+
+
+def _buffer_reads(client: Any) -> None:
+    """Make signalrcore's WebSocket client read the socket in large chunks.
+
+    signalrcore reads every frame with two or three ``recv`` calls of exactly
+    the bytes it needs next (header, extended length, payload).  Each call
+    releases the GIL and must win it back from the busy event loop, which can
+    take a whole thread switch interval: the receive thread then spends most
+    of its time waiting, not reading.  This swaps the client's
+    ``_recv_exactly`` (looked up on the instance for every read) for one
+    served from a buffer that a single ``recv`` of up to :data:`READ_SIZE`
+    bytes fills.  It reads exactly what the original did, in the same order,
+    and fails the same way (:class:`SocketClosedError` when the hub closes),
+    so the frame decoding around it is signalrcore's, unchanged.  Swapping
+    between two reads loses nothing: the original never reads ahead.
+    """
+    sock = getattr(client, "sock", None)
+    if sock is None or not hasattr(client, "_recv_exactly"):
+        return  # not the WebSocket client this was written against: leave it alone
+    buffer = bytearray()
+
+    def recv_exactly(size: int) -> bytes:
+        while len(buffer) < size:
+            chunk = sock.recv(READ_SIZE)
+            if not chunk:
+                raise SocketClosedError()
+            buffer.extend(chunk)
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
+
+    client._recv_exactly = recv_exactly
 
 
 def _status_line(text: str) -> str:
