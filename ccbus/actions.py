@@ -102,6 +102,9 @@ class Invocation:
     params: BaseModel
     event: Event
     spec: ActionSpec
+    #: Whether the rule's next action waits for this one's result (``previous``).
+    #: True when not known (a call read back from the outbox): the bus then looks.
+    feeds_next: bool = True
     _key: str = field(default="", init=False, repr=False, compare=False)
 
     @property

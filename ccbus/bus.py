@@ -56,7 +56,7 @@ from .functions import Clock, SystemClock, build_library
 from .httpclients import HttpClients
 from .live import LiveFeed
 from .logs import Redactor
-from .metrics import Counters, Histogram
+from .metrics import Counters, Histogram, Labels
 from .notify import Notifier
 from .pipeline import Outcome, Pipeline
 from .plugins import PluginHost
@@ -170,6 +170,9 @@ class Bus:
         #: What HTTP answers are passed through: secrets never leave the process.
         self.redactor = Redactor(loaded.secrets)
         self.counters = Counters()
+        #: the ``events_in`` series of each (source, type) seen: publish() runs per event
+        self._events_in: dict[tuple[str, str], tuple[str, Labels]] = {}
+        self._rule_fired: dict[str, tuple[str, Labels]] = {}  # likewise, per rule
         self.latency = Histogram()
         self.live = LiveFeed()
         self.traces = RuleTraces(self.config.traces)
@@ -265,23 +268,29 @@ class Bus:
 
     async def publish(self, event: Event) -> None:
         """Route ``event`` and queue its actions; returns when they are queued."""
-        self.counters.inc("events_in", source=event.source, type=event.type)
+        series = (event.source, event.type)
+        counted = self._events_in.get(series)
+        if counted is None:
+            counted = self._events_in[series] = self.counters.key(
+                "events_in", source=event.source, type=event.type
+            )
+        self.counters.add(counted)
         self.live.publish("event", partial(_event_record, event))
         before = self.engine.next_deadline()
         outcome = self.pipeline.process(event, self.clock.now())
         if self.engine.next_deadline() != before:
             self._wakeup.set()
-        await self._enqueue(outcome)
+        if outcome.duplicates:
+            self.counters.inc("events_duplicate", outcome.duplicates)
+        elif outcome.invocations or outcome.render_errors:  # most events make no call
+            await self._enqueue(outcome)
 
     async def _enqueue(self, outcome: Outcome) -> None:
         """Hand an outcome's calls to the dispatcher; returns once they are recorded.
 
-        This runs for every event, so the common case (no calls, or calls and
-        no dry run) takes no detours: traces and counters only when there is
-        something to record.
+        This runs for every call-making event, so the common case (calls and no
+        dry run) takes no detours.
         """
-        if outcome.duplicates:
-            self.counters.inc("events_duplicate", outcome.duplicates)
         if not outcome.invocations and not outcome.render_errors:
             return
         calls = []
@@ -295,7 +304,12 @@ class Bus:
                 continue
             calls.append(invocation)
         for firing in outcome.firings:
-            self.counters.inc("rule_fired", rule=firing.rule.name)
+            fired = self._rule_fired.get(firing.rule.name)
+            if fired is None:
+                fired = self._rule_fired[firing.rule.name] = self.counters.key(
+                    "rule_fired", rule=firing.rule.name
+                )
+            self.counters.add(fired)
             self.live.publish("rule", partial(_firing_record, firing.rule.name, firing.event,
                                               outcome.invocations))
         if self.config.traces:

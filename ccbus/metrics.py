@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["LATENCY_BUCKETS", "Counters", "Histogram"]
+__all__ = ["LATENCY_BUCKETS", "Counters", "Histogram", "Labels"]
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -37,6 +37,14 @@ class Counters:
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         self._values[(name, _labels(labels))] += amount
+
+    def key(self, name: str, **labels: str) -> tuple[str, Labels]:
+        """One series' key, for a path that runs per event and keeps it (see :meth:`add`)."""
+        return (name, _labels(labels))
+
+    def add(self, key: tuple[str, Labels], amount: float = 1.0) -> None:
+        """:meth:`inc` by a key from :meth:`key`: no label dict to build and order."""
+        self._values[key] += amount
 
     def get(self, name: str, **labels: str) -> float:
         return self._values.get((name, _labels(labels)), 0.0)

@@ -192,6 +192,7 @@ class Pipeline:
                     RenderFailure(rule.name, call.name, index, event, f"line {call.line}: {reason}")
                 )
                 continue
+            following = index + 1
             made.append(
                 Invocation(
                     rule=rule.name,
@@ -200,6 +201,9 @@ class Pipeline:
                     params=params,
                     event=event,
                     spec=call.spec,
+                    feeds_next=(
+                        following < len(rule.actions) and rule.actions[following].waits_for_previous
+                    ),
                 )
             )
         return made

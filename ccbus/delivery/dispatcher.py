@@ -32,7 +32,7 @@ from ..actions import ActionContext, ActionSpec, Invocation, idempotency_key
 from ..errors import PermanentActionError, RetryableActionError
 from ..events import Event
 from ..logs import LogEvery
-from ..metrics import Counters
+from ..metrics import Counters, Labels
 from ..pipeline import RenderFailure
 from .policy import DeliveryConfig, DeliveryPolicy
 from .store import DeliveryStore, Pending, event_json
@@ -61,7 +61,8 @@ CHECKPOINT_INTERVAL = 1.0
 
 @dataclass(eq=False, slots=True)
 class _Watched:
-    """A worker's cancel scope, and until when its current call may run (``inf``: none)."""
+    """A worker's cancel scope, and until when its current call may run (``time.monotonic()``;
+    ``inf``: none).  Not ``anyio.current_time()``: it asks which async library runs, per call."""
 
     scope: anyio.CancelScope
     until: float = math.inf
@@ -108,6 +109,7 @@ class Dispatcher:
         self._watched: set[_Watched] = set()  # workers' scopes, for the watchdog
         self._watch_wanted = anyio.Event()  # set when there is something to watch
         self._queues: dict[str, deque[tuple[Pending, Invocation]]] = {}
+        self._keys: dict[tuple[str, str, str], tuple[str, Labels]] = {}  # see _series
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
         self._left_waiting = False
@@ -122,13 +124,14 @@ class Dispatcher:
             return
         now = self.clock()
         rows = [self._row(i, now) for i in invocations]
-        ids = await self._io(self.store.add, rows)
+        store = self.store
+        ids = await self._io(store.add, rows) if store.blocking else store.add(rows)
         for row_id, row, invocation in zip(ids, rows, invocations, strict=True):
             if not row_id:
                 self.counters.inc("actions_deduplicated", action=row.action)
                 continue
             row.id = row_id
-            self.counters.inc("actions_recorded", action=row.action)
+            self.counters.add(self._series("actions_recorded", row.action))
             self._maybe_start(row, invocation)
         self._unyielded += 1
         backlog = len(self._queues.get(rows[-1].lane, ()))
@@ -163,6 +166,16 @@ class Dispatcher:
             )
             self.counters.inc("actions", action=failure.action, outcome="dead_letter")
             self.on_settled(row, "dead_letter", f"parameters did not render: {failure.reason}")
+
+    def _series(self, name: str, action: str, outcome: str = "") -> tuple[str, Labels]:
+        """The key of counter ``name`` for ``action`` (and ``outcome``), kept: these
+        counters move on every call."""
+        memo = (name, action, outcome)
+        key = self._keys.get(memo)
+        if key is None:
+            labels = {"action": action, "outcome": outcome} if outcome else {"action": action}
+            key = self._keys[memo] = self.counters.key(name, **labels)
+        return key
 
     def _row(self, invocation: Invocation, now: float) -> Pending:
         spec = invocation.spec
@@ -348,7 +361,7 @@ class Dispatcher:
                 self._watch_wanted = anyio.Event()
                 await self._watch_wanted.wait()
             await anyio.sleep(WATCHDOG_TICK)
-            now = anyio.current_time()
+            now = time.monotonic()
             for watched in self._watched:
                 if watched.until <= now:
                     watched.scope.cancel()
@@ -390,7 +403,7 @@ class Dispatcher:
         outcome, error, retry_after, result = await self._run(
             invocation, attempt, policy, watched
         )
-        self.counters.inc("action_seconds", time.perf_counter() - started, action=row.action)
+        self.counters.add(self._series("action_seconds", row.action), time.perf_counter() - started)
         if watched.scope.cancel_called:
             # the deadline passed as the action returned: its answer counts, and
             # recording it must not be cut short by the scope's cancellation
@@ -413,7 +426,7 @@ class Dispatcher:
         policy: DeliveryPolicy,
     ) -> None:
         """What an attempt returned: the calls waiting for its result, then its outcome."""
-        if outcome == "ok" and self.on_result is not None:
+        if outcome == "ok" and invocation.feeds_next and self.on_result is not None:
             # before the call is forgotten: a crash in between runs it again
             # instead of losing the calls that wait for its result
             await self.on_result(invocation, result)
@@ -433,7 +446,7 @@ class Dispatcher:
         """
         ctx = self.context(invocation, attempt)
         try:
-            watched.until = anyio.current_time() + policy.timeout
+            watched.until = time.monotonic() + policy.timeout
             try:
                 result = await invocation.spec.run(invocation.params, ctx)
             finally:
@@ -462,7 +475,7 @@ class Dispatcher:
             self._delivered.append(row.id)
             self._forgetting.add(row.id)
             self._delivered_some.set()
-            self.counters.inc("actions", action=action, outcome="ok")
+            self.counters.add(self._series("actions", action, "ok"))
             self.on_settled(row, "ok", "")
             return
         delay = policy.delay(attempt, retry_after)

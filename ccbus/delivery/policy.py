@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from ..durations import format_duration
 from ..schema import Duration, Options
@@ -65,12 +65,20 @@ class DeliveryConfig(DeliveryPolicy):
     synchronous: Literal["normal", "full"] = "normal"
     actions: dict[str, DeliveryPolicy] = Field(default_factory=dict)
 
+    #: merged policies by action name: for_action() runs for every call
+    _merged: dict[str, DeliveryPolicy] = PrivateAttr(default_factory=dict)
+
     def for_action(self, name: str) -> DeliveryPolicy:
         override = self.actions.get(name)
         if override is None:
             return self
-        explicit = override.model_dump(exclude_unset=True)
-        return DeliveryPolicy.model_validate({**self._defaults(), **explicit})
+        merged = self._merged.get(name)
+        if merged is None:
+            explicit = override.model_dump(exclude_unset=True)
+            merged = self._merged[name] = DeliveryPolicy.model_validate(
+                {**self._defaults(), **explicit}
+            )
+        return merged
 
     def _defaults(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in DeliveryPolicy.model_fields}
