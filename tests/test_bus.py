@@ -421,3 +421,23 @@ async def test_replay_at_speed_1_keeps_real_gaps_unless_max_pause_caps_them(
     took, source = await replay("09:00:00", "speed: 1, max_pause: 0.2s")
     assert 0.2 <= took < 10  # an hour's gap, cut to 0.2 s (10: a loaded machine's slack)
     assert source.pause(hour) == 0.2 and source.pause(timedelta(seconds=0.1)) == 0.1
+
+
+async def test_run_tunes_the_interpreter_for_throughput_and_restores_it(tmp_path: Path) -> None:
+    """Thread switch interval and GC thresholds are the bus's while it runs (see
+    SWITCH_INTERVAL, GC_THRESHOLDS), and whatever they were before once it stops."""
+    import gc
+    import sys
+
+    from ccbus.bus import GC_THRESHOLDS, SWITCH_INTERVAL
+
+    gc_before, switch_before = gc.get_threshold(), sys.getswitchinterval()
+    assert gc_before != GC_THRESHOLDS and switch_before != SWITCH_INTERVAL
+    bus = make_bus(tmp_path, "http: {enabled: false}\n", Recorder(), persist_state=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(watch_rules=False))
+        await bus.started.wait()
+        during = gc.get_threshold(), sys.getswitchinterval()
+        bus.stop()
+    assert during == (GC_THRESHOLDS, SWITCH_INTERVAL)
+    assert (gc.get_threshold(), sys.getswitchinterval()) == (gc_before, switch_before)
