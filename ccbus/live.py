@@ -56,6 +56,8 @@ class LiveFeed:
     def publish(self, kind: str, payload: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         record: Record = (kind, payload)
         self.recent.append(record)
+        if not self._subscribers:  # nobody watching: the usual case, on every event
+            return
         for send in tuple(self._subscribers):
             try:
                 send.send_nowait(record)
