@@ -46,7 +46,9 @@ class Subscription:
 
     @property
     def lifetime(self) -> float:
-        return self.expires_at - self.created_at
+        # rounded: both ends are monotonic-clock floats, and after an hour of uptime
+        # (now + 900) - now is 900.0000000000005, not the 900 the hub said
+        return round(self.expires_at - self.created_at, 6)
 
     def renew_at(self, renew_before: float) -> float:
         """When to replace it: ``renew_before`` ahead of expiry, at most half its lifetime."""
