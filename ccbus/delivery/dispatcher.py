@@ -404,7 +404,9 @@ class Dispatcher:
             invocation, attempt, policy, watched
         )
         self.counters.add(self._series("action_seconds", row.action), time.perf_counter() - started)
-        if watched.scope.cancel_called:
+        if outcome == "ok" and not (invocation.feeds_next and self.on_result is not None):
+            self._delivered_call(row)  # the common case: nothing to wait for
+        elif watched.scope.cancel_called:
             # the deadline passed as the action returned: its answer counts, and
             # recording it must not be cut short by the scope's cancellation
             with anyio.CancelScope(shield=True):
@@ -461,6 +463,14 @@ class Dispatcher:
             return "retry", f"{type(err).__name__}: {err}", None, None
         return "ok", "", None, result
 
+    def _delivered_call(self, row: Pending) -> None:
+        """A call succeeded: count it, and have it forgotten with the next batch."""
+        self._delivered.append(row.id)
+        self._forgetting.add(row.id)
+        self._delivered_some.set()
+        self.counters.add(self._series("actions", row.action, "ok"))
+        self.on_settled(row, "ok", "")
+
     async def _settle(
         self,
         row: Pending,
@@ -472,11 +482,7 @@ class Dispatcher:
     ) -> None:
         store, action = self.store, row.action
         if outcome == "ok":
-            self._delivered.append(row.id)
-            self._forgetting.add(row.id)
-            self._delivered_some.set()
-            self.counters.add(self._series("actions", action, "ok"))
-            self.on_settled(row, "ok", "")
+            self._delivered_call(row)
             return
         delay = policy.delay(attempt, retry_after)
         limit = policy.give_up(attempt, self.clock() - row.created, delay)
