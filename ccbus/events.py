@@ -133,6 +133,8 @@ _EARLIEST_PLAUSIBLE = datetime(1971, 1, 1, tzinfo=UTC)
 #: Anything after this is a sentinel (Java's Long.MAX_VALUE millis), not a time.
 _LATEST_PLAUSIBLE = datetime(2400, 1, 1, tzinfo=UTC)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EARLIEST_SECONDS = int((_EARLIEST_PLAUSIBLE - _EPOCH).total_seconds())
+_LATEST_SECONDS = int((_LATEST_PLAUSIBLE - _EPOCH).total_seconds())
 _ISO_FRACTION = re.compile(r"(\.\d+)")
 _NUMERIC = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -178,6 +180,8 @@ def _from_number(number: float, unit: str) -> datetime | None:
         return None
     if unit == "auto":
         unit = "s" if abs(number) < 10**11 else "ms"
+    if unit == "s" and type(number) is int and _EARLIEST_SECONDS <= number <= _LATEST_SECONDS:
+        return datetime.fromtimestamp(number, UTC)  # whole seconds, in range: the usual case
     try:
         if isinstance(number, int):  # exact: no detour through float for big millis
             whole, part = divmod(number, 1000) if unit == "ms" else (number, 0)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ccbus import Event, parse_timestamp
@@ -326,7 +326,7 @@ def event_time(doc: dict[str, Any], kafka_timestamp: int | None) -> datetime | N
             moment = parse_timestamp(seconds, unit="s")
             micros = stamp.get("TimeinuSecs")
             if moment is not None and isinstance(micros, int) and 0 <= micros < 1_000_000:
-                moment += timedelta(microseconds=micros)
+                moment = moment.replace(microsecond=micros)  # whole seconds before this
             if moment is not None:
                 return moment
     elif stamp is not None:
