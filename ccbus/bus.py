@@ -182,6 +182,7 @@ class Bus:
         #: the ``events_in`` series of each (source, type) seen: publish() runs per event
         self._events_in: dict[tuple[str, str], tuple[str, Labels]] = {}
         self._rule_fired: dict[str, tuple[str, Labels]] = {}  # likewise, per rule
+        self._latency_series: dict[str, Labels] = {}  # and per action, for latency
         self.latency = Histogram()
         self.live = LiveFeed()
         self.traces = RuleTraces(self.config.traces)
@@ -285,9 +286,9 @@ class Bus:
             )
         self.counters.add(counted)
         self.live.publish("event", partial(_event_record, event))
-        before = self.engine.next_deadline()
+        armed = self.engine.timers_armed
         outcome = self.pipeline.process(event, self.clock.now())
-        if self.engine.next_deadline() != before:
+        if self.engine.timers_armed != armed:  # a ``for`` timer: the timer task recomputes
             self._wakeup.set()
         if outcome.duplicates:
             self.counters.inc("events_duplicate", outcome.duplicates)
@@ -352,7 +353,10 @@ class Bus:
     def _settled(self, row: Pending, outcome: str, error: str) -> None:
         """An attempt of a recorded call ended: latency, traces, live view."""
         if outcome == "ok":
-            self.latency.observe(max(0.0, time.time() - row.created), action=row.action)
+            series = self._latency_series.get(row.action)
+            if series is None:
+                series = self._latency_series[row.action] = self.latency.key(action=row.action)
+            self.latency.add(series, max(0.0, time.time() - row.created))
         self.traces.settled(row.key, outcome, error)
         if outcome == "dead_letter":
             self.live.publish(

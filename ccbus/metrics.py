@@ -73,7 +73,14 @@ class Histogram:
     _series: dict[Labels, _Series] = field(default_factory=dict)
 
     def observe(self, value: float, **labels: str) -> None:
-        key = _labels(labels)
+        self.add(_labels(labels), value)
+
+    def key(self, **labels: str) -> Labels:
+        """One series' key, for a path that runs per call and keeps it (see :meth:`add`)."""
+        return _labels(labels)
+
+    def add(self, key: Labels, value: float) -> None:
+        """:meth:`observe` by a key from :meth:`key`."""
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series([0] * len(self.bounds))

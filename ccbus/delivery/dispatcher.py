@@ -100,6 +100,7 @@ class Dispatcher:
         self._delivered: list[int] = []  # delivered calls the store has yet to forget
         self._forgetting: set[int] = set()  # those ids, and any being forgotten right now
         self._delivered_some = anyio.Event()
+        self._delivered_noted = False  # _delivered_some was set for the batch gathering now
         self._lane_running: dict[str, int] = {}  # calls running, per lane
         self._lane_workers: dict[str, int] = {}  # worker tasks, per lane (see _work)
         self._worker_count = 0
@@ -242,6 +243,7 @@ class Dispatcher:
         while True:
             await self._delivered_some.wait()
             self._delivered_some = anyio.Event()
+            self._delivered_noted = False
             await anyio.sleep(FORGET_INTERVAL)  # let a batch gather
             await self._forget()
 
@@ -467,7 +469,9 @@ class Dispatcher:
         """A call succeeded: count it, and have it forgotten with the next batch."""
         self._delivered.append(row.id)
         self._forgetting.add(row.id)
-        self._delivered_some.set()
+        if not self._delivered_noted:  # once per batch, not per call
+            self._delivered_noted = True
+            self._delivered_some.set()
         self.counters.add(self._series("actions", row.action, "ok"))
         self.on_settled(row, "ok", "")
 

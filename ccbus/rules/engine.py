@@ -69,7 +69,9 @@ class Engine:
         self.state = state or StateTable()
         self.stats: dict[str, RuleStats] = {}
         self._timers: list[tuple[float, int, str, str]] = []
-        self._seq = 0
+        #: timers armed so far (also their heap tie-breaker): the bus compares it
+        #: before and after routing an event to know whether to wake its timer task
+        self.timers_armed = 0
         #: When set, every evaluation is recorded (see :mod:`ccbus.traces`).
         self.tracer: RuleTraces | None = None
         self._log_every = LogEvery(ERROR_LOG_INTERVAL)  # failed evaluations, per rule
@@ -273,8 +275,8 @@ class Engine:
         return True
 
     def _push_timer(self, deadline: float, rule: str, key: str) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (deadline, self._seq, rule, key))
+        self.timers_armed += 1
+        heapq.heappush(self._timers, (deadline, self.timers_armed, rule, key))
 
     def record_error(
         self,
