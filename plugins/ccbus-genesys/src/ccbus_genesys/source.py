@@ -144,16 +144,18 @@ class GenesysSource:
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         epoch = self._epoch
-        for tp, records in batch.items():
-            for record in records:
-                if self._epoch != epoch or tp not in self.owned:
-                    break  # revoked meanwhile: the new owner reads the rest again
-                self._idle.clear()
-                try:
+        # busy for the whole batch: a revocation bumps the epoch first, so this
+        # stops after the record in flight and only then reports idle
+        self._idle.clear()
+        try:
+            for tp, records in batch.items():
+                for record in records:
+                    if self._epoch != epoch or tp not in self.owned:
+                        break  # revoked meanwhile: the new owner reads the rest again
                     await self._handle(record)
                     self.done[tp] = record.offset + 1
-                finally:
-                    self._idle.set()
+        finally:
+            self._idle.set()
 
     async def _commit(self, partitions: set[TopicPartition]) -> None:
         """Commit ``done`` for ``partitions`` where it moved; a failure is logged and counted."""
