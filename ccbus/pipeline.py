@@ -57,9 +57,8 @@ class RenderFailure:
 
 @dataclass(slots=True)
 class Outcome:
-    """What one step produced: events seen, firings, and action calls in order."""
+    """What one step produced: firings, and action calls in order."""
 
-    events: list[Event] = field(default_factory=list)
     firings: list[Firing] = field(default_factory=list)
     invocations: list[Invocation] = field(default_factory=list)
     duplicates: int = 0
@@ -105,7 +104,6 @@ class Pipeline:
         return outcome
 
     def _step(self, event: Event, firings: list[Firing], now: float, outcome: Outcome) -> None:
-        outcome.events.append(event)
         outcome.firings.extend(firings)
         made: list[Invocation] = []
         for firing in firings:
