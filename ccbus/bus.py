@@ -57,7 +57,7 @@ from .functions import Clock, SystemClock, build_library
 from .httpclients import HttpClients
 from .live import LiveFeed
 from .logs import Redactor
-from .metrics import Counters, Histogram, Labels
+from .metrics import Counters, Histogram, KeyCache, Labels, SeriesKey
 from .notify import Notifier
 from .pipeline import Outcome, Pipeline
 from .plugins import PluginHost
@@ -179,11 +179,17 @@ class Bus:
         #: What HTTP answers are passed through: secrets never leave the process.
         self.redactor = Redactor(loaded.secrets)
         self.counters = Counters()
-        #: the ``events_in`` series of each (source, type) seen: publish() runs per event
-        self._events_in: dict[tuple[str, str], tuple[str, Labels]] = {}
-        self._rule_fired: dict[str, tuple[str, Labels]] = {}  # likewise, per rule
-        self._latency_series: dict[str, Labels] = {}  # and per action, for latency
         self.latency = Histogram()
+        # series keys of the counters that move on every event or call
+        self._events_in: KeyCache[tuple[str, str], SeriesKey] = KeyCache(
+            lambda st: self.counters.key("events_in", source=st[0], type=st[1])
+        )
+        self._rule_fired: KeyCache[str, SeriesKey] = KeyCache(
+            lambda rule: self.counters.key("rule_fired", rule=rule)
+        )
+        self._latency_of: KeyCache[str, Labels] = KeyCache(
+            lambda action: self.latency.key(action=action)
+        )
         self.live = LiveFeed()
         self.traces = RuleTraces(self.config.traces)
         self.compiler = make_compiler(plugins, self.clock, self.config.secrets)
@@ -278,13 +284,7 @@ class Bus:
 
     async def publish(self, event: Event) -> None:
         """Route ``event`` and queue its actions; returns when they are queued."""
-        series = (event.source, event.type)
-        counted = self._events_in.get(series)
-        if counted is None:
-            counted = self._events_in[series] = self.counters.key(
-                "events_in", source=event.source, type=event.type
-            )
-        self.counters.add(counted)
+        self.counters.add(self._events_in[event.source, event.type])
         self.live.publish("event", partial(_event_record, event))
         armed = self.engine.timers_armed
         outcome = self.pipeline.process(event, self.clock.now())
@@ -314,12 +314,7 @@ class Bus:
                 continue
             calls.append(invocation)
         for firing in outcome.firings:
-            fired = self._rule_fired.get(firing.rule.name)
-            if fired is None:
-                fired = self._rule_fired[firing.rule.name] = self.counters.key(
-                    "rule_fired", rule=firing.rule.name
-                )
-            self.counters.add(fired)
+            self.counters.add(self._rule_fired[firing.rule.name])
             self.live.publish("rule", partial(_firing_record, firing.rule.name, firing.event,
                                               outcome.invocations))
         if self.config.traces:
@@ -353,10 +348,7 @@ class Bus:
     def _settled(self, row: Pending, outcome: str, error: str) -> None:
         """An attempt of a recorded call ended: latency, traces, live view."""
         if outcome == "ok":
-            series = self._latency_series.get(row.action)
-            if series is None:
-                series = self._latency_series[row.action] = self.latency.key(action=row.action)
-            self.latency.add(series, max(0.0, time.time() - row.created))
+            self.latency.add(self._latency_of[row.action], max(0.0, time.time() - row.created))
         self.traces.settled(row.key, outcome, error)
         if outcome == "dead_letter":
             self.live.publish(

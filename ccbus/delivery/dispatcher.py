@@ -32,7 +32,7 @@ from ..actions import ActionContext, ActionSpec, Invocation, idempotency_key
 from ..errors import PermanentActionError, RetryableActionError
 from ..events import Event
 from ..logs import LogEvery
-from ..metrics import Counters, Labels
+from ..metrics import Counters, KeyCache, SeriesKey
 from ..pipeline import RenderFailure
 from .policy import DeliveryConfig, DeliveryPolicy
 from .store import DeliveryStore, Pending, event_json
@@ -110,7 +110,16 @@ class Dispatcher:
         self._watched: set[_Watched] = set()  # workers' scopes, for the watchdog
         self._watch_wanted = anyio.Event()  # set when there is something to watch
         self._queues: dict[str, deque[tuple[Pending, Invocation]]] = {}
-        self._keys: dict[tuple[str, str, str], tuple[str, Labels]] = {}  # see _series
+        # series keys of the counters that move on every call, per action
+        self._recorded: KeyCache[str, SeriesKey] = KeyCache(
+            lambda action: self.counters.key("actions_recorded", action=action)
+        )
+        self._seconds: KeyCache[str, SeriesKey] = KeyCache(
+            lambda action: self.counters.key("action_seconds", action=action)
+        )
+        self._succeeded: KeyCache[str, SeriesKey] = KeyCache(
+            lambda action: self.counters.key("actions", action=action, outcome="ok")
+        )
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
         self._left_waiting = False
@@ -132,7 +141,7 @@ class Dispatcher:
                 self.counters.inc("actions_deduplicated", action=row.action)
                 continue
             row.id = row_id
-            self.counters.add(self._series("actions_recorded", row.action))
+            self.counters.add(self._recorded[row.action])
             self._maybe_start(row, invocation)
         self._unyielded += 1
         backlog = len(self._queues.get(rows[-1].lane, ()))
@@ -167,16 +176,6 @@ class Dispatcher:
             )
             self.counters.inc("actions", action=failure.action, outcome="dead_letter")
             self.on_settled(row, "dead_letter", f"parameters did not render: {failure.reason}")
-
-    def _series(self, name: str, action: str, outcome: str = "") -> tuple[str, Labels]:
-        """The key of counter ``name`` for ``action`` (and ``outcome``), kept: these
-        counters move on every call."""
-        memo = (name, action, outcome)
-        key = self._keys.get(memo)
-        if key is None:
-            labels = {"action": action, "outcome": outcome} if outcome else {"action": action}
-            key = self._keys[memo] = self.counters.key(name, **labels)
-        return key
 
     def _row(self, invocation: Invocation, now: float) -> Pending:
         spec = invocation.spec
@@ -405,7 +404,7 @@ class Dispatcher:
         outcome, error, retry_after, result = await self._run(
             invocation, attempt, policy, watched
         )
-        self.counters.add(self._series("action_seconds", row.action), time.perf_counter() - started)
+        self.counters.add(self._seconds[row.action], time.perf_counter() - started)
         if outcome == "ok" and not (invocation.feeds_next and self.on_result is not None):
             self._delivered_call(row)  # the common case: nothing to wait for
         elif watched.scope.cancel_called:
@@ -472,7 +471,7 @@ class Dispatcher:
         if not self._delivered_noted:  # once per batch, not per call
             self._delivered_noted = True
             self._delivered_some.set()
-        self.counters.add(self._series("actions", row.action, "ok"))
+        self.counters.add(self._succeeded[row.action])
         self.on_settled(row, "ok", "")
 
     async def _settle(
