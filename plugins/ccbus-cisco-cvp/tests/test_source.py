@@ -225,5 +225,5 @@ async def test_a_syslog_only_source_needs_no_broker(tmp_path: Path, collect: Any
     async with collect(tmp_path, {"syslog": {"udp": "127.0.0.1:0"}}) as c:
         assert c.source.connection is None
         assert c.source.udp_port
-        assert c.states == ["listening"]
+        assert c.states == ["binding", "listening"]  # not ready until bound
 

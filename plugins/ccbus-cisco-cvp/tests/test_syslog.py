@@ -124,7 +124,7 @@ async def test_logger_udp_rfc5424_and_rfc3164_reach_the_source(
     port = free_udp_port()
     async with collect(tmp_path, {"syslog": {"udp": f"127.0.0.1:{port}"}}) as c:
         assert c.source.udp_port == port
-        assert c.states == ["listening"]
+        assert c.states == ["binding", "listening"]  # not ready until bound
         await logger("-d", "-n", "127.0.0.1", "-P", str(port), "--rfc5424", "-t", "CVP",
                      "-p", "local4.err", "--msgid", "CALL_ERROR", "--sd-id", "cvp@9",
                      "--sd-param", 'callGuid="ABC123"', "--sd-param", 'errorCode="CVP-7"',

@@ -64,6 +64,10 @@ class CvpSource:
         self._tcp_open = 0
 
     async def run(self) -> None:
+        if self.options.syslog is not None:
+            # not ready (``/readyz``) until the listeners are bound: the bus counts a
+            # source that has said nothing yet as ready
+            self.ctx.set_state("binding")
         async with anyio.create_task_group() as tg:
             if self.options.syslog is not None:
                 await tg.start(self._syslog)
