@@ -13,7 +13,9 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from .eventfile import BadLine, read_events
 from .expressions import EnvelopeView
 from .logs import Redactor, setup_logging
 from .notify import Notifier
-from .pipeline import Pipeline
+from .pipeline import Outcome, Pipeline
 from .plugins import PluginHost
 from .rules.engine import Engine
 from .rules.loader import load_rules
@@ -483,6 +485,11 @@ def try_(
 ) -> None:
     """Dry-run events through the rules: which rules match and what they would call.
 
+    Events are taken in order on their own clock (their ``time``), so ``count``
+    and ``throttle`` gates see the ones before them, and a ``for`` timer whose
+    duration passes before the next event's time fires there; one still armed
+    after the last event is listed with when it would fire.
+
     With ``-c``, rules see the config's ``secrets:`` (``secret("name")``) as
     they would in ``ccbus run``; secret values are masked in what is shown.
     """
@@ -499,6 +506,11 @@ def try_(
             _fail([str(item)])
             continue
         clock.current = item.time.timestamp()
+        timers = pipeline.process_due(clock.current)
+        for firing in timers.firings:
+            click.echo(click.style(f"'for' timer of {firing.rule.name} fired", fg="green")
+                       + f"  (its duration passed before {item.time.isoformat()})")
+        _show_calls(timers, redact)
         click.echo(
             click.style(item.type, fg="cyan", bold=True)
             + f"  id={item.id}"
@@ -509,15 +521,20 @@ def try_(
             click.echo("  no rule listens to this type")
         for rule in candidates:
             click.echo(f"  {rule.name} ({rule.where}): {_condition(rule, item)}")
-        outcome = pipeline.process(item, clock.current)
-        for invocation in outcome.invocations:
-            click.echo(
-                f"      would call {redact(invocation.describe())}  [rule {invocation.rule}]"
-            )
-        for problem in outcome.render_errors:
-            click.echo(click.style(f"      render error: {redact(str(problem))}", fg="red"))
+        _show_calls(pipeline.process(item, clock.current), redact)
+    for deadline, rule_name, key in pipeline.engine.armed_timers():
+        when = datetime.fromtimestamp(deadline, UTC).isoformat()
+        click.echo(f"'for' timer of {rule_name} armed for {key!r}: would fire at {when} "
+                   "unless a later event resets it")
     if ruleset.errors:
         sys.exit(1)
+
+
+def _show_calls(outcome: Outcome, redact: Callable[[str], str]) -> None:
+    for invocation in outcome.invocations:
+        click.echo(f"      would call {redact(invocation.describe())}  [rule {invocation.rule}]")
+    for problem in outcome.render_errors:
+        click.echo(click.style(f"      render error: {redact(str(problem))}", fg="red"))
 
 
 def _events_in(path: Path) -> list[Any]:

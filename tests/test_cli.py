@@ -88,6 +88,23 @@ def test_try_shows_conditions_and_calls_and_runs_nothing() -> None:
     assert "'count' gate decides" in out
 
 
+def test_try_fires_for_timers_on_the_events_clock_and_lists_those_still_armed(
+    tmp_path: Path,
+) -> None:
+    events = write(tmp_path / "stuck.jsonl", """
+        {"type": "agent.state_changed", "time": "2026-12-03T09:00:00Z", "data": {"agentId": "a1", "state": "not_ready"}}
+        {"type": "agent.state_changed", "time": "2026-12-03T09:20:00Z", "data": {"agentId": "a2", "state": "not_ready"}}
+    """)  # noqa: E501
+    code, out = invoke("try", "--event", str(events), "--rules", str(REPO / "rules"))
+    assert code == 0, out
+    fired, second = out.index("'for' timer of agent-stuck-not-ready fired"), out.index("a2: not_ready")
+    assert fired < second  # a1's 15 minutes passed before the second event's time
+    assert "a1 (agent) not ready for 15 minutes" in out  # the vendor: the type's prefix
+    assert ("'for' timer of agent-stuck-not-ready armed for 'a2': would fire at "
+            "2026-12-03T09:35:00+00:00") in out
+    assert "a2 (agent) not ready" not in out
+
+
 def test_plugins_lists_builtins_and_functions() -> None:
     code, out = invoke("plugins", "--functions")
     assert code == 0

@@ -31,7 +31,7 @@ from ..traces import (
 )
 from .index import RuleIndex
 from .model import Rule
-from .state import COUNT, FOR, THROTTLE, Pending, StateTable
+from .state import COUNT, FOR, THROTTLE, Pending, RuleState, StateTable
 
 __all__ = ["Engine", "Firing", "RuleStats"]
 
@@ -187,14 +187,13 @@ class Engine:
         firings: list[Firing] = []
         while self._timers and self._timers[0][0] <= now:
             deadline, _, name, key = heapq.heappop(self._timers)
-            rule = self.index.by_name(name)
-            if rule is None or rule.gate is None:
-                continue
-            state = self.state.for_rule(name, rule.gate.signature)
-            pending = state.pending.get(key)
-            if pending is None or pending.event is None or pending.deadline != deadline:
-                continue  # cancelled, or superseded
+            live = self._live_timer(deadline, name, key)
+            if live is None:
+                continue  # cancelled, superseded, or its rule is gone
+            rule, state = live
+            pending = state.pending[key]
             event = pending.event
+            assert event is not None
             pending.event = None  # fired: stays quiet until the condition resets
             self.state.touch(name, FOR, state.pending, key)
             fires = self._throttle_ok(rule, event, EnvelopeView(event), now)
@@ -204,6 +203,26 @@ class Engine:
                 self.stats[name].fired += 1
                 firings.append(Firing(rule, event))
         return firings
+
+    def armed_timers(self) -> list[tuple[float, str, str]]:
+        """The ``for`` timers still to fire, earliest first: ``(deadline, rule, key)``."""
+        return [
+            (deadline, name, key)
+            for deadline, _, name, key in sorted(self._timers)
+            if self._live_timer(deadline, name, key) is not None
+        ]
+
+    def _live_timer(self, deadline: float, name: str, key: str) -> tuple[Rule, RuleState] | None:
+        """The rule and its state if this heap entry is still the key's armed timer
+        (None: cancelled by a false condition, superseded, or the rule is gone)."""
+        rule = self.index.by_name(name)
+        if rule is None or rule.gate is None:
+            return None
+        state = self.state.for_rule(name, rule.gate.signature)
+        pending = state.pending.get(key)
+        if pending is None or pending.event is None or pending.deadline != deadline:
+            return None
+        return rule, state
 
     def next_deadline(self) -> float | None:
         return self._timers[0][0] if self._timers else None
