@@ -141,12 +141,11 @@ class Pipeline:
         finished call, so a crash in between runs that call again rather than
         losing what follows it.
         """
-        following = index + 1
-        if following >= len(rule.actions) or not rule.actions[following].waits_for_previous:
+        if not rule.feeds_next(index):
             return None
         outcome = Outcome()
         outcome.invocations = self.render_stage(
-            rule, event, following, now, outcome, previous=as_previous(result)
+            rule, event, index + 1, now, outcome, previous=as_previous(result)
         )
         return outcome
 
@@ -190,7 +189,6 @@ class Pipeline:
                     RenderFailure(rule.name, call.name, index, event, f"line {call.line}: {reason}")
                 )
                 continue
-            following = index + 1
             made.append(
                 Invocation(
                     rule=rule.name,
@@ -199,9 +197,7 @@ class Pipeline:
                     params=params,
                     event=event,
                     spec=call.spec,
-                    feeds_next=(
-                        following < len(rule.actions) and rule.actions[following].waits_for_previous
-                    ),
+                    feeds_next=rule.feeds_next(index),
                 )
             )
         return made

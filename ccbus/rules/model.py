@@ -160,3 +160,8 @@ class Rule:
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}"
+
+    def feeds_next(self, index: int) -> bool:
+        """Whether the action after ``index`` waits for its result (reads ``previous``)."""
+        following = index + 1
+        return following < len(self.actions) and self.actions[following].waits_for_previous
