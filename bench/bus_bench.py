@@ -35,7 +35,7 @@ from pathlib import Path
 
 import anyio
 import yaml
-from counting import Counting
+from counting import Counting, publish_all
 
 from ccbus.bus import Bus
 from ccbus.config import load_config
@@ -78,18 +78,7 @@ def make_bus(workdir: Path, counting: Counting) -> Bus:
 async def bus_run(records: int, run: int, workdir: Path) -> float:
     counting = Counting()
     bus = make_bus(workdir, counting)
-    events = build_events(records, run)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: bus.run(watch_rules=False))
-        await bus.started.wait()
-        started = time.perf_counter()
-        for event in events:
-            await bus.publish(event)
-        with anyio.fail_after(600):
-            while counting.calls < records:  # noqa: ASYNC110 - polling the action's counter
-                await anyio.sleep(0.001)
-        bus.stop()
-    return records / (counting.last - started)
+    return await publish_all(bus, build_events(records, run), counting, records)
 
 
 def routing_run(records: int, run: int, workdir: Path) -> float:

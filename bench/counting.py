@@ -4,7 +4,10 @@ this folder on ``sys.path``, so a benchmark imports it as ``counting``)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
+
+import anyio
 
 from ccbus import ActionSpec, Options, hookimpl
 
@@ -28,3 +31,19 @@ class Counting:
             counter.last = time.perf_counter()
 
         return [ActionSpec(name="bench.count", params=Params, run=run, side_effects=False)]
+
+
+async def publish_all(bus: Any, events: Iterable[Any], counting: Counting, calls: int) -> float:
+    """Run ``bus``, publish ``events`` once it has started, and wait until ``bench.count``
+    has run ``calls`` times: calls per second from the first publish to the last call."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: bus.run(watch_rules=False))
+        await bus.started.wait()
+        started = time.perf_counter()
+        for event in events:
+            await bus.publish(event)
+        with anyio.fail_after(600):
+            while counting.calls < calls:  # noqa: ASYNC110 - polling the action's counter
+                await anyio.sleep(0.001)
+        bus.stop()
+    return calls / (counting.last - started)

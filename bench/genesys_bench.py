@@ -61,7 +61,7 @@ import ccbus_genesys
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ccbus_genesys.scenarios import agent_flaps
-from counting import Counting
+from counting import Counting, publish_all
 
 from ccbus.bus import Bus
 from ccbus.config import load_config
@@ -186,18 +186,7 @@ async def bus_alone_run(count: int, workdir: Path) -> float:
     counting = Counting()
     host = PluginHost(autoload=False, extra=[ccbus_genesys, counting])
     bus = Bus(load_config(workdir / "ccbus.yaml"), host, persist_state=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: bus.run(watch_rules=False))
-        await bus.started.wait()
-        started = time.perf_counter()
-        for event in events:
-            await bus.publish(event)
-        with anyio.fail_after(600):
-            while counting.calls < count:  # noqa: ASYNC110 - polling the action's counter
-                await anyio.sleep(0.005)
-        ended = counting.last
-        bus.stop()
-    return count / (ended - started)
+    return await publish_all(bus, events, counting, count)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
