@@ -20,6 +20,7 @@ from .errors import (
 )
 from .events import CANONICAL_EVENTS, Event, parse_timestamp
 from .hookspecs import hookimpl
+from .jsondecode import decode_json
 from .schema import Duration, Options
 from .sources import DemoSource, SourceContext, SourceSpec
 
@@ -46,6 +47,7 @@ __all__ = [
     "SourceContext",
     "SourceSpec",
     "__version__",
+    "decode_json",
     "hookimpl",
     "parse_timestamp",
 ]

@@ -105,6 +105,9 @@ class Invocation:
     #: Whether the rule's next action waits for this one's result (``previous``).
     #: True when not known (a call read back from the outbox): the bus then looks.
     feeds_next: bool = True
+    #: The rule's trace run that made this call (:class:`ccbus.traces.Run`), when
+    #: traces are on: the call's outcome is recorded there.
+    trace: Any = field(default=None, repr=False, compare=False)
     _key: str = field(default="", init=False, repr=False, compare=False)
 
     @property

@@ -27,6 +27,7 @@ from .events import Event
 from .expressions import EnvelopeView
 from .rules.engine import Engine, Firing
 from .rules.model import PREVIOUS, Rule
+from .traces import Run
 
 __all__ = ["Outcome", "Pipeline", "RenderFailure"]
 
@@ -107,7 +108,9 @@ class Pipeline:
         outcome.firings.extend(firings)
         made: list[Invocation] = []
         for firing in firings:
-            made.extend(self.render_stage(firing.rule, firing.event, 0, now, outcome))
+            made.extend(
+                self.render_stage(firing.rule, firing.event, 0, now, outcome, trace=firing.trace)
+            )
         if self.observer is not None:
             self.observer(event, firings, made)
         outcome.invocations.extend(made)
@@ -158,9 +161,11 @@ class Pipeline:
         outcome: Outcome,
         *,
         previous: Any = None,
+        trace: Run | None = None,
     ) -> list[Invocation]:
         """Render ``rule``'s actions from ``start`` up to the next one that waits
-        for the result of the one before it (see :attr:`ActionCall.waits_for_previous`)."""
+        for the result of the one before it (see :attr:`ActionCall.waits_for_previous`).
+        ``trace``: the firing's trace run, handed on to its calls."""
         view = EnvelopeView(event)
         data = event.data if start == 0 else {**event.data, PREVIOUS: previous}
         made = []
@@ -198,6 +203,7 @@ class Pipeline:
                     event=event,
                     spec=call.spec,
                     feeds_next=rule.feeds_next(index),
+                    trace=trace,
                 )
             )
         return made

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .events import Event
@@ -78,7 +78,9 @@ class Run:
     #: True/False, None without an ``if:``, or ``"error: ..."``.
     condition: bool | str | None
     verdict: str
-    actions: list[ActionTrace] = field(default_factory=list)
+    actions: list[ActionTrace]
+    #: Fell out of its rule's ring: calls rendered for it later are not recorded.
+    dropped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         event = self.event.to_cloudevent()
@@ -101,21 +103,31 @@ class RuleTraces:
         self._by_key: dict[str, ActionTrace] = {}
 
     def evaluated(self, rule: str, event: Event, condition: bool | str | None,
-                  verdict: str) -> None:
+                  verdict: str) -> Run:
+        """Record one evaluation; the run is returned so that the calls rendered for
+        it can be attached without looking for it (see :meth:`rendered`)."""
+        run = Run(time.time(), event, condition, verdict, [])
         runs = self._runs.get(rule)
         if runs is None:
-            runs = self._runs[rule] = deque()
-        if len(runs) >= self.limit:
-            for old in runs.popleft().actions:
-                if self._by_key.get(old.key) is old:
-                    del self._by_key[old.key]
-        runs.append(Run(time.time(), event, condition, verdict))
+            runs = self._runs[rule] = deque(maxlen=self.limit)
+        if len(runs) == self.limit:  # the oldest drops out as this one goes in
+            if not runs:
+                return run  # limit 0: nothing is kept
+            old = runs[0]
+            old.dropped = True
+            for trace in old.actions:
+                if self._by_key.get(trace.key) is trace:
+                    del self._by_key[trace.key]
+        runs.append(run)
+        return run
 
     def rendered(self, invocations: list[Invocation], outcome: str = "recorded") -> None:
-        """Attach rendered calls to the runs that made them."""
+        """Attach rendered calls to the runs that made them: ``invocation.trace``, or
+        for a call rendered later (one that waited for ``previous``) the rule's
+        recent run of the same event."""
         for invocation in invocations:
-            run = self._find(invocation.rule, invocation.event)
-            if run is None:
+            run = invocation.trace or self._find(invocation.rule, invocation.event)
+            if run is None or run.dropped:
                 continue
             trace = ActionTrace(
                 invocation.action,

@@ -347,3 +347,20 @@ def test_epoch_millis_are_exact_up_to_2400() -> None:
     ms = 12696638187616
     assert parse_timestamp(ms) == EPOCH + timedelta(milliseconds=ms)
     assert parse_timestamp(ms) == utc(2372, 5, 4, 19, 56, 27, 616000)
+
+
+def test_integer_millis_are_exact_on_the_fast_path_and_past_it() -> None:
+    """Integer milliseconds before 2038 go through a float division: it must land on
+    the exact millisecond every time, as the integer path does for later ones."""
+    import random
+
+    from ccbus.events import _FLOAT_EXACT_MS
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    rng = random.Random(3)
+    earliest = int(datetime(1971, 1, 1, tzinfo=UTC).timestamp()) * 1000
+    samples = [earliest, _FLOAT_EXACT_MS - 1, _FLOAT_EXACT_MS, _FLOAT_EXACT_MS + 1]
+    samples += [rng.randrange(earliest, _FLOAT_EXACT_MS) for _ in range(20_000)]
+    samples += [rng.randrange(_FLOAT_EXACT_MS, 13_000_000_000_000) for _ in range(2_000)]
+    for millis in samples:
+        assert parse_timestamp(millis, unit="ms") == epoch + timedelta(milliseconds=millis), millis

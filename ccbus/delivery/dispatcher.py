@@ -398,12 +398,34 @@ class Dispatcher:
         )
 
     async def _attempt(self, row: Pending, invocation: Invocation, watched: _Watched) -> None:
+        """Run one attempt of a call, then settle it.
+
+        ``watched`` is the worker's scope: an attempt that overruns
+        ``policy.timeout`` has it cancelled and never returns here (see :meth:`_work`).
+        Running and settling are one coroutine: this runs for every call.
+        """
         policy = self.config.for_action(row.action)
         attempt = row.attempts + 1
+        ctx = self.context(invocation, attempt)
+        retry_after: float | None = None
+        result: Any = None
         started = time.perf_counter()
-        outcome, error, retry_after, result = await self._run(
-            invocation, attempt, policy, watched
-        )
+        try:
+            watched.until = time.monotonic() + policy.timeout
+            try:
+                result = await invocation.spec.run(invocation.params, ctx)
+            finally:
+                watched.until = math.inf
+            outcome, error = "ok", ""
+        except PermanentActionError as err:
+            outcome, error = "permanent", str(err) or type(err).__name__
+        except RetryableActionError as err:
+            outcome, error = "retry", str(err) or type(err).__name__
+            retry_after = err.retry_after
+        except TimeoutError:
+            outcome, error = "retry", f"no answer within {policy.timeout:g}s"
+        except Exception as err:  # a plugin's unexpected failure is retried, never fatal
+            outcome, error = "retry", f"{type(err).__name__}: {err}"
         self.counters.add(self._seconds[row.action], time.perf_counter() - started)
         if outcome == "ok" and not (invocation.feeds_next and self.on_result is not None):
             self._delivered_call(row)  # the common case: nothing to wait for
@@ -434,35 +456,6 @@ class Dispatcher:
             # instead of losing the calls that wait for its result
             await self.on_result(invocation, result)
         await self._settle(row, outcome, error, retry_after, attempt, policy)
-
-    async def _run(
-        self,
-        invocation: Invocation,
-        attempt: int,
-        policy: DeliveryPolicy,
-        watched: _Watched,
-    ) -> tuple[str, str, float | None, Any]:
-        """Run one attempt: ``(outcome, error, retry_after, what the action returned)``.
-
-        ``watched`` is the worker's scope: an attempt that overruns
-        ``policy.timeout`` has it cancelled and never returns here (see :meth:`_work`).
-        """
-        ctx = self.context(invocation, attempt)
-        try:
-            watched.until = time.monotonic() + policy.timeout
-            try:
-                result = await invocation.spec.run(invocation.params, ctx)
-            finally:
-                watched.until = math.inf
-        except PermanentActionError as err:
-            return "permanent", str(err) or type(err).__name__, None, None
-        except RetryableActionError as err:
-            return "retry", str(err) or type(err).__name__, err.retry_after, None
-        except TimeoutError:
-            return "retry", f"no answer within {policy.timeout:g}s", None, None
-        except Exception as err:  # a plugin's unexpected failure is retried, never fatal
-            return "retry", f"{type(err).__name__}: {err}", None, None
-        return "ok", "", None, result
 
     def _delivered_call(self, row: Pending) -> None:
         """A call succeeded: count it, and have it forgotten with the next batch."""

@@ -28,6 +28,7 @@ from ..traces import (
     TIMER_FIRED,
     TIMER_RUNNING,
     RuleTraces,
+    Run,
 )
 from .index import RuleIndex
 from .model import Rule
@@ -41,12 +42,15 @@ log = logging.getLogger("ccbus.rules")
 ERROR_LOG_INTERVAL = 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Firing:
-    """A rule decided to act on an event."""
+    """A rule decided to act on an event (not frozen: one is made per firing, and a
+    frozen dataclass's ``__init__`` costs a third more)."""
 
     rule: Rule
     event: Event
+    #: The run recorded for it when traces are on: its calls are attached there.
+    trace: Run | None = None
 
 
 @dataclass(slots=True)
@@ -167,9 +171,10 @@ class Engine:
                         trace.evaluated(rule.name, event, condition, THROTTLED)
                     continue
             stats.fired += 1
-            if trace is not None:
-                trace.evaluated(rule.name, event, condition, FIRED)
-            firings.append(Firing(rule, event))
+            firings.append(Firing(
+                rule, event,
+                None if trace is None else trace.evaluated(rule.name, event, condition, FIRED),
+            ))
         return firings
 
     def _key(
@@ -197,11 +202,12 @@ class Engine:
             pending.event = None  # fired: stays quiet until the condition resets
             self.state.touch(name, FOR, state.pending, key)
             fires = self._throttle_ok(rule, event, EnvelopeView(event), now)
+            run = None
             if self.tracer is not None:
-                self.tracer.evaluated(name, event, True, TIMER_FIRED if fires else THROTTLED)
+                run = self.tracer.evaluated(name, event, True, TIMER_FIRED if fires else THROTTLED)
             if fires:
                 self.stats[name].fired += 1
-                firings.append(Firing(rule, event))
+                firings.append(Firing(rule, event, run))
         return firings
 
     def armed_timers(self) -> list[tuple[float, str, str]]:

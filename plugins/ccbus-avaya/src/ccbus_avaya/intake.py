@@ -10,13 +10,12 @@ the journal) and appended to the dead-letter file.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from ccbus import SourceContext
+from ccbus import SourceContext, decode_json
 
 from .deadletters import DeadLetterFile
 from .mapping import Mapper
@@ -51,7 +50,7 @@ class Intake:
     async def decode(self, raw: str | bytes) -> Any:
         """The JSON document in ``raw``, or :data:`INVALID` (already counted and kept)."""
         try:
-            return json.loads(raw)
+            return decode_json(raw)
         except (ValueError, UnicodeDecodeError) as err:
             await self.reject([Problem("invalid_json", str(err))], raw)
             return INVALID

@@ -49,7 +49,7 @@ from anyio.abc import TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from ccbus import SourceContext
+from ccbus import SourceContext, decode_json
 from ccbus.backoff import Backoff
 
 from .auth import Token, TokenProvider
@@ -390,7 +390,7 @@ class WebSocketSource(AvayaSourceBase):
             async for raw in ws:
                 session.last_seen = time.monotonic()
                 try:
-                    doc = json.loads(raw)
+                    doc = decode_json(raw)
                 except ValueError:  # includes UnicodeDecodeError
                     await intake.decode(raw)  # counts, logs and keeps it
                     continue

@@ -18,7 +18,6 @@ Syslog: UDP and TCP listeners; see :mod:`ccbus_cisco_cvp.syslog`.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ import anyio
 from anyio.abc import SocketStream, TaskStatus
 from ccbus_stomp import StompConnection, StompMessage, topic
 
-from ccbus import Event, SourceContext, parse_timestamp
+from ccbus import Event, SourceContext, decode_json, parse_timestamp
 
 from .deadletters import DeadLetterFile
 from .mapping import VENDOR, Mapper
@@ -104,7 +103,7 @@ class CvpSource:
         received = datetime.now(UTC)
         where = {"topic": message.destination, "messageId": message.message_id}
         try:
-            doc = json.loads(message.text())
+            doc = decode_json(message.text())
         except UnicodeDecodeError as err:
             await self.reject([Problem("bad_encoding", f"body is not UTF-8: {err}")],
                               message.body, **where)

@@ -25,6 +25,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ccbus import decode_json
+
 __all__ = [
     "COMMANDS",
     "ERRORS",
@@ -248,7 +250,7 @@ def parse_event(body: str) -> CucmMessage:
 
 def _parse_json(text: str) -> CucmMessage:
     try:
-        doc = json.loads(text)
+        doc = decode_json(text)
     except ValueError as err:
         raise ProtocolError("bad_json", f"JSON pattern event is not valid JSON: {err}") from None
     if not isinstance(doc, dict):

@@ -25,7 +25,6 @@ connection is noticed (signalrcore has no server timeout of its own).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import threading
@@ -51,6 +50,8 @@ from signalrcore.transport.sockets.errors import (  # type: ignore[import-untype
     SocketHandshakeError,
 )
 from signalrcore.types import HttpTransportType  # type: ignore[import-untyped]
+
+from ccbus import decode_json
 
 from .errors import HubError, Transient, Unauthorized
 from .protocol import MESSAGE_RECEIVED
@@ -171,7 +172,7 @@ class TolerantJsonHubProtocol(JsonHubProtocol):  # type: ignore[misc]
             if not record:
                 continue
             try:
-                doc = json.loads(record)
+                doc = decode_json(record)
                 if not isinstance(doc, dict):
                     raise ValueError(f"a hub message must be an object, not {type(doc).__name__}")
                 if doc:

@@ -36,7 +36,6 @@ starts a new consumer, forever.
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections import Counter
@@ -48,7 +47,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from ccbus import SourceContext
+from ccbus import SourceContext, decode_json
 from ccbus.backoff import Backoff
 
 from .deadletters import DeadLetterFile
@@ -207,7 +206,7 @@ class GenesysSource:
             await self._reject(record, "empty_value", "the record has no value (a tombstone)")
             return
         try:
-            doc = json.loads(value)
+            doc = decode_json(value)
         except ValueError as err:  # includes UnicodeDecodeError
             await self._reject(record, "invalid_json", str(err))
             return
