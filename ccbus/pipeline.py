@@ -174,10 +174,13 @@ class Pipeline:
             if index > start and call.waits_for_previous:
                 break
             try:
+                # the schema's validator itself: ``model_validate`` only wraps it, per call
                 params = (
                     call.validated
                     if call.validated is not None
-                    else call.spec.params.model_validate(call.params.render(data, view))
+                    else call.spec.params.__pydantic_validator__.validate_python(
+                        call.params.render(data, view)
+                    )
                 )
             except (EvaluationError, ValidationError) as err:
                 reason = _short(err)

@@ -145,6 +145,9 @@ class DeliveryStore(Protocol):
     blocking: bool
     #: True when rows stay in this process: they may carry ``call`` instead of JSON.
     keeps_calls: bool
+    #: True when a delivered call is best forgotten at once rather than in a batch
+    #: (memory: a dict pop; SQLite saves a transaction per call by batching).
+    forgets_each: bool
 
     def add(self, rows: list[Pending]) -> list[int]: ...
     def due(self, now: float, limit: int, skip: set[int]) -> list[Pending]: ...
@@ -161,6 +164,7 @@ class SqliteDeliveryStore:
     """The durable store: survives crashes, shared with ``ccbus dead-letters``."""
 
     keeps_calls = False
+    forgets_each = False
 
     def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
         self.path = path
@@ -409,6 +413,7 @@ class MemoryDeliveryStore:
 
     blocking = False
     keeps_calls = True
+    forgets_each = True
 
     rows: dict[int, Pending] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
