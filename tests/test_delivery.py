@@ -527,3 +527,35 @@ async def test_calls_delivered_just_before_a_stop_do_not_run_again(tmp_path: Pat
     again = Flaky()
     await running(make_bus(tmp_path, again), lambda: anyio.sleep(1.0))
     assert again.delivered == []
+
+
+async def test_a_source_yields_to_the_workers_less_often_while_no_call_is_in_flight(
+    tmp_path: Path,
+) -> None:
+    """In-process calls run to the end at once, so while none is in flight a turn of the
+    loop only costs: the source goes on for SUBMITS_PER_YIELD_IDLE events.  A call that
+    waits for an answer needs the loop to turn: then it yields every SUBMITS_PER_YIELD."""
+    from ccbus.delivery.dispatcher import SUBMITS_PER_YIELD, SUBMITS_PER_YIELD_IDLE
+
+    assert SUBMITS_PER_YIELD_IDLE > SUBMITS_PER_YIELD
+    flaky = Flaky()
+    flaky.hang.add("h")
+    config = CONFIG.replace("flaky: {concurrency: 1}", "flaky: {concurrency: 1, timeout: 1}")
+    bus = make_bus(tmp_path, flaky, config + "  outbox: false\n")
+
+    async def publish_and_watch(count: int, lane: str) -> list[int]:
+        before, seen = len(flaky.delivered), []
+        for n in range(count):
+            await bus.publish(go(lane=lane, value=f"{lane}{n}"))
+            seen.append(len(flaky.delivered) - before)
+        return seen
+
+    async def body() -> None:
+        seen = await publish_and_watch(SUBMITS_PER_YIELD_IDLE, "a")
+        assert seen == [0] * (SUBMITS_PER_YIELD_IDLE - 1) + [SUBMITS_PER_YIELD_IDLE]
+        await bus.publish(go(lane="h"))  # hangs: in flight from now on
+        await wait_for(lambda: bus.dispatcher._running_ids)
+        seen = await publish_and_watch(SUBMITS_PER_YIELD, "b")
+        assert seen[-1] > 0  # the workers ran within SUBMITS_PER_YIELD events
+
+    await running(bus, body)
