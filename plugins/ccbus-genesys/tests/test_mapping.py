@@ -162,3 +162,12 @@ def test_call_memory_is_bounded() -> None:
         mapper.map("EventRinging", {"id": "EventRinging"}, where(CALL_THREAD, f"t:c{n}".encode()),
                    RECEIVED)
     assert len(mapper.calls) == 50
+
+
+def test_the_catalogue_names_pass_the_name_check_on_their_own() -> None:
+    """valid_event_name takes the document's names without the pattern: they must pass it."""
+    from ccbus_genesys.mapping import _NAME, ALL_EVENTS, valid_event_name
+
+    assert all(_NAME.match(name) for name in ALL_EVENTS)
+    assert valid_event_name("EventAgentReady") and valid_event_name("EventSomethingNew")
+    assert not valid_event_name("Event Bad") and not valid_event_name({"id": 1})
