@@ -159,7 +159,7 @@ async def test_a_rebalance_commits_what_is_recorded_and_loses_nothing(
     kafka: Kafka, tmp_path: Path
 ) -> None:
     """A second consumer joins mid-stream and leaves again; every record arrives."""
-    total = 600
+    total = 600  # at least: records keep coming until the second consumer has its share
     options = kafka.options(max_poll_records=20)
     seen_a: list[int] = []
     seen_b: list[int] = []
@@ -171,9 +171,22 @@ async def test_a_rebalance_commits_what_is_recorded_and_loses_nothing(
                 await anyio.sleep(0.001)  # slow enough that the rebalance lands mid-stream
         return emit
 
+    produced = 0
+    b_has_its_share = anyio.Event()
+    producing_done = anyio.Event()
+
     async def produce() -> None:
-        for n in range(total):
-            await kafka.send(AGENT_STATE, f"{TENANT}:a{n % 7}", agent_step(n).payload)
+        # Past ``total``, a trickle until the rebalance has landed and the second
+        # consumer has read 50 records: a fast first consumer may otherwise have read
+        # everything before the group settles (seen with the real broker).
+        nonlocal produced
+        while produced < total or not b_has_its_share.is_set():
+            await kafka.send(AGENT_STATE, f"{TENANT}:a{produced % 7}",
+                             agent_step(produced).payload)
+            produced += 1
+            if produced >= total:
+                await anyio.sleep(0.005)
+        producing_done.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(produce)
@@ -181,20 +194,22 @@ async def test_a_rebalance_commits_what_is_recorded_and_loses_nothing(
             await wait_for(lambda: len(seen_a) >= 100)
             async with collecting_source(tmp_path / "b", options, emit=recorder(seen_b)) as b:
                 await wait_for(lambda: b.source.owned and len(seen_b) >= 50, within=30)
+                b_has_its_share.set()
                 assert a.source.counts["revocations"] >= 1
                 # six partitions (two topics of three), each owned by exactly one of them
                 assert not a.source.owned & b.source.owned
                 assert len(a.source.owned) + len(b.source.owned) == 6
             # b left: a takes every partition again and finishes
-            await wait_for(lambda: sum(len(seen) for seen in (seen_a, seen_b)) >= total
+            await producing_done.wait()
+            await wait_for(lambda: sum(len(seen) for seen in (seen_a, seen_b)) >= produced
                            and len(a.source.owned) == 6, within=30)
             ends = await kafka.end_offsets(AGENT_STATE)
             expected = {p: e for p, e in ends.items() if e}
             with anyio.fail_after(30):
                 while await kafka.committed(options["group_id"], AGENT_STATE) != expected:  # noqa: ASYNC110 - polling the broker
                     await anyio.sleep(0.1)
-    assert sorted(set(seen_a) | set(seen_b)) == list(range(total))
-    assert sum(ends.values()) == total
+    assert sorted(set(seen_a) | set(seen_b)) == list(range(produced))
+    assert sum(ends.values()) == produced
     # the revocation commits went through: nothing refused, nothing failed
     assert a.source.counts["commit_errors"] == 0
     assert a.source.counts["commit_failed_rebalance"] == 0
