@@ -216,7 +216,9 @@ class Bus:
             on_result=self._continue_rule,
         )
         self._wakeup = anyio.Event()
-        self._action_logs: dict[str, logging.Logger] = {}
+        self._action_logs: KeyCache[str, logging.Logger] = KeyCache(
+            lambda action: logging.getLogger(f"ccbus.action.{action}")
+        )
         self.counters.inc("events_duplicate", 0)  # shown in /metrics from the start
         self._cancel: anyio.CancelScope | None = None
         self.service: Service | None = None
@@ -357,18 +359,12 @@ class Bus:
                  "at": time.time()},
             )
 
-    def _action_log(self, action: str) -> logging.Logger:
-        logger = self._action_logs.get(action)
-        if logger is None:
-            logger = self._action_logs[action] = logging.getLogger(f"ccbus.action.{action}")
-        return logger
-
     def _action_context(self, invocation: Invocation, attempt: int) -> ActionContext:
         return ActionContext(
             rule=invocation.rule,
             event=invocation.event,
             idempotency_key=invocation.idempotency_key,
-            log=self._action_log(invocation.action),
+            log=self._action_logs[invocation.action],
             targets=self.config.targets,
             http=self.http,
             attempt=attempt,

@@ -91,7 +91,9 @@ class Pipeline:
         if self._duplicate(event, now):
             outcome.duplicates += 1
             return outcome
-        self._step(event, self.engine.route(event, now), now, outcome)
+        firings = self.engine.route(event, now)
+        if firings or self.observer is not None:  # most events fire nothing: no step
+            self._step(event, firings, now, outcome)
         return outcome
 
     def process_due(self, now: float) -> Outcome:

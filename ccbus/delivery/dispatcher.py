@@ -418,9 +418,9 @@ class Dispatcher:
         ctx = self.context(invocation, attempt)
         retry_after: float | None = None
         result: Any = None
-        started = time.perf_counter()
+        started = time.monotonic()  # one clock read for the deadline and the duration
         try:
-            watched.until = time.monotonic() + policy.timeout
+            watched.until = started + policy.timeout
             try:
                 result = await invocation.spec.run(invocation.params, ctx)
             finally:
@@ -435,7 +435,7 @@ class Dispatcher:
             outcome, error = "retry", f"no answer within {policy.timeout:g}s"
         except Exception as err:  # a plugin's unexpected failure is retried, never fatal
             outcome, error = "retry", f"{type(err).__name__}: {err}"
-        self.counters.add(self._seconds[row.action], time.perf_counter() - started)
+        self.counters.add(self._seconds[row.action], time.monotonic() - started)
         if outcome == "ok" and not (invocation.feeds_next and self.on_result is not None):
             self._delivered_call(row)  # the common case: nothing to wait for
         elif watched.scope.cancel_called:
