@@ -25,12 +25,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from .events import Event
 from .httpclients import HttpClients
+
+if TYPE_CHECKING:
+    from .traces import Run
 
 __all__ = ["ActionContext", "ActionSpec", "Invocation", "idempotency_key"]
 
@@ -105,9 +108,9 @@ class Invocation:
     #: Whether the rule's next action waits for this one's result (``previous``).
     #: True when not known (a call read back from the outbox): the bus then looks.
     feeds_next: bool = True
-    #: The rule's trace run that made this call (:class:`ccbus.traces.Run`), when
-    #: traces are on: the call's outcome is recorded there.
-    trace: Any = field(default=None, repr=False, compare=False)
+    #: The rule's trace run that made this call, when traces are on: the call's
+    #: outcome is recorded there.
+    trace: Run | None = field(default=None, repr=False, compare=False)
     _key: str = field(default="", init=False, repr=False, compare=False)
 
     @property

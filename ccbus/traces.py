@@ -113,11 +113,7 @@ class RuleTraces:
         if len(runs) == self.limit:  # the oldest drops out as this one goes in
             if not runs:
                 return run  # limit 0: nothing is kept
-            old = runs[0]
-            old.dropped = True
-            for trace in old.actions:
-                if self._by_key.get(trace.key) is trace:
-                    del self._by_key[trace.key]
+            self._drop(runs[0])
         runs.append(run)
         return run
 
@@ -162,9 +158,14 @@ class RuleTraces:
         """Forget the runs of rules that are gone (after a reload)."""
         for name in set(self._runs) - rules:
             for run in self._runs.pop(name):
-                for trace in run.actions:
-                    if self._by_key.get(trace.key) is trace:
-                        del self._by_key[trace.key]
+                self._drop(run)
+
+    def _drop(self, run: Run) -> None:
+        """A run leaves its ring: its calls are no longer followed, and none is added."""
+        run.dropped = True
+        for trace in run.actions:
+            if self._by_key.get(trace.key) is trace:
+                del self._by_key[trace.key]
 
     def rules(self) -> list[str]:
         return sorted(self._runs)
