@@ -559,3 +559,63 @@ async def test_a_source_yields_to_the_workers_less_often_while_no_call_is_in_fli
         assert seen[-1] > 0  # the workers ran within SUBMITS_PER_YIELD events
 
     await running(bus, body)
+
+
+class Gated:
+    """Action `gated`: each call waits until the test opens the gate; notes how many
+    calls of its lane were inside at once."""
+
+    def __init__(self) -> None:
+        self.gate = anyio.Event()
+        self.inside = 0
+        self.peak = 0
+        self.done: list[str] = []
+
+    @hookimpl
+    def register_actions(self) -> list[ActionSpec]:
+        gated = self
+
+        class Params(Options):
+            value: str = ""
+
+        async def run(params: Params, ctx: Any) -> None:
+            gated.inside += 1
+            gated.peak = max(gated.peak, gated.inside)
+            try:
+                await gated.gate.wait()
+            finally:
+                gated.inside -= 1
+            gated.done.append(params.value)
+
+        return [ActionSpec(name="gated", params=Params, run=run, shorthand="value")]
+
+
+@pytest.mark.parametrize("outbox_on", [True, False], ids=["outbox", "memory"])
+async def test_a_burst_runs_as_many_calls_at_once_as_the_lane_allows_and_no_more(
+    tmp_path: Path, outbox_on: bool
+) -> None:
+    """Nine calls published at once to one lane with ``concurrency: 3``: three wait for
+    their target at the same time (not one, not nine), and the rest follow as they end."""
+    gated = Gated()
+    write(tmp_path / "rules" / "r.yaml",
+          "rules:\n  - name: go\n    on: t.go\n    do: [gated: \"{value}\"]\n")
+    config = (
+        "http: {enabled: false}\nstate_dir: state\nrules: [rules]\n"
+        f"delivery:\n  outbox: {str(outbox_on).lower()}\n"
+        "  actions:\n    gated: {concurrency: 3, timeout: 30}\n"
+    )
+    bus = Bus(load_config(write(tmp_path / "ccbus.yaml", config)),
+              PluginHost(autoload=False, extra=[gated]))
+
+    async def body() -> None:
+        for n in range(9):
+            await bus.publish(go(value=f"v{n}"))
+        await wait_for(lambda: gated.inside == 3)
+        await anyio.sleep(0.3)  # time for a fourth to start, were it allowed to
+        assert (gated.inside, gated.peak) == (3, 3)
+        gated.gate.set()
+        await wait_for(lambda: len(gated.done) == 9)
+
+    await running(bus, body)
+    assert sorted(gated.done) == [f"v{n}" for n in range(9)]
+    assert gated.peak == 3
