@@ -301,16 +301,30 @@ class Dispatcher:
             return
         queue.append((row, invocation))
         self._held.add(row.id)
-        workers = self._lane_workers.get(row.lane, 0)
-        idle = workers - self._lane_running.get(row.lane, 0)
+        self._add_worker(row.lane, row.action, queue)
+
+    def _add_worker(self, lane: str, action: str, queue: deque[tuple[Pending, Invocation]]) -> None:
+        """Start a worker for ``lane`` if calls wait there, none of its workers is free
+        to take them, and the lane's concurrency allows one more.
+
+        Called when a call is queued, and by a worker as it begins a call with
+        more waiting behind it.  So a burst grows the lane one worker at a
+        time, each started once the one before it is busy, rather than a
+        worker per queued call up front: calls that finish without waiting
+        (in-process actions) are all run by the first worker, and the others
+        would only start, find the queue empty and end.
+        """
+        workers = self._lane_workers.get(lane, 0)
         if (
-            idle < len(queue)
-            and workers < self.config.for_action(row.action).concurrency
+            queue
+            and workers == self._lane_running.get(lane, 0)  # every worker is busy, or none exists
+            and workers < self.config.for_action(action).concurrency
             and self._worker_count < MAX_IN_FLIGHT
+            and self._tasks is not None
         ):
-            self._lane_workers[row.lane] = workers + 1
+            self._lane_workers[lane] = workers + 1
             self._worker_count += 1
-            self._tasks.start_soon(self._work, row.lane, queue)
+            self._tasks.start_soon(self._work, lane, queue)
 
     async def _work(self, lane: str, queue: deque[tuple[Pending, Invocation]]) -> None:
         """Run a lane's calls one after another while there are any.
@@ -339,6 +353,8 @@ class Dispatcher:
                             current = row, invocation = queue.popleft()
                             self._running_ids.add(row.id)
                             self._lane_running[lane] = self._lane_running.get(lane, 0) + 1
+                            if queue:  # more behind this call: a free worker to take them
+                                self._add_worker(lane, row.action, queue)
                             await self._attempt(row, invocation, watched)
                             current = None
                             self._finished(lane, row, queue)
