@@ -590,13 +590,8 @@ class Gated:
         return [ActionSpec(name="gated", params=Params, run=run, shorthand="value")]
 
 
-@pytest.mark.parametrize("outbox_on", [True, False], ids=["outbox", "memory"])
-async def test_a_burst_runs_as_many_calls_at_once_as_the_lane_allows_and_no_more(
-    tmp_path: Path, outbox_on: bool
-) -> None:
-    """Nine calls published at once to one lane with ``concurrency: 3``: three wait for
-    their target at the same time (not one, not nine), and the rest follow as they end."""
-    gated = Gated()
+def gated_bus(tmp_path: Path, gated: Gated, *, outbox_on: bool = True) -> Bus:
+    """A bus whose rule calls ``gated`` for every ``t.go``, three calls at a time."""
     write(tmp_path / "rules" / "r.yaml",
           "rules:\n  - name: go\n    on: t.go\n    do: [gated: \"{value}\"]\n")
     config = (
@@ -604,8 +599,18 @@ async def test_a_burst_runs_as_many_calls_at_once_as_the_lane_allows_and_no_more
         f"delivery:\n  outbox: {str(outbox_on).lower()}\n"
         "  actions:\n    gated: {concurrency: 3, timeout: 30}\n"
     )
-    bus = Bus(load_config(write(tmp_path / "ccbus.yaml", config)),
-              PluginHost(autoload=False, extra=[gated]))
+    return Bus(load_config(write(tmp_path / "ccbus.yaml", config)),
+               PluginHost(autoload=False, extra=[gated]))
+
+
+@pytest.mark.parametrize("outbox_on", [True, False], ids=["outbox", "memory"])
+async def test_a_burst_runs_as_many_calls_at_once_as_the_lane_allows_and_no_more(
+    tmp_path: Path, outbox_on: bool
+) -> None:
+    """Nine calls published at once to one lane with ``concurrency: 3``: three wait for
+    their target at the same time (not one, not nine), and the rest follow as they end."""
+    gated = Gated()
+    bus = gated_bus(tmp_path, gated, outbox_on=outbox_on)
 
     async def body() -> None:
         for n in range(9):
@@ -619,3 +624,27 @@ async def test_a_burst_runs_as_many_calls_at_once_as_the_lane_allows_and_no_more
     await running(bus, body)
     assert sorted(gated.done) == [f"v{n}" for n in range(9)]
     assert gated.peak == 3
+
+
+async def test_stopping_waits_for_the_call_in_flight_and_no_longer(tmp_path: Path) -> None:
+    """``bus.stop()`` while a call waits for its target: the bus stops once that call
+    ends (here 0.3 s later), not at the drain timeout, and the call is not run again."""
+    gated = Gated()
+    bus = gated_bus(tmp_path, gated)
+
+    async def open_gate_soon() -> None:
+        await anyio.sleep(0.3)
+        gated.gate.set()
+
+    with anyio.fail_after(5):  # the drain timeout is 10 s: waiting that long fails here
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: bus.run(watch_rules=False))
+            await bus.started.wait()
+            await bus.publish(go(value="in flight"))
+            await wait_for(lambda: gated.inside == 1)
+            bus.stop()
+            tg.start_soon(open_gate_soon)
+            await anyio.sleep(0.1)
+            assert gated.done == []  # stopping, and waiting for the call
+    assert gated.done == ["in flight"]
+    assert outbox(tmp_path).pending_count() == 0

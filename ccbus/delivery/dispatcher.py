@@ -133,8 +133,8 @@ class Dispatcher:
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
         self._left_waiting = False
-        self._idle = anyio.Event()
-        self._idle.set()
+        # set by drain() while it waits for the running calls: no Event to set per call
+        self._drained: anyio.Event | None = None
 
     # -- recording ------------------------------------------------------------------
 
@@ -239,9 +239,12 @@ class Dispatcher:
             queue.clear()  # workers hold their lane's deque: empty it, do not replace it
         self._held = set(self._running_ids)
         with anyio.move_on_after(within):
-            while self._running_ids:
-                self._idle = anyio.Event()
-                await self._idle.wait()
+            try:
+                while self._running_ids:
+                    self._drained = anyio.Event()
+                    await self._drained.wait()
+            finally:
+                self._drained = None
             await self._forget()
             return True
         return False
@@ -397,8 +400,8 @@ class Dispatcher:
         self._lane_running[lane] -= 1
         self._running_ids.discard(row.id)
         self._held.discard(row.id)
-        if not self._running_ids:
-            self._idle.set()
+        if self._drained is not None and not self._running_ids:
+            self._drained.set()
         if self._left_waiting and not queue:  # fetch what was left on disk
             self._left_waiting = False
             self._wakeup.set()
