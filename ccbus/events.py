@@ -138,6 +138,7 @@ _LATEST_SECONDS = int((_LATEST_PLAUSIBLE - _EPOCH).total_seconds())
 #: Below 2**31 s (2038), a double holds seconds to 0.24 µs, so ``ms / 1000`` rounds back
 #: to the exact millisecond; later milliseconds take the exact integer path.
 _FLOAT_EXACT_MS = 2**31 * 1000
+_EARLIEST_MS = _EARLIEST_SECONDS * 1000
 _ISO_FRACTION = re.compile(r"(\.\d+)")
 _NUMERIC = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -186,7 +187,7 @@ def _from_number(number: float, unit: str) -> datetime | None:
     if type(number) is int:  # the usual cases first: whole seconds or milliseconds of now
         if unit == "s" and _EARLIEST_SECONDS <= number <= _LATEST_SECONDS:
             return datetime.fromtimestamp(number, UTC)
-        if unit == "ms" and _EARLIEST_SECONDS * 1000 <= number < _FLOAT_EXACT_MS:
+        if unit == "ms" and _EARLIEST_MS <= number < _FLOAT_EXACT_MS:
             return datetime.fromtimestamp(number / 1000, UTC)
     try:
         if isinstance(number, int):  # exact: no detour through float for big millis
