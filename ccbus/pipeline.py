@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +82,10 @@ class Pipeline:
         self.dedup_window = dedup_window
         self.dedup_size = dedup_size
         self.observer = observer
-        self._seen: dict[tuple[str, str], float] = {}
+        # An OrderedDict, not a dict: evicting the oldest id from a plain dict with
+        # ``next(iter(d))`` steps over every slot deleted before it, so a bus that has
+        # seen ``dedup_size`` ids slows down with every event until the dict resizes.
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.duplicates = 0
         self.hop_limit_drops = 0
 
@@ -220,11 +224,11 @@ class Pipeline:
         if first is not None and now - first < self.dedup_window:
             self.duplicates += 1
             return True
-        if first is not None:
-            del seen[key]  # re-insert at the end: a plain dict keeps insertion order
         seen[key] = now
-        if len(seen) > self.dedup_size:
-            del seen[next(iter(seen))]
+        if first is not None:
+            seen.move_to_end(key)
+        elif len(seen) > self.dedup_size:
+            seen.popitem(last=False)
         return False
 
 
