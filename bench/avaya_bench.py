@@ -57,9 +57,9 @@ import yaml
 from websockets.asyncio.client import connect
 
 from ccbus import ActionSpec, Options, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 TARGET_EVENTS_PER_SECOND = 10_000
 TARGET_RATIO = 0.7

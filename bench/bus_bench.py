@@ -37,10 +37,10 @@ import anyio
 import yaml
 from counting import Counting, publish_all
 
-from ccbus.bus import Bus
-from ccbus.config import load_config
-from ccbus.events import Event
+from ccbus.config.file import load_config
+from ccbus.events.envelope import Event
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 RULES = """
 rules:

@@ -50,9 +50,9 @@ from ccbus_stomp import StompConnection, StompOptions, queue, topic
 from ccbus_stomp.testing import ActiveMQBroker
 
 from ccbus import ActionContext, Event
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 GET_STATE = next(spec for spec in COMMANDS if spec.command == "GetState")
 

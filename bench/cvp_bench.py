@@ -59,9 +59,9 @@ import yaml
 from ccbus_stomp.testing import ActiveMQBroker, JmsPeer
 
 from ccbus import ActionSpec, Options, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 TARGET_RATE = 5_000.0
 TARGET_RATIO = 0.7

@@ -59,19 +59,19 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ccbus.httpclients import HttpClients
+from ccbus.actions.http_sessions import HttpClients
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from route_bench import machine  # noqa: E402  (the same machine line as the other benchmarks)
 
 from ccbus import ActionContext, ActionSpec, Options, hookimpl  # noqa: E402
-from ccbus.actions import idempotency_key  # noqa: E402
-from ccbus.bus import Bus  # noqa: E402
-from ccbus.config import load_config  # noqa: E402
+from ccbus.actions.api import idempotency_key  # noqa: E402
+from ccbus.config.file import load_config  # noqa: E402
 from ccbus.delivery.store import SqliteDeliveryStore  # noqa: E402
-from ccbus.events import Event  # noqa: E402
+from ccbus.events.envelope import Event  # noqa: E402
 from ccbus.plugins import PluginHost  # noqa: E402
+from ccbus.runtime.bus import Bus  # noqa: E402
 
 TARGET_DELIVERIES_PER_SECOND = 1_000
 TARGET_RATIO = 0.5  # durable path at >= 50 % of the in-memory one (an aim, not the target)
@@ -597,13 +597,13 @@ def print_profile(profiler: cProfile.Profile, limit: int = 25) -> str:
 
 #: (file suffix, function) pairs whose cumulative event-loop time the profile reports
 KEY_FUNCTIONS = [
-    ("ccbus/bus.py", "publish"),
+    ("ccbus/runtime/bus.py", "publish"),
     ("ccbus/pipeline.py", "process"),
     ("ccbus/delivery/dispatcher.py", "submit"),
     ("ccbus/delivery/dispatcher.py", "_attempt"),
     ("ccbus/delivery/dispatcher.py", "_settle"),
     ("ccbus/delivery/dispatcher.py", "_poll"),
-    ("ccbus/builtin/webhook_action.py", "run"),
+    ("ccbus/actions/webhook.py", "run"),
     ("aiohttp/client.py", "_request"),
     ("anyio/_backends/_asyncio.py", "run_sync_in_worker_thread"),
 ]

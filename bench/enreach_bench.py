@@ -63,9 +63,9 @@ from signalrcore.hub_connection_builder import HubConnectionBuilder
 from signalrcore.types import HttpTransportType
 
 from ccbus import ActionSpec, Options, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 TARGET_EVENTS_PER_SECOND = 5_000
 TARGET_RATIO = 0.7

@@ -63,9 +63,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ccbus_genesys.scenarios import agent_flaps
 from counting import Counting, publish_all
 
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 TARGET = 10_000.0  # records/s through the bus and a rule
 TARGET_RATIO = 0.7

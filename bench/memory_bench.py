@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import route_bench as rb  # noqa: E402  (the rule families and event data live there)
 
-from ccbus.events import Event  # noqa: E402
+from ccbus.events.envelope import Event  # noqa: E402
 from ccbus.pipeline import Pipeline  # noqa: E402
 from ccbus.rules.engine import Engine  # noqa: E402
 from ccbus.rules.state import COUNT, FOR, THROTTLE, StateTable  # noqa: E402

@@ -49,9 +49,8 @@ from typing import Any
 import simpleeval
 import yaml
 
-from ccbus.bus import make_compiler
-from ccbus.durations import parse_duration
-from ccbus.events import Event
+from ccbus.config.durations import parse_duration
+from ccbus.events.envelope import Event
 from ccbus.pipeline import Pipeline
 from ccbus.plugins import PluginHost
 from ccbus.rules.engine import Engine
@@ -59,6 +58,7 @@ from ccbus.rules.loader import load_rules
 from ccbus.rules.model import Rule
 from ccbus.rules.state import StateTable
 from ccbus.rules.testing import ManualClock
+from ccbus.runtime.bus import make_compiler
 
 TARGET_EVENTS_PER_SECOND = 100_000
 START = 1_767_603_600.0  # 2026-01-05T09:00:00Z

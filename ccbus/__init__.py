@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .actions import ActionContext, ActionSpec
-from .errors import (
+from ccbus.actions.api import ActionContext, ActionSpec
+from ccbus.config.schema import Duration, Options
+from ccbus.errors import (
     ActionError,
     CcbusError,
     ConfigError,
@@ -18,11 +19,10 @@ from .errors import (
     PluginError,
     RetryableActionError,
 )
-from .events import CANONICAL_EVENTS, Event, parse_timestamp
-from .hookspecs import hookimpl
-from .jsondecode import decode_json
-from .schema import Duration, Options
-from .sources import DemoSource, SourceContext, SourceSpec
+from ccbus.events.envelope import CANONICAL_EVENTS, Event, parse_timestamp
+from ccbus.events.jsondecode import decode_json
+from ccbus.hookspecs import hookimpl
+from ccbus.sources.api import DemoSource, SourceContext, SourceSpec
 
 try:
     __version__ = version("ccbus")

@@ -1,3 +1,3 @@
-from .cli import main
+from ccbus.cli.app import main
 
 main()

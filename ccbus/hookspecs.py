@@ -33,10 +33,10 @@ if TYPE_CHECKING:
 
     import click
 
-    from .actions import ActionSpec
-    from .bus import Bus
-    from .config import LoadedConfig
-    from .sources import DemoSource, SourceSpec
+    from ccbus.actions.api import ActionSpec
+    from ccbus.config.file import LoadedConfig
+    from ccbus.runtime.bus import Bus
+    from ccbus.sources.api import DemoSource, SourceSpec
 
 PROJECT = "ccbus"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -53,7 +53,7 @@ __all__ = ["hookimpl", "hookspec"]
 def register_sources() -> list[SourceSpec]:
     """Source kinds this plugin provides.
 
-    :return: a list of :class:`ccbus.sources.SourceSpec`; each ``name`` is
+    :return: a list of :class:`ccbus.sources.api.SourceSpec`; each ``name`` is
         what configs write as ``plugin:``.  Names must be unique across
         plugins; a clash is reported by ``ccbus plugins`` and ``ccbus check``.
     """
@@ -63,7 +63,7 @@ def register_sources() -> list[SourceSpec]:
 def register_actions() -> list[ActionSpec]:
     """Actions this plugin provides, callable from a rule's ``do:`` list.
 
-    :return: a list of :class:`ccbus.actions.ActionSpec`.  Vendor actions use
+    :return: a list of :class:`ccbus.actions.api.ActionSpec`.  Vendor actions use
         a dotted name (``enreach.subscribe``).
     """
 
@@ -94,7 +94,7 @@ def register_simulators() -> list[click.Command]:
 def register_demo_sources() -> list[DemoSource]:
     """Sources ``ccbus demo`` runs live against their simulators, next to the replay.
 
-    :return: a list of :class:`ccbus.sources.DemoSource`; each brings its own
+    :return: a list of :class:`ccbus.sources.api.DemoSource`; each brings its own
         simulator up on loopback for the demo's duration, so the demo shows the
         plugin's real protocol path without any vendor system.
     """
@@ -115,7 +115,7 @@ def check_config(config: LoadedConfig) -> list[str]:
 
     Called by ``ccbus check`` and by ``ccbus run`` before any source starts.
 
-    :param config: the loaded :class:`ccbus.config.LoadedConfig` (``config.config``
+    :param config: the loaded :class:`ccbus.config.file.LoadedConfig` (``config.config``
         is the validated model, ``config.where("targets", name)`` gives ``file:line``).
     :return: problems, each one line naming file, line and key, never a secret.
     """
@@ -129,7 +129,7 @@ def check_config(config: LoadedConfig) -> list[str]:
 def startup(bus: Bus) -> Any:
     """Called once the bus is configured, before sources start.
 
-    :param bus: the running :class:`ccbus.bus.Bus`.
+    :param bus: the running :class:`ccbus.runtime.bus.Bus`.
     :return: nothing, or a coroutine the bus awaits.  An exception is logged
         with the plugin's name and the bus carries on.
     """
@@ -139,6 +139,6 @@ def startup(bus: Bus) -> Any:
 def shutdown(bus: Bus) -> Any:
     """Called when the bus stops, after sources stopped and actions drained.
 
-    :param bus: the :class:`ccbus.bus.Bus` that is stopping.
+    :param bus: the :class:`ccbus.runtime.bus.Bus` that is stopping.
     :return: nothing, or a coroutine the bus awaits.
     """

@@ -22,13 +22,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .actions import Invocation
-from .errors import EvaluationError
-from .events import Event
-from .expressions import EnvelopeView
-from .rules.engine import Engine, Firing
-from .rules.model import PREVIOUS, Rule
-from .traces import Run
+from ccbus.actions.api import Invocation
+from ccbus.errors import EvaluationError
+from ccbus.events.envelope import Event
+from ccbus.observe.traces import Run
+from ccbus.rules.engine import Engine, Firing
+from ccbus.rules.expressions import EnvelopeView
+from ccbus.rules.model import PREVIOUS, Rule
 
 __all__ = ["Outcome", "Pipeline", "RenderFailure"]
 

@@ -31,11 +31,11 @@ from typing import Any
 import click
 import pluggy
 
-from . import hookspecs
-from .actions import ActionSpec
-from .errors import PluginError
-from .functions import Clock, build_library
-from .sources import DemoSource, SourceSpec
+from ccbus import hookspecs
+from ccbus.actions.api import ActionSpec
+from ccbus.errors import PluginError
+from ccbus.rules.functions import Clock, build_library
+from ccbus.sources.api import DemoSource, SourceSpec
 
 __all__ = ["PluginFailure", "PluginHost", "PluginInfo", "await_me_maybe"]
 
@@ -55,12 +55,12 @@ _PROVIDES = {
 }
 
 BUILTIN_PLUGINS = (
-    "ccbus.builtin.replay",
-    "ccbus.builtin.webhook",
-    "ccbus.builtin.log_action",
-    "ccbus.builtin.emit_action",
-    "ccbus.builtin.webhook_action",
-    "ccbus.builtin.notify_action",
+    "ccbus.sources.replay",
+    "ccbus.sources.webhook",
+    "ccbus.actions.log",
+    "ccbus.actions.emit",
+    "ccbus.actions.webhook",
+    "ccbus.actions.notify",
 )
 
 
@@ -220,7 +220,7 @@ class PluginHost:
         return found
 
     def demo_sources(self) -> list[DemoSource]:
-        """Every :class:`~ccbus.sources.DemoSource` plugins offer to ``ccbus demo``.
+        """Every :class:`~ccbus.sources.api.DemoSource` plugins offer to ``ccbus demo``.
 
         Collected on first use (demo modules may import a simulator), then kept.
         """

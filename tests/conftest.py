@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ccbus.bus import make_compiler
-from ccbus.expressions import ExpressionCompiler
 from ccbus.plugins import PluginHost
+from ccbus.rules.expressions import ExpressionCompiler
 from ccbus.rules.testing import ManualClock
+from ccbus.runtime.bus import make_compiler
 
 
 @pytest.fixture

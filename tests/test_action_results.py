@@ -10,11 +10,11 @@ import pytest
 from support import write
 
 from ccbus import ActionSpec, Event, Options, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.errors import PermanentActionError
 from ccbus.plugins import PluginHost
 from ccbus.rules.loader import load_rules
+from ccbus.runtime.bus import Bus
 
 pytestmark = pytest.mark.anyio
 
@@ -162,8 +162,8 @@ def test_previous_in_the_first_action_is_refused_with_file_and_line(tmp_path: Pa
               - note: {text: "{previous.connectionId}"}
         """)
     host = PluginHost(autoload=False, extra=[dialer])
-    from ccbus.bus import make_compiler
-    from ccbus.functions import SystemClock
+    from ccbus.rules.functions import SystemClock
+    from ccbus.runtime.bus import make_compiler
 
     loaded = load_rules([path.parent], actions=host.actions,
                         compiler=make_compiler(host, SystemClock()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ccbus.backoff import Backoff
+from ccbus.sources.backoff import Backoff
 
 
 class Clock:

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import answers, free_port, start_ccbus, wait_until, write
 
-from ccbus.builtin.webhook import sign
+from ccbus.sources.webhook import sign
 
 SECRET = "bad-input-hmac-secret"
 MAX_BODY = 4096

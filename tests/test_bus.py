@@ -20,9 +20,9 @@ import pytest
 from support import write
 
 from ccbus import ActionSpec, Event, Options, SourceSpec, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 pytestmark = pytest.mark.anyio
 
@@ -204,7 +204,7 @@ async def test_replay_skips_malformed_lines_with_file_and_line(tmp_path: Path, c
 
 
 async def test_failing_source_is_restarted_with_backoff(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("ccbus.backoff.Backoff.next_delay", lambda self: 0.01)
+    monkeypatch.setattr("ccbus.sources.backoff.Backoff.next_delay", lambda self: 0.01)
     write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: flaky.up, do: [record: up]}]\n")
     recorder = Recorder()
     bus = make_bus(
@@ -429,7 +429,7 @@ async def test_run_tunes_the_interpreter_for_throughput_and_restores_it(tmp_path
     import gc
     import sys
 
-    from ccbus.bus import GC_THRESHOLDS, SWITCH_INTERVAL
+    from ccbus.runtime.bus import GC_THRESHOLDS, SWITCH_INTERVAL
 
     gc_before, switch_before = gc.get_threshold(), sys.getswitchinterval()
     assert gc_before != GC_THRESHOLDS and switch_before != SWITCH_INTERVAL

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from support import REPO, write
 
 from ccbus import DemoSource, Event, Options, SourceContext, SourceSpec, hookimpl
-from ccbus.cli import attach_plugins, cli
+from ccbus.cli.app import attach_plugins, cli
 from ccbus.plugins import PluginHost
 
 CCBUS = str(Path(sys.executable).parent / "ccbus")
@@ -108,7 +108,7 @@ def test_try_fires_for_timers_on_the_events_clock_and_lists_those_still_armed(
 def test_plugins_lists_builtins_and_functions() -> None:
     code, out = invoke("plugins", "--functions")
     assert code == 0
-    assert "ccbus.builtin.replay builtin" in out and "sources: replay" in out
+    assert "ccbus.sources.replay builtin" in out and "sources: replay" in out
     assert "actions: log" in out and "matches" in out
 
 

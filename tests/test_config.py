@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support import write
 
-from ccbus.config import ConfigErrors, check_sources, load_config
+from ccbus.config.file import ConfigErrors, check_sources, load_config
 from ccbus.errors import ConfigError
 from ccbus.plugins import PluginHost
 
@@ -136,16 +136,16 @@ def test_wrong_value_type_names_the_key(tmp_path: Path) -> None:
 
 
 def test_yaml_12_booleans_keep_on_and_no_as_text(tmp_path: Path) -> None:
-    from ccbus.yamlfile import load_yaml
+    from ccbus.config.yamlfile import load_yaml
 
     doc = load_yaml(write(tmp_path / "x.yaml", "on: call.*\nstate: no\nflag: true\n"))
     assert doc == {"on": "call.*", "state": "no", "flag": True}
 
 
 def test_named_secrets_reach_rules_and_are_redacted(tmp_path: Path) -> None:
-    from ccbus.bus import make_compiler
     from ccbus.errors import EvaluationError
     from ccbus.rules.testing import ManualClock
+    from ccbus.runtime.bus import make_compiler
 
     path = write(tmp_path / "c.yaml", 'secrets: {crm: "${CRM_KEY}", pin: "1234"}\n')
     loaded = load_config(path, environ={"CRM_KEY": "k3y-from-env"})
@@ -164,7 +164,7 @@ def test_try_with_a_config_gives_rules_its_secrets_and_masks_them(
 ) -> None:
     from click.testing import CliRunner
 
-    from ccbus.cli import cli
+    from ccbus.cli.app import cli
 
     monkeypatch.setenv("CRM_KEY", "k3y-from-env")
     write(tmp_path / "rules" / "r.yaml", """
@@ -192,7 +192,7 @@ def test_dead_letters_need_only_the_state_dir_not_the_credentials(
     """An admin's shell has no $CREDENTIALS_DIRECTORY; the bus need not be running."""
     from click.testing import CliRunner
 
-    from ccbus.cli import cli
+    from ccbus.cli.app import cli
     from ccbus.delivery.store import Pending, SqliteDeliveryStore
 
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)

@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from support import CCBUS, free_port, write
 
 from ccbus import ActionSpec, Event, Options, hookimpl
-from ccbus.bus import Bus
-from ccbus.cli import cli
-from ccbus.config import load_config
+from ccbus.cli.app import cli
+from ccbus.config.file import load_config
 from ccbus.delivery.store import Pending, SqliteDeliveryStore, StateDirError
 from ccbus.errors import PermanentActionError, RetryableActionError
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 pytestmark = pytest.mark.anyio
 
@@ -305,13 +305,13 @@ async def test_calls_survive_a_stop_and_run_at_the_next_start(tmp_path: Path) ->
         for i in range(5):
             await first.publish(go(value=f"v{i}"))
 
-    import ccbus.bus
+    import ccbus.runtime.bus
 
-    ccbus.bus.DRAIN_TIMEOUT, saved = 0.2, ccbus.bus.DRAIN_TIMEOUT
+    ccbus.runtime.bus.DRAIN_TIMEOUT, saved = 0.2, ccbus.runtime.bus.DRAIN_TIMEOUT
     try:
         await running(first, recorded)
     finally:
-        ccbus.bus.DRAIN_TIMEOUT = saved
+        ccbus.runtime.bus.DRAIN_TIMEOUT = saved
     assert outbox(tmp_path).pending_count() == 5 and flaky.delivered == []
 
     flaky.hang.clear()
@@ -335,13 +335,13 @@ async def test_the_same_call_is_recorded_once(tmp_path: Path) -> None:
         bus.pipeline._seen.clear()  # pretend the dedup window forgot it (a redelivery)
         await bus.publish(go(event_id="same"))
 
-    import ccbus.bus
+    import ccbus.runtime.bus
 
-    ccbus.bus.DRAIN_TIMEOUT, saved = 0.1, ccbus.bus.DRAIN_TIMEOUT
+    ccbus.runtime.bus.DRAIN_TIMEOUT, saved = 0.1, ccbus.runtime.bus.DRAIN_TIMEOUT
     try:
         await running(bus, body)
     finally:
-        ccbus.bus.DRAIN_TIMEOUT = saved
+        ccbus.runtime.bus.DRAIN_TIMEOUT = saved
     assert outbox(tmp_path).pending_count() == 1
     assert bus.counters.total("actions_deduplicated") == 1
 

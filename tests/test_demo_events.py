@@ -1,6 +1,6 @@
 """The demo event files load on the bus and their canonical events follow the catalogue.
 
-Each file in ``ccbus/demo/events`` is one vendor's story in JSON Lines: native
+Each file in ``ccbus/cli/demo/events`` is one vendor's story in JSON Lines: native
 events (``<vendor>.<native name>``) each followed by the canonical events the
 vendor plugin would emit for it (bare names from ``CANONICAL_EVENTS``).
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from ccbus.events import CANONICAL_EVENTS, Event, parse_timestamp
+from ccbus.events.envelope import CANONICAL_EVENTS, Event, parse_timestamp
 
-EVENTS_DIR = Path(__file__).resolve().parents[1] / "ccbus" / "demo" / "events"
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "ccbus" / "cli" / "demo" / "events"
 VENDORS = ("cvp", "genesys", "enreach", "avaya", "cucm")
 ENVELOPE_KEYS = {"type", "id", "time", "subject", "vendor", "data"}
 OPTIONAL_KEYS = {"source"}

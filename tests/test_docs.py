@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from support import REPO
 
-from ccbus.bus import make_compiler
-from ccbus.events import CANONICAL_EVENTS
-from ccbus.functions import build_library
+from ccbus.events.envelope import CANONICAL_EVENTS
 from ccbus.plugins import PluginHost
+from ccbus.rules.functions import build_library
 from ccbus.rules.loader import load_rules
 from ccbus.rules.testing import ManualClock, run_file_tests
+from ccbus.runtime.bus import make_compiler
 
 RULES_DOC = REPO / "docs" / "rules.md"
 YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.S)

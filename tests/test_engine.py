@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import write
 
-from ccbus.events import Event
+from ccbus.events.envelope import Event
 from ccbus.pipeline import Pipeline
 from ccbus.rules.engine import Engine
 from ccbus.rules.loader import load_rules

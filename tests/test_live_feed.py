@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ccbus.live import LiveFeed
+from ccbus.observe.live import LiveFeed
 
 pytestmark = pytest.mark.anyio
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from support import CCBUS, answers, free_port, start_ccbus, wait_until, write
 
-from ccbus.builtin.webhook import sign
+from ccbus.sources.webhook import sign
 
 CREDENTIAL = "cred-Sup3r/Secr3t\"token"  # a quote and a slash: escaped differently in JSON
 ENV_SECRET = "env-secret-0123456789abcdef"
@@ -117,7 +117,7 @@ def test_no_secret_is_ever_logged_or_served(tmp_path: Path, log_format: str) -> 
 def test_journald_lines_carry_the_priority_prefix(monkeypatch, capsys, log_format: str) -> None:  # type: ignore[no-untyped-def]
     import logging
 
-    from ccbus.logs import setup_logging
+    from ccbus.observe.logs import setup_logging
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -148,7 +148,7 @@ def test_a_text_record_is_one_line_whatever_it_holds(monkeypatch, capsys) -> Non
     """Tracebacks and newlines in messages are escaped: journald makes one entry of each record."""
     import logging
 
-    from ccbus.logs import redact_in_logs, setup_logging
+    from ccbus.observe.logs import redact_in_logs, setup_logging
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)

@@ -23,9 +23,9 @@ import yaml
 from click.testing import CliRunner
 
 from ccbus import PermanentActionError
-from ccbus.cli import cli
+from ccbus.cli.app import cli
+from ccbus.cli.scaffold import render_plugin
 from ccbus.plugins import PluginHost
-from ccbus.scaffold import render_plugin
 
 #: The ccbus source tree this test belongs to (installed into the fresh venv).
 REPO = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from support import REPO, write
 
 from ccbus import ActionSpec, Options, SourceSpec, hookimpl, hookspecs
-from ccbus.cli import attach_plugins, cli
+from ccbus.cli.app import attach_plugins, cli
 from ccbus.plugins import PluginHost
-from ccbus.sources import DemoSource
+from ccbus.sources.api import DemoSource
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_name_clashes_keep_the_first_and_say_so() -> None:
 
     host = PluginHost(autoload=False, extra=[Clash()])
     assert host.actions["log"].description.startswith("Write a line")
-    assert any("'log' is already provided by ccbus.builtin.log_action" in p for p in host.problems)
+    assert any("'log' is already provided by ccbus.actions.log" in p for p in host.problems)
     assert any("not a ActionSpec" in p for p in host.problems)
 
 
@@ -107,7 +107,7 @@ def test_every_hook_is_exercised_by_a_test() -> None:
     tests = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "tests").glob("test_*.py")
                       if p.name != "test_plugins.py")
     template = "\n".join(p.read_text(encoding="utf-8")
-                         for p in (REPO / "ccbus" / "templates").rglob("*") if p.is_file())
+                         for p in (REPO / "ccbus" / "cli" / "templates").rglob("*") if p.is_file())
     for name in HOOKS:
         assert re.search(rf"\b{name}\b", tests + template), f"no test implements hook {name}"
 

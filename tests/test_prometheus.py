@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ccbus.metrics import Histogram
-from ccbus.prometheus import Family, render
-from ccbus.telemetry import histogram_family
+from ccbus.observe.metrics import Family, Histogram, histogram_family, render
 
 
 def test_label_values_and_help_are_escaped_and_parse_back() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from support import write
 
-from ccbus.expressions import ExpressionCompiler
 from ccbus.plugins import PluginHost
+from ccbus.rules.expressions import ExpressionCompiler
 from ccbus.rules.loader import load_rules
 
 

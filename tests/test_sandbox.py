@@ -29,9 +29,9 @@ import pytest
 import yaml
 
 from ccbus.errors import EvaluationError, ExpressionSyntaxError
-from ccbus.events import Event
-from ccbus.expressions import EnvelopeView, ExpressionCompiler
-from ccbus.functions import SystemClock, build_library
+from ccbus.events.envelope import Event
+from ccbus.rules.expressions import EnvelopeView, ExpressionCompiler
+from ccbus.rules.functions import SystemClock, build_library
 
 CORPUS_PATH = Path(__file__).resolve().parent / "sandbox" / "corpus.yaml"
 TIME_LIMIT = 1.0  # seconds per entry: a safety limit, not a benchmark
@@ -404,9 +404,9 @@ def test_importing_ccbus_leaves_simpleeval_limits_alone() -> None:
 import simpleeval
 before = snapshot()
 limits = (simpleeval.MAX_STRING_LENGTH, simpleeval.MAX_POWER)
-import ccbus, ccbus.bus, ccbus.expressions, ccbus.functions
-compiler = ccbus.expressions.ExpressionCompiler(
-    ccbus.functions.build_library(ccbus.functions.SystemClock())
+import ccbus, ccbus.runtime.bus, ccbus.rules.expressions, ccbus.rules.functions
+compiler = ccbus.rules.expressions.ExpressionCompiler(
+    ccbus.rules.functions.build_library(ccbus.rules.functions.SystemClock())
 )
 compiler.expression("'a' * 10 + str(2 ** 10)").evaluate({})
 after = snapshot()

@@ -26,7 +26,7 @@ import pytest
 from http_receiver import HttpReceiver
 from support import REPO, answers, free_port, start_ccbus, wait_until, write
 
-from ccbus.notify import Notifier
+from ccbus.runtime.systemd import Notifier
 
 WATCHDOG_USEC = 1_000_000  # systemd would ask for WATCHDOG=1 at least every second
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ccbus.events import parse_timestamp
+from ccbus.events.envelope import parse_timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -354,7 +354,7 @@ def test_integer_millis_are_exact_on_the_fast_path_and_past_it() -> None:
     the exact millisecond every time, as the integer path does for later ones."""
     import random
 
-    from ccbus.events import _FLOAT_EXACT_MS
+    from ccbus.events.envelope import _FLOAT_EXACT_MS
 
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     rng = random.Random(3)

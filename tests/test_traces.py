@@ -8,10 +8,10 @@ from pathlib import Path
 from support import write
 from test_engine import RULES, ev
 
+from ccbus.observe.traces import RuleTraces
 from ccbus.pipeline import Pipeline
 from ccbus.rules.engine import Engine
 from ccbus.rules.loader import load_rules
-from ccbus.traces import RuleTraces
 
 
 def traced(tmp_path: Path, plugins, compiler, limit: int = 10) -> tuple[Engine, RuleTraces]:  # type: ignore[no-untyped-def]

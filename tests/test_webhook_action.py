@@ -17,17 +17,17 @@ from pydantic import ValidationError
 from support import write
 
 import ccbus
-from ccbus.actions import ActionContext, Invocation
-from ccbus.builtin.webhook import sign
-from ccbus.builtin.webhook_action import WebhookParams, lane, parse_retry_after, run
+from ccbus.actions.api import ActionContext, Invocation
+from ccbus.actions.http_sessions import HttpClients
+from ccbus.actions.webhook import WebhookParams, lane, parse_retry_after, run
 from ccbus.errors import PermanentActionError, RetryableActionError
-from ccbus.events import Event
-from ccbus.expressions import ExpressionCompiler
-from ccbus.httpclients import HttpClients
+from ccbus.events.envelope import Event
 from ccbus.pipeline import Pipeline
 from ccbus.plugins import PluginHost
 from ccbus.rules.engine import Engine
+from ccbus.rules.expressions import ExpressionCompiler
 from ccbus.rules.loader import load_rules
+from ccbus.sources.webhook import sign
 
 pytestmark = pytest.mark.anyio
 
@@ -222,7 +222,7 @@ async def test_the_inbound_webhook_source_accepts_what_the_action_sends(
     """The source's own check, fed the request the action sent: the schemes match."""
     from starlette.requests import Request
 
-    from ccbus.builtin.webhook import WebhookOptions, WebhookSource
+    from ccbus.sources.webhook import WebhookOptions, WebhookSource
 
     await run(params(url=receiver.url, hmac_secret="shared-hmac-secret"), context(http))
     [got] = await receiver.wait_for_async(1)

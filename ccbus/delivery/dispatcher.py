@@ -28,14 +28,14 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from pydantic import ValidationError
 
-from ..actions import ActionContext, ActionSpec, Invocation, idempotency_key
-from ..errors import PermanentActionError, RetryableActionError
-from ..events import Event
-from ..logs import LogEvery
-from ..metrics import Counters, KeyCache, SeriesKey
-from ..pipeline import RenderFailure
-from .policy import DeliveryConfig, DeliveryPolicy
-from .store import DeliveryStore, Pending, event_json
+from ccbus.actions.api import ActionContext, ActionSpec, Invocation, idempotency_key
+from ccbus.delivery.policy import DeliveryConfig, DeliveryPolicy
+from ccbus.delivery.store import DeliveryStore, Pending, event_json
+from ccbus.errors import PermanentActionError, RetryableActionError
+from ccbus.events.envelope import Event
+from ccbus.observe.logs import LogEvery
+from ccbus.observe.metrics import Counters, KeyCache, SeriesKey
+from ccbus.pipeline import RenderFailure
 
 __all__ = ["Dispatcher"]
 

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr
 
-from ..durations import format_duration
-from ..schema import Duration, Options
+from ccbus.config.durations import format_duration
+from ccbus.config.schema import Duration, Options
 
 __all__ = ["DeliveryConfig", "DeliveryPolicy"]
 

@@ -15,11 +15,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EvaluationError, MissingField
-from ..events import Event
-from ..expressions import EnvelopeView, bounded_text
-from ..logs import LogEvery
-from ..traces import (
+from ccbus.errors import EvaluationError, MissingField
+from ccbus.events.envelope import Event
+from ccbus.observe.logs import LogEvery
+from ccbus.observe.traces import (
     COUNTING,
     FIRED,
     NO_MATCH,
@@ -30,9 +29,10 @@ from ..traces import (
     RuleTraces,
     Run,
 )
-from .index import RuleIndex
-from .model import Rule
-from .state import COUNT, FOR, THROTTLE, Pending, RuleState, StateTable
+from ccbus.rules.expressions import EnvelopeView, bounded_text
+from ccbus.rules.index import RuleIndex
+from ccbus.rules.model import Rule
+from ccbus.rules.state import COUNT, FOR, THROTTLE, Pending, RuleState, StateTable
 
 __all__ = ["Engine", "Firing", "RuleStats"]
 
@@ -76,7 +76,7 @@ class Engine:
         #: timers armed so far (also their heap tie-breaker): the bus compares it
         #: before and after routing an event to know whether to wake its timer task
         self.timers_armed = 0
-        #: When set, every evaluation is recorded (see :mod:`ccbus.traces`).
+        #: When set, every evaluation is recorded (see :mod:`ccbus.observe.traces`).
         self.tracer: RuleTraces | None = None
         self._log_every = LogEvery(ERROR_LOG_INTERVAL)  # failed evaluations, per rule
         self.index = RuleIndex([])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from .model import Rule
+from ccbus.rules.model import Rule
 
 __all__ = ["RuleIndex"]
 

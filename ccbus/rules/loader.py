@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..actions import ActionSpec
-from ..errors import ConfigError, ExpressionSyntaxError, RuleError
-from ..expressions import ExpressionCompiler
-from ..plugins import unknown_message
-from ..schema import validate
-from ..yamlfile import LineDict, LineList, line_of, load_yaml, location
-from .model import PREVIOUS, ActionCall, Gate, Rule, RuleSpec
+from ccbus.actions.api import ActionSpec
+from ccbus.config.schema import validate
+from ccbus.config.yamlfile import LineDict, LineList, line_of, load_yaml, location
+from ccbus.errors import ConfigError, ExpressionSyntaxError, RuleError
+from ccbus.plugins import unknown_message
+from ccbus.rules.expressions import ExpressionCompiler
+from ccbus.rules.model import PREVIOUS, ActionCall, Gate, Rule, RuleSpec
 
 __all__ = ["RuleFile", "RuleSet", "load_rules", "rule_files"]
 

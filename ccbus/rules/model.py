@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, PositiveInt, field_validator
 
-from ..actions import ActionSpec
-from ..expressions import CompiledExpression, CompiledTemplate
-from ..schema import Duration, Options
+from ccbus.actions.api import ActionSpec
+from ccbus.config.schema import Duration, Options
+from ccbus.rules.expressions import CompiledExpression, CompiledTemplate
 
 __all__ = [
     "PREVIOUS",

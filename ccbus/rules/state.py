@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..events import Event
+from ccbus.events.envelope import Event
 
 __all__ = ["Pending", "RuleState", "SqliteStateStore", "StateTable"]
 

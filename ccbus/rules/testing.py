@@ -38,15 +38,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..actions import ActionSpec, Invocation
-from ..durations import parse_duration
-from ..errors import EvaluationError
-from ..events import Event, parse_timestamp
-from ..functions import Clock
-from ..pipeline import Outcome, Pipeline
-from ..yamlfile import line_of
-from .engine import Engine
-from .loader import RuleFile
+from ccbus.actions.api import ActionSpec, Invocation
+from ccbus.config.durations import parse_duration
+from ccbus.config.yamlfile import line_of
+from ccbus.errors import EvaluationError
+from ccbus.events.envelope import Event, parse_timestamp
+from ccbus.pipeline import Outcome, Pipeline
+from ccbus.rules.engine import Engine
+from ccbus.rules.functions import Clock
+from ccbus.rules.loader import RuleFile
 
 __all__ = ["CaseResult", "ManualClock", "run_file_tests"]
 

@@ -28,9 +28,9 @@ from ccbus_avaya.protocol import BODY_EVENTS
 from ccbus_avaya.simulator import AvayaSimulator
 
 from ccbus import ActionSpec, Event, Options, SourceContext, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

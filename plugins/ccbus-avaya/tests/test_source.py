@@ -37,7 +37,7 @@ async def assert_delivered(harness: Any, numbers: range, within: float = 5.0) ->
 async def test_confirmed_connection_delivers_native_and_canonical_events(
     tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, caplog: Any, fast: Any
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ccbus.bus")
+    caplog.set_level(logging.INFO, logger="ccbus.runtime.bus")
     async with simulator() as sim:
         async with bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
             await sim.wait_connected()

@@ -24,9 +24,9 @@ from ccbus_cisco_cvp.options import CvpOptions
 from ccbus_cisco_cvp.scenarios import Item, call_flow, system_events
 
 from ccbus import ActionSpec, Event, Options, SourceContext, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 #: Short timings: recovery in fractions of a second.
 FAST_BROKER: dict[str, Any] = {"backoff_initial": 0.05, "backoff_cap": 0.5,

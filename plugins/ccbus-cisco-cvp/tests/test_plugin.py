@@ -16,7 +16,7 @@ from ccbus_cisco_cvp.options import CvpOptions
 from ccbus_stomp.testing import ActiveMQBroker, unique_name
 from click.testing import CliRunner
 
-from ccbus.cli import attach_plugins, cli
+from ccbus.cli.app import attach_plugins, cli
 from ccbus.plugins import PluginHost
 
 PLUGIN_RULES = Path(__file__).resolve().parent.parent / "rules"

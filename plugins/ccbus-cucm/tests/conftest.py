@@ -25,9 +25,9 @@ from ccbus_cucm.simulator import CucmEmulator
 from ccbus_stomp.testing import ActiveMQBroker, unique_name
 
 from ccbus import ActionSpec, Event, Options, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 #: Broker timings for tests: recovery in fractions of a second.
 FAST_BROKER: dict[str, Any] = {"backoff_initial": 0.05, "backoff_cap": 0.5,

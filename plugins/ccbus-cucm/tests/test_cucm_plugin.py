@@ -16,7 +16,7 @@ from ccbus_cucm.protocol import COMMANDS
 from ccbus_stomp.testing import ActiveMQBroker, unique_name
 from click.testing import CliRunner
 
-from ccbus.cli import attach_plugins, cli
+from ccbus.cli.app import attach_plugins, cli
 from ccbus.plugins import PluginHost
 
 CCBUS = Path(sys.executable).parent / "ccbus"

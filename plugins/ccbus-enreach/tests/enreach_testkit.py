@@ -26,9 +26,9 @@ import yaml
 from ccbus_enreach.scenarios import ANNA, BERT, CALLBACKS, SALES
 
 from ccbus import ActionSpec, Options, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 #: Short timings for every test: recovery takes milliseconds, not minutes.
 FAST: dict[str, Any] = {

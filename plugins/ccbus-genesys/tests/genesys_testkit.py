@@ -49,9 +49,9 @@ from ccbus_genesys.scenarios import Step, stamp
 from ccbus_genesys.testbroker import KafkaTestBroker
 
 from ccbus import ActionSpec, Event, Options, SourceContext, hookimpl
-from ccbus.bus import Bus
-from ccbus.config import load_config
+from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
 
 REAL_KAFKA = os.environ.get("CCBUS_KAFKA_BOOTSTRAP")
 TENANT = "9350e2fc-a1dd-4c65-8d40-1f75a2e080dd"

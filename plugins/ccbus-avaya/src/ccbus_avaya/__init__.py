@@ -23,8 +23,8 @@ import click
 
 import ccbus
 from ccbus import DemoSource, SourceContext, SourceSpec
-from ccbus.config import LoadedConfig
-from ccbus.sources import Source
+from ccbus.config.file import LoadedConfig
+from ccbus.sources.api import Source
 
 from .options import AvayaOptions
 

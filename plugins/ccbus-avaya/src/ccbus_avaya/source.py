@@ -26,7 +26,7 @@ subscription close to expiry           make-before-break: create a new subscript
 
 "Retry now" is used only when a *cached* token or subscription was refused,
 and at most once per ten seconds, so a server that refuses everything makes
-the source back off instead of spin.  Backoff is :class:`ccbus.backoff.Backoff`,
+the source back off instead of spin.  Backoff is :class:`ccbus.sources.backoff.Backoff`,
 the bus's own policy; and should ``run()`` ever raise, the bus restarts it
 with the same policy.
 """
@@ -50,7 +50,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from ccbus import SourceContext, decode_json
-from ccbus.backoff import Backoff
+from ccbus.sources.backoff import Backoff
 
 from .auth import Token, TokenProvider
 from .errors import Misconfigured, RetryNow, Transient

@@ -24,7 +24,7 @@ import click
 
 import ccbus
 from ccbus import SourceContext, SourceSpec
-from ccbus.sources import Source
+from ccbus.sources.api import Source
 
 from .options import CvpOptions
 

@@ -19,7 +19,7 @@ import click
 
 import ccbus
 from ccbus import ActionSpec, SourceContext, SourceSpec
-from ccbus.sources import Source
+from ccbus.sources.api import Source
 
 from .options import CucmOptions
 

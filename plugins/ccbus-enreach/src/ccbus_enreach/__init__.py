@@ -23,7 +23,7 @@ import click
 
 import ccbus
 from ccbus import ActionSpec, DemoSource, SourceContext, SourceSpec
-from ccbus.sources import Source
+from ccbus.sources.api import Source
 
 from .options import EnreachOptions
 

@@ -32,7 +32,7 @@ import anyio
 import click
 import httpx
 
-from ccbus.durations import parse_duration
+from ccbus.config.durations import parse_duration
 
 from .simulator import DEFAULT_SECRET, DEFAULT_USERNAME, SCENARIOS, RteSimulator
 
@@ -197,7 +197,7 @@ def inject(fault: str, values: tuple[str, ...], url: str, fields: str | None) ->
 def _target(config: Path | None, url: str | None, source: str | None) -> tuple[str, str]:
     """The listener's base URL and the source's name, from the options or the config."""
     if config is not None:
-        from ccbus.config import ConfigErrors, load_config
+        from ccbus.config.file import ConfigErrors, load_config
 
         try:
             loaded = load_config(config)

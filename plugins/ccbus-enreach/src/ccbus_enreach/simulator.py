@@ -64,7 +64,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ccbus.http import serve
+from ccbus.observe.listener import serve
 
 from .protocol import (
     EVENT_ALIASES,

@@ -13,7 +13,7 @@ The hub keeps no subscriptions across connections, so every period restores
 all of them: the config's and those rules added at run time with
 ``enreach.subscribe`` (minus those removed with ``enreach.unsubscribe``).
 Any failure ends the period; the next one starts after a delay from
-:class:`ccbus.backoff.Backoff` (the bus's policy) with a fresh token.  A 401
+:class:`ccbus.sources.backoff.Backoff` (the bus's policy) with a fresh token.  A 401
 or 403 (token call, negotiate or WebSocket upgrade) is logged as an error
 naming the user id, and retried the same way: a revoked API key may be
 restored, and the service must not die for it.
@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ccbus import SourceContext
-from ccbus.backoff import Backoff
+from ccbus.sources.backoff import Backoff
 
 from .auth import fetch_token
 from .errors import HubError, Transient, Unauthorized

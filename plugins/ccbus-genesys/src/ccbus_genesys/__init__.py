@@ -22,7 +22,7 @@ import click
 
 import ccbus
 from ccbus import DemoSource, SourceContext, SourceSpec
-from ccbus.sources import Source
+from ccbus.sources.api import Source
 
 from .options import GenesysOptions
 

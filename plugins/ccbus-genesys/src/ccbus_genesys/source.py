@@ -29,7 +29,7 @@ one re-raises forever for the same record (aiokafka #744).
 
 The connection itself is aiokafka's: it reconnects to brokers on its own.
 A failure of the whole consumer (cannot bootstrap, authentication refused)
-ends the attempt; the source waits with :class:`ccbus.backoff.Backoff` and
+ends the attempt; the source waits with :class:`ccbus.sources.backoff.Backoff` and
 starts a new consumer, forever.
 """
 
@@ -48,7 +48,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from ccbus import SourceContext, decode_json
-from ccbus.backoff import Backoff
+from ccbus.sources.backoff import Backoff
 
 from .deadletters import DeadLetterFile
 from .mapping import Mapper, NativeRecord, parse_key, valid_event_name

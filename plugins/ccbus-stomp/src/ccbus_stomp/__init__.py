@@ -4,7 +4,7 @@ A library, not a plugin: it registers no source or action.  Plugins that
 speak JMS through ActiveMQ's STOMP connector (``ccbus-cisco-cvp``,
 ``ccbus-cucm``) nest :class:`StompOptions` in their options and run a
 :class:`StompConnection`, which keeps the connection up (heartbeats,
-reconnect with :class:`ccbus.backoff.Backoff` forever, subscriptions
+reconnect with :class:`ccbus.sources.backoff.Backoff` forever, subscriptions
 restored), hands frames from stomp.py's thread to the anyio loop, acks only
 when told to, and sends JMS TextMessages.
 

@@ -20,7 +20,7 @@ not reconnect after an established connection drops (PITFALLS: "stomp.py").
 - **Supervision.** A task connects (socket, TLS, CONNECT, heartbeats),
   re-issues every registered subscription, reports ``connected``, waits for
   the connection to be lost (socket closed, heartbeat timeout, ERROR frame)
-  and reconnects after a :class:`ccbus.backoff.Backoff` delay, forever.
+  and reconnects after a :class:`ccbus.sources.backoff.Backoff` delay, forever.
   Each connection gets a fresh stomp.py object and a generation number, so
   a late callback from an old connection cannot confuse the new one.
 - **Sending** builds JMS TextMessages (no ``content-length``), with JMSType
@@ -60,7 +60,7 @@ import stomp
 import stomp.exception
 from anyio.abc import TaskGroup
 
-from ccbus.backoff import Backoff
+from ccbus.sources.backoff import Backoff
 
 from .frames import Connection, ack_frames
 from .options import StompOptions

@@ -1,0 +1,1 @@
+"""Configuration: the config file, YAML that keeps its line numbers, schemas, durations."""

@@ -1,0 +1,260 @@
+"""The one YAML config file: sources, notification targets, rules, state, HTTP.
+
+::
+
+    sources:
+      cvp-prod:                      # instance name: the events' `source`
+        plugin: cisco-cvp            # which source plugin
+        options: {...}               # that plugin's options, checked by its schema
+    targets:
+      ops-slack: ${credential:slack-url}
+    secrets:                         # for rules: secret("crm-hmac")
+      crm-hmac: ${credential:crm-hmac}
+    rules: [rules]                   # directories or files, relative to this file
+    state_dir: /var/lib/ccbus
+    http: {listen: "127.0.0.1:8787"}  # health, metrics, traces, live view, webhooks
+    log_format: text                 # or json: one JSON object per line
+    traces: 20                       # runs each rule keeps for `ccbus traces` (0: off)
+
+Strings may use ``${NAME}`` (environment), ``${NAME:-default}`` and
+``${credential:NAME}`` (the file ``$CREDENTIALS_DIRECTORY/NAME`` that systemd's
+``LoadCredential=`` provides).  Values that came from a credential are
+remembered as secrets so logs can redact them.  Every error names file,
+line and key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ccbus.config.schema import Duration, Options, validate
+from ccbus.config.yamlfile import LineDict, LineList, load_yaml, location
+from ccbus.delivery.policy import DeliveryConfig
+from ccbus.errors import ConfigError
+from ccbus.plugins import PluginHost, unknown_message
+
+__all__ = ["Config", "LoadedConfig", "load_config", "check_sources"]
+
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+#: Expanded values at least this long are treated as secrets and redacted from logs.
+MIN_SECRET_LENGTH = 8
+
+
+class SourceConfig(Options):
+    plugin: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+
+
+class HttpConfig(Options):
+    listen: str = "127.0.0.1:8787"
+    enabled: bool = True
+    #: A client that sends nothing (or a request body too slowly) for this long is cut off.
+    client_timeout: Duration = 10.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("'listen' is host:port, e.g. 127.0.0.1:8787")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class Config(Options):
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    targets: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    rules: list[str] = Field(default_factory=lambda: ["rules"])
+    state_dir: str = "state"
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    dedup_window: Duration = 600.0
+    max_keys_per_rule: int = Field(default=100_000, gt=0)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    #: How many recent runs each rule keeps for ``ccbus traces`` and the live view.
+    traces: int = Field(default=20, ge=0, le=10_000)
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rules_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+@dataclass(slots=True)
+class LoadedConfig:
+    """A validated config with what it takes to report on it and resolve its paths."""
+
+    config: Config
+    path: Path | None
+    root: Any = None
+    secrets: set[str] = field(default_factory=set)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def resolve(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def rule_paths(self) -> list[Path]:
+        return [self.resolve(p) for p in self.config.rules]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.config.state_dir)
+
+    def where(self, *keys: Any) -> str:
+        return location(self.path or "<config>", self.root, keys)
+
+
+def load_config(
+    path: Path, *, environ: dict[str, str] | None = None, only: Collection[str] | None = None
+) -> LoadedConfig:
+    """Read, expand and validate a config file.
+
+    ``only`` keeps just those top-level keys (the others take their defaults):
+    an admin command that needs one setting, such as ``ccbus dead-letters``
+    needing ``state_dir``, then neither expands nor checks the rest, so it
+    works in a shell without the service's ``$CREDENTIALS_DIRECTORY``.
+
+    Raises :class:`ConfigErrors` listing every problem found, not just the first.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    root = load_yaml(path)
+    if root is None:
+        root = LineDict()
+    if not isinstance(root, LineDict):
+        raise ConfigErrors([ConfigError("the config must be a YAML mapping", location(path, root))])
+    if only is not None:
+        for key in set(root) - set(only):
+            del root[key]
+    secrets: set[str] = set()
+    problems: list[ConfigError] = []
+    _expand(root, (), path, root, environ, secrets, problems)
+    if problems:
+        raise ConfigErrors(problems)
+    config, problems = validate(Config, root, file=path, root=root)
+    if config is None:
+        raise ConfigErrors(problems)
+    secrets.update(v for v in config.secrets.values() if v)  # always redacted, however short
+    return LoadedConfig(config=config, path=path, root=root, secrets=secrets)
+
+
+class ConfigErrors(ConfigError):
+    """Several config problems at once (each is a located :class:`ConfigError`)."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+def _expand(
+    node: Any,
+    keys: tuple[Any, ...],
+    path: Path,
+    root: Any,
+    environ: dict[str, str],
+    secrets: set[str],
+    problems: list[ConfigError],
+) -> None:
+    """Replace ``${...}`` in every string of the tree, in place, keeping line information."""
+    items: Any = (
+        node.items()
+        if isinstance(node, LineDict)
+        else (enumerate(node) if isinstance(node, LineList) else ())
+    )
+    for key, value in list(items):
+        if isinstance(value, str) and "${" in value:
+            try:
+                node[key] = _VARIABLE.sub(lambda m: _lookup(m.group(1), environ, secrets), value)
+            except LookupError as err:
+                dotted = ".".join(str(k) for k in keys + (key,))
+                problems.append(
+                    ConfigError(f"{dotted}: {err.args[0]}", location(path, root, keys + (key,)))
+                )
+        elif isinstance(value, LineDict | LineList):
+            _expand(value, keys + (key,), path, root, environ, secrets, problems)
+
+
+def _lookup(expression: str, environ: dict[str, str], secrets: set[str]) -> str:
+    if expression.startswith("credential:"):
+        name = expression.split(":", 1)[1]
+        directory = environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise LookupError(
+                f"${{credential:{name}}} needs $CREDENTIALS_DIRECTORY "
+                "(set by systemd's LoadCredential=)"
+            )
+        if "/" in name or name.startswith("."):
+            raise LookupError(f"credential name {name!r} must be a plain file name")
+        try:
+            value = (Path(directory) / name).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise LookupError(f"cannot read credential {name!r}: {err.strerror}") from None
+        secrets.add(value)
+        return value
+    name, sep, default = expression.partition(":-")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise LookupError(
+            f"${{{expression}}} is not ${{NAME}}, ${{NAME:-default}} or ${{credential:NAME}}"
+        )
+    if name in environ:
+        value = environ[name]
+        if len(value) >= MIN_SECRET_LENGTH:  # tokens, passwords, URLs with keys
+            secrets.add(value)
+        return value
+    if sep:
+        return default
+    raise LookupError(
+        f"environment variable {name} is not set (use ${{{name}:-default}} for an optional one)"
+    )
+
+
+def check_sources(loaded: LoadedConfig, plugins: PluginHost) -> list[ConfigError]:
+    """Every configured source names a known plugin and has valid options."""
+    problems: list[ConfigError] = []
+    for name, source in loaded.config.sources.items():
+        spec = plugins.sources.get(source.plugin)
+        if spec is None:
+            problems.append(
+                ConfigError(
+                    f"sources.{name}: "
+                    + unknown_message("source plugin", source.plugin, plugins.sources),
+                    loaded.where("sources", name, "plugin"),
+                )
+            )
+            continue
+        _, errors = validate(
+            spec.options,
+            source.options,
+            file=loaded.path or "<config>",
+            root=loaded.root,
+            prefix=("sources", name, "options"),
+        )
+        problems.extend(errors)
+    return problems
+
+
+def source_options(loaded: LoadedConfig, plugins: PluginHost, name: str) -> Any:
+    """The validated options model of source ``name`` (call after :func:`check_sources`)."""
+    source = loaded.config.sources[name]
+    return plugins.sources[source.plugin].options.model_validate(source.options)

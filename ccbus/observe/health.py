@@ -1,0 +1,69 @@
+"""What ``/health``, ``/healthz`` and ``/readyz`` answer, and ``ccbus status`` prints.
+
+* ``/healthz``: the event loop answers, nothing more (systemd's watchdog
+  covers the same ground from the inside).  A liveness probe restarts a
+  process that fails it, so it must not depend on brokers being up.
+* ``/readyz``: every source is in one of :data:`~ccbus.sources.api.READY_STATES`
+  or says it is ``degraded``.  503 lists the sources that are not ready; a
+  degraded source keeps 200 but turns the status to ``degraded``, so a
+  dashboard can tell "working, partly" from "working".
+* ``/health``: everything at once, for people and ``ccbus status``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ccbus.sources.api import DEGRADED, READY_STATES
+
+if TYPE_CHECKING:
+    from ccbus.observe.view import BusView, SourceView
+
+__all__ = ["readiness", "source_status", "status_document"]
+
+
+def source_status(runtime: SourceView) -> dict[str, Any]:
+    return {
+        "plugin": runtime.plugin,
+        "state": runtime.state,
+        "ready": runtime.state in READY_STATES or runtime.state == DEGRADED,
+        "restarts": runtime.restarts,
+        "reconnects": runtime.reconnects,
+        "last_error": runtime.last_error,
+        "since": runtime.since,
+    }
+
+
+def readiness(bus: BusView) -> tuple[bool, dict[str, Any]]:
+    """Whether the bus is ready, and the per-source document ``/readyz`` answers."""
+    sources = {name: source_status(r) for name, r in bus.sources.items()}
+    not_ready = sorted(n for n, s in sources.items() if not s["ready"])
+    degraded = sorted(n for n, s in sources.items() if s["state"] == DEGRADED)
+    ready = bus.started.is_set() and not not_ready
+    if not bus.started.is_set():
+        status = "starting"
+    elif not_ready:
+        status = "not ready"
+    else:
+        status = "degraded" if degraded else "ready"
+    return ready, {"status": status, "not_ready": not_ready, "degraded": degraded,
+                   "sources": sources}
+
+
+def status_document(bus: BusView, outbox_depth: int, dead_letters: int) -> dict[str, Any]:
+    """``/health``: readiness, rules, counters that matter at a glance."""
+    _, ready = readiness(bus)
+    counters = bus.counters
+    return {
+        "status": ready["status"],
+        "rules": len(bus.rule_names()),
+        "sources": ready["sources"],
+        "events_in": counters.total("events_in"),
+        "actions": {
+            outcome: sum(v for n, labels, v in counters.snapshot()
+                         if n == "actions" and labels.get("outcome") == outcome)
+            for outcome in ("ok", "retry", "dead_letter", "dry_run")
+        },
+        "outbox_depth": outbox_depth,
+        "dead_letters": dead_letters,
+    }

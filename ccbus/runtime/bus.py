@@ -1,0 +1,653 @@
+"""The running bus: sources -> pipeline -> action workers, on one anyio event loop.
+
+::
+
+    source tasks ──emit──▶ Pipeline.process (sync) ──▶ bounded action queue ──▶ workers
+         ▲                        │                                               │
+         └── restarted with ──────┘ timers (for:), state flush, rule reload       ▼
+             jittered backoff                                              ActionSpec.run
+
+* ``emit`` returns once the event's actions are queued, and the queue is
+  bounded, so a slow action slows its sources down (back-pressure) instead
+  of growing memory.
+* Routing is synchronous, so a rule reload (file change or SIGHUP) swaps
+  the rule set between two events: none is dropped or routed twice.
+* A source whose ``run()`` raises is restarted after a jittered, growing
+  delay, forever; one that returns has finished (a replay at its end).
+* SIGTERM/SIGINT stop the sources, let queued actions finish (up to
+  ``drain_timeout``), save rule state and call the ``shutdown`` hooks;
+  signals, reload and systemd notifications live in :mod:`ccbus.runtime.service`.
+* What the bus sees is also recorded for people: counters and a latency
+  histogram (``/metrics``), each rule's last runs (:mod:`ccbus.observe.traces`) and
+  the live view's feed (:mod:`ccbus.observe.live`).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import socket
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ccbus.actions.api import ActionContext, Invocation
+from ccbus.actions.http_sessions import HttpClients
+from ccbus.config.file import LoadedConfig, source_options
+from ccbus.delivery.dispatcher import Dispatcher
+from ccbus.delivery.store import (
+    DeliveryStore,
+    MemoryDeliveryStore,
+    Pending,
+    SqliteDeliveryStore,
+    StateDirError,
+)
+from ccbus.events.envelope import Event
+from ccbus.observe.live import LiveFeed
+from ccbus.observe.logs import Redactor
+from ccbus.observe.metrics import Counters, Histogram, KeyCache, Labels, SeriesKey
+from ccbus.observe.traces import RuleTraces
+from ccbus.pipeline import Outcome, Pipeline
+from ccbus.plugins import PluginHost
+from ccbus.rules.engine import Engine, RuleStats
+from ccbus.rules.expressions import ExpressionCompiler
+from ccbus.rules.functions import Clock, SystemClock, build_library
+from ccbus.rules.loader import RuleSet, load_rules
+from ccbus.rules.model import Rule
+from ccbus.rules.state import SqliteStateStore, StateTable
+from ccbus.runtime.service import Service
+from ccbus.runtime.systemd import Notifier
+from ccbus.sources.api import Source, SourceContext
+from ccbus.sources.backoff import Backoff
+
+__all__ = ["Bus", "SourceRuntime"]
+
+log = logging.getLogger("ccbus.runtime.bus")
+
+#: How long SIGTERM waits for calls in flight before leaving them to the next start.
+DRAIN_TIMEOUT = 10.0
+#: How long start-up waits for every source task to begin before saying READY.
+START_WAIT = 5.0
+#: Characters of an event's data the live view gets.
+LIVE_DATA_CHARS = 500
+STATE_FLUSH_INTERVAL = 1.0
+#: Seconds a busy thread may hold the GIL while another waits for it (Python's
+#: default is 5 ms).  Client libraries that read on their own thread (stomp.py,
+#: signalrcore) give the GIL up at every socket read and must win it back from
+#: the busy event loop before they can parse the next frame.  Three alternating
+#: pairs of bench runs on 2026-12-03 (5 ms, then 0.5 ms): enreach_bench 4,865 /
+#: 5,085, 4,593 / 4,956, 4,422 / 5,266 events/s; cvp_bench 2,709 / 3,678,
+#: 2,900 / 2,927, 2,769 / 3,433 messages/s.
+SWITCH_INTERVAL = 0.0005
+#: The cyclic garbage collector's thresholds while the bus runs (CPython's
+#: default is 700, 10, 10).  Every event allocates dozens of objects, so at
+#: the default a young collection ran every few events and a full one, which
+#: walks every object the process holds (rule state, the duplicate window),
+#: every few thousand: a tenth of bus_bench's run time on 2026-12-03
+#: (0.65 s of 5.3 s; 0.11 s at these thresholds).  Nearly all of that garbage is
+#: freed by reference counting anyway; the collector only has cycles to find.
+GC_THRESHOLDS = (10_000, 10, 10)
+SWEEP_INTERVAL = 60.0
+
+
+@dataclass(slots=True)
+class SourceRuntime:
+    """One configured source instance and how it is doing."""
+
+    name: str
+    plugin: str
+    state: str = "starting"
+    restarts: int = 0
+    #: Changes into ``reconnecting``, whoever made them (the bus or the plugin).
+    reconnects: int = 0
+    last_error: str = ""
+    #: ``time.time()`` of the last state change.
+    since: float = field(default_factory=time.time)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    #: Called after every state change (the bus counts and publishes it).
+    on_change: Callable[[SourceRuntime], None] | None = None
+    # set right after construction: the context needs set_state, the source needs the context
+    context: SourceContext = field(init=False)
+    source: Source = field(init=False)
+
+    def set_state(self, state: str) -> None:
+        """What the source says it is doing (``connected``, ``reconnecting``, ...)."""
+        if state != self.state:
+            log.info("source %s: %s", self.name, state)
+            self._change(state)
+
+    def begin(self) -> None:
+        """The bus is about to call ``run()``: ``running`` until the source says more.
+
+        Not logged: a source that reports its own states (``connecting`` first,
+        typically) shows just those in the log; one that reports none still
+        counts as ready while it runs.
+        """
+        if self.state != "running":
+            self._change("running")
+
+    def _change(self, state: str) -> None:
+        self.state = state
+        self.since = time.time()
+        if state == "reconnecting":
+            self.reconnects += 1
+        if self.on_change is not None:
+            self.on_change(self)
+
+
+def make_compiler(
+    plugins: PluginHost, clock: Clock, secrets: Mapping[str, str] | None = None
+) -> ExpressionCompiler:
+    """The expression compiler for this bus: built-in functions plus plugins' (built-ins win).
+
+    ``secrets`` are the config's named ``secrets:``, reachable in rules as
+    ``secret("name")`` so that tokens never have to be written in rule files.
+    """
+    library = dict(plugins.functions)
+    library.update(build_library(clock, secrets or {}))
+    return ExpressionCompiler(library)
+
+
+class Bus:
+    """One ccbus instance. Build it from a loaded config, then ``await bus.run()``."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        plugins: PluginHost,
+        *,
+        clock: Clock | None = None,
+        dry_run: bool = False,
+        observer: Callable[[Event, list[Any], list[Invocation]], None] | None = None,
+        persist_state: bool = True,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.plugins = plugins
+        self.clock = clock or SystemClock()
+        self.dry_run = dry_run
+        self.start_time = time.time()
+        #: What HTTP answers are passed through: secrets never leave the process.
+        self.redactor = Redactor(loaded.secrets)
+        self.counters = Counters()
+        self.latency = Histogram()
+        # series keys of the counters that move on every event or call
+        self._events_in: KeyCache[tuple[str, str], SeriesKey] = KeyCache(
+            lambda st: self.counters.key("events_in", source=st[0], type=st[1])
+        )
+        self._rule_fired: KeyCache[str, SeriesKey] = KeyCache(
+            lambda rule: self.counters.key("rule_fired", rule=rule)
+        )
+        self._latency_of: KeyCache[str, Labels] = KeyCache(
+            lambda action: self.latency.key(action=action)
+        )
+        self.live = LiveFeed()
+        self.traces = RuleTraces(self.config.traces)
+        self.compiler = make_compiler(plugins, self.clock, self.config.secrets)
+        self.store = self._rule_state_store() if persist_state else None
+        self.engine = Engine(state=StateTable(self.config.max_keys_per_rule))
+        if self.config.traces:
+            self.engine.tracer = self.traces
+        self.pipeline = Pipeline(
+            self.engine, dedup_window=self.config.dedup_window, observer=observer
+        )
+        self.ruleset = RuleSet()
+        self.sources: dict[str, SourceRuntime] = {}
+        self.http_port: int | None = None
+        self.started = anyio.Event()
+        self.http = HttpClients()
+        self.delivery_store = self._delivery_store()
+        self.dispatcher = Dispatcher(
+            self.delivery_store,
+            plugins.actions,
+            self.config.delivery,
+            self._action_context,
+            self.counters,
+            on_settled=self._settled,
+            on_result=self._continue_rule,
+        )
+        self._wakeup = anyio.Event()
+        self._action_logs: KeyCache[str, logging.Logger] = KeyCache(
+            lambda action: logging.getLogger(f"ccbus.action.{action}")
+        )
+        self.counters.inc("events_duplicate", 0)  # shown in /metrics from the start
+        self._cancel: anyio.CancelScope | None = None
+        self.service: Service | None = None
+        self._sources_begun = anyio.Event()
+        self.load_rules(initial=True)
+
+    def _rule_state_store(self) -> SqliteStateStore:
+        path = self.loaded.state_dir / "rules.sqlite3"
+        try:
+            return SqliteStateStore(path)
+        except (OSError, sqlite3.Error) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            raise StateDirError(
+                f"cannot keep rule state at {path}: {reason} (check state_dir: "
+                "it must be a writable directory with free space)"
+            ) from None
+
+    def _delivery_store(self) -> DeliveryStore:
+        if not self.config.delivery.outbox:
+            return MemoryDeliveryStore()
+        return SqliteDeliveryStore(
+            self.loaded.state_dir / "delivery.sqlite3", synchronous=self.config.delivery.synchronous
+        )
+
+    # -- rules ------------------------------------------------------------------------
+
+    def load_rules(self, *, initial: bool = False) -> RuleSet:
+        """(Re)load the rule files: validate first, then swap at once, and say what changed.
+
+        A file that fails on reload keeps its previous rules running, so a
+        typo saved in an editor never switches a working rule off.
+        """
+        fresh = load_rules(
+            self.loaded.rule_paths, actions=self.plugins.actions, compiler=self.compiler
+        )
+        rules: list[Rule] = []
+        previous = {f.path: f for f in self.ruleset.files}
+        for rule_file in fresh.files:
+            for err in rule_file.errors:
+                log.error("%s", err)
+                self.counters.inc("rule_load_errors")
+            old = previous.get(rule_file.path)
+            if rule_file.errors and old is not None and not initial:
+                log.warning(
+                    "%s has errors: keeping its previous %d rule(s) until it is fixed",
+                    rule_file.path,
+                    len(old.rules),
+                )
+                rule_file.rules = old.rules
+            rules.extend(rule_file.rules)
+        changes = self.engine.swap(rules)
+        self.traces.retain({r.name for r in rules})
+        self.ruleset = fresh
+        summary = ", ".join(f"{k}: {', '.join(v)}" for k, v in changes.items() if v)
+        log.info(
+            "rules %s: %d active%s",
+            "loaded" if initial else "reloaded",
+            len(rules),
+            f" ({summary})" if summary and not initial else "",
+        )
+        self.counters.inc("rule_reloads")
+        return fresh
+
+    # -- events ---------------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        """Route ``event`` and queue its actions; returns when they are queued."""
+        self.counters.add(self._events_in[event.source, event.type])
+        self.live.publish("event", partial(_event_record, event))
+        armed = self.engine.timers_armed
+        outcome = self.pipeline.process(event, self.clock.now())
+        if self.engine.timers_armed != armed:  # a ``for`` timer: the timer task recomputes
+            self._wakeup.set()
+        if outcome.duplicates:
+            self.counters.inc("events_duplicate", outcome.duplicates)
+        elif outcome.invocations or outcome.render_errors:  # most events make no call
+            await self._enqueue(outcome)
+
+    async def _enqueue(self, outcome: Outcome) -> None:
+        """Hand an outcome's calls to the dispatcher; returns once they are recorded.
+
+        This runs for every call-making event, so the common case (calls and no
+        dry run) takes no detours.
+        """
+        if not outcome.invocations and not outcome.render_errors:
+            return
+        calls = []
+        dry = []
+        for invocation in outcome.invocations:
+            if invocation.spec.inline is not None:
+                continue
+            if self.dry_run and invocation.spec.side_effects:
+                self.counters.inc("actions", action=invocation.action, outcome="dry_run")
+                dry.append(invocation)
+                continue
+            calls.append(invocation)
+        for firing in outcome.firings:
+            self.counters.add(self._rule_fired[firing.rule.name])
+            self.live.publish("rule", partial(_firing_record, firing.rule.name, firing.event,
+                                              outcome.invocations))
+        if self.config.traces:
+            if dry:
+                dry_ids = {id(i) for i in dry}
+                self.traces.rendered(dry, outcome="dry_run")
+                self.traces.rendered([i for i in outcome.invocations if id(i) not in dry_ids])
+            else:
+                self.traces.rendered(outcome.invocations)
+            if outcome.render_errors:
+                self.traces.failed_to_render(outcome.render_errors)
+        await self.dispatcher.submit(calls)
+        if outcome.render_errors and not self.dry_run:
+            await self.dispatcher.bury_unrendered(outcome.render_errors)
+
+    async def _continue_rule(self, invocation: Invocation, result: Any) -> None:
+        """A call succeeded: record the calls of its rule that wait for its result.
+
+        The rule is looked up as it is now; a rule removed by a reload since
+        the event arrived has nothing left to continue.
+        """
+        rule = self.engine.index.by_name(invocation.rule)
+        if rule is None:
+            return
+        outcome = self.pipeline.continue_after(
+            rule, invocation.event, invocation.index, result, self.clock.now()
+        )
+        if outcome is not None:
+            await self._enqueue(outcome)
+
+    def _settled(self, row: Pending, outcome: str, error: str) -> None:
+        """An attempt of a recorded call ended: latency, traces, live view."""
+        if outcome == "ok":
+            self.latency.add(self._latency_of[row.action], max(0.0, time.time() - row.created))
+        self.traces.settled(row.key, outcome, error)
+        if outcome == "dead_letter":
+            self.live.publish(
+                "dead_letter",
+                {"rule": row.rule, "action": row.action, "key": row.key, "reason": error,
+                 "at": time.time()},
+            )
+
+    def _action_context(self, invocation: Invocation, attempt: int) -> ActionContext:
+        return ActionContext(
+            rule=invocation.rule,
+            event=invocation.event,
+            idempotency_key=invocation.idempotency_key,
+            log=self._action_logs[invocation.action],
+            targets=self.config.targets,
+            http=self.http,
+            attempt=attempt,
+        )
+
+    # -- running -----------------------------------------------------------------------
+
+    def _build_sources(self) -> None:
+        for name, source_config in self.config.sources.items():
+            if not source_config.enabled:
+                continue
+            spec = self.plugins.source(source_config.plugin)
+            runtime = SourceRuntime(name=name, plugin=source_config.plugin)
+            runtime.context = SourceContext(
+                name=name,
+                options=source_options(self.loaded, self.plugins, name),
+                emit=self.publish,
+                log=logging.getLogger(f"ccbus.source.{name}"),
+                state_dir=self.loaded.state_dir / "sources" / name,
+                config_dir=self.loaded.base_dir,
+                set_state=runtime.set_state,
+                count_bad_input=self._bad_input_counter(name),
+            )
+            runtime.on_change = self._source_changed
+            self.counters.inc("source_reconnects", 0, source=name)
+            runtime.context.state_dir.mkdir(parents=True, exist_ok=True)
+            runtime.source = spec.factory(runtime.context)
+            self.sources[name] = runtime
+
+    def _bad_input_counter(self, source: str) -> Callable[[str], None]:
+        def count(reason: str) -> None:
+            self.counters.inc("source_bad_input", source=source, reason=reason)
+
+        return count
+
+    def _starting(self) -> bool:
+        return any(r.state == "starting" for r in self.sources.values())
+
+    def _source_changed(self, runtime: SourceRuntime) -> None:
+        if not self._starting():
+            self._sources_begun.set()
+        if runtime.state == "reconnecting":
+            self.counters.inc("source_reconnects", source=runtime.name)
+        self.live.publish(
+            "source",
+            {"name": runtime.name, "state": runtime.state, "reconnects": runtime.reconnects,
+             "since": runtime.since, "last_error": runtime.last_error},
+        )
+
+    async def run(
+        self,
+        *,
+        until_sources_finish: bool = False,
+        handle_signals: bool = False,
+        watch_rules: bool = True,
+        notifier: Notifier | None = None,
+    ) -> None:
+        """Run until :meth:`stop` (or a signal, or, if asked, until every source finished).
+
+        ``handle_signals`` (what ``ccbus run`` does) reloads on SIGHUP and stops
+        on SIGTERM; ``notifier`` tells systemd about it (see :mod:`ccbus.runtime.service`).
+        While it runs, the interpreter's thread switch interval is
+        :data:`SWITCH_INTERVAL` and the garbage collector's thresholds
+        :data:`GC_THRESHOLDS` (see there); both are restored after.
+        """
+        previous = sys.getswitchinterval()
+        previous_gc = gc.get_threshold()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        gc.set_threshold(*GC_THRESHOLDS)
+        try:
+            await self._run(until_sources_finish, handle_signals, notifier, watch_rules)
+        finally:
+            sys.setswitchinterval(previous)
+            gc.set_threshold(*previous_gc)
+
+    async def _run(
+        self,
+        until_sources_finish: bool,
+        handle_signals: bool,
+        notifier: Notifier | None,
+        watch_rules: bool,
+    ) -> None:
+        if handle_signals or notifier is not None:
+            self.service = Service(self, notifier or Notifier(None))
+        self._restore_state()
+        self._build_sources()
+        await self.plugins.call_each("startup", bus=self)
+        http_stop = anyio.Event()
+        async with anyio.create_task_group() as delivery:
+            await delivery.start(self.dispatcher.run)
+            # HTTP lives beside delivery, not among the sources: it is stopped
+            # gracefully (answering requests in flight) before delivery drains.
+            http_done = anyio.Event()
+            if self.config.http.enabled:
+                await delivery.start(self._serve_http, http_stop, http_done)
+            else:
+                http_done.set()
+            async with anyio.create_task_group() as tg:
+                self._cancel = tg.cancel_scope
+                if self.service is not None:
+                    await tg.start(self.service.run)
+                tg.start_soon(self._timers)
+                tg.start_soon(self._flush_state_forever)
+                if watch_rules:
+                    tg.start_soon(self._watch_rules)
+                for runtime in self.sources.values():
+                    tg.start_soon(self._supervise, runtime)
+                if self._starting():
+                    with anyio.move_on_after(START_WAIT):  # every source task has begun
+                        await self._sources_begun.wait()
+                self.started.set()
+                if self.service is not None:
+                    self.service.ready()
+                if until_sources_finish:
+                    for runtime in self.sources.values():
+                        await runtime.finished.wait()
+                    tg.cancel_scope.cancel()
+            if self.service is not None:
+                self.service.stopping()
+            self.live.close()
+            http_stop.set()
+            await http_done.wait()
+            if not await self.dispatcher.drain(DRAIN_TIMEOUT):
+                log.warning(
+                    "stopping with calls still in flight; they stay in the outbox "
+                    "and run again at the next start"
+                )
+            delivery.cancel_scope.cancel()
+        await self.http.aclose()
+        await self._flush_state()
+        await self.plugins.call_each("shutdown", bus=self)
+        log.info("stopped")
+
+    def stop(self) -> None:
+        """Stop sources and timers; queued actions still run to completion."""
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def _supervise(self, runtime: SourceRuntime) -> None:
+        backoff = Backoff()
+        while True:
+            backoff.started()
+            runtime.begin()
+            try:
+                await runtime.source.run()
+            except Exception as err:  # a source failure is retried, never fatal
+                runtime.restarts += 1
+                runtime.last_error = f"{type(err).__name__}: {err}"
+                runtime.context.set_state("reconnecting")
+                delay = backoff.next_delay()
+                self.counters.inc("source_restarts", source=runtime.name)
+                log.error(
+                    "source %s (%s) failed: %s; restarting in %.1fs",
+                    runtime.name,
+                    runtime.plugin,
+                    runtime.last_error,
+                    delay,
+                )
+                await anyio.sleep(delay)
+                continue
+            runtime.context.set_state("finished")
+            runtime.finished.set()
+            return
+
+    async def _timers(self) -> None:
+        last_sweep = time.monotonic()
+        while True:
+            deadline = self.engine.next_deadline()
+            delay = 1.0 if deadline is None else max(0.0, deadline - self.clock.now())
+            with anyio.move_on_after(min(delay, 1.0)):
+                await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            await self._enqueue(self.pipeline.process_due(self.clock.now()))
+            if time.monotonic() - last_sweep >= SWEEP_INTERVAL:
+                last_sweep = time.monotonic()
+                self.engine.sweep(self.clock.now())
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _restore_state(self) -> None:
+        if self.store is None:
+            return
+        rows = self.store.load()
+        used = self.engine.state.restore(rows, self.engine.signatures())
+        self.engine.swap(list(self.engine.index.rules))  # re-arm restored `for` timers
+        if rows:
+            log.info("restored %d rule state entries (%d obsolete)", used, len(rows) - used)
+
+    async def _flush_state(self) -> None:
+        if self.store is None:
+            return
+        rows = self.engine.state.take_changes()
+        if rows:
+            await anyio.to_thread.run_sync(self.store.save, rows)
+
+    async def _flush_state_forever(self) -> None:
+        while True:
+            await anyio.sleep(STATE_FLUSH_INTERVAL)
+            try:
+                await self._flush_state()
+            except Exception as err:  # a full disk must not stop routing
+                self.counters.inc("state_flush_errors")
+                log.error("saving rule state failed: %s", err)
+
+    # -- reload, signals, HTTP ----------------------------------------------------------
+
+    async def _watch_rules(self) -> None:
+        import watchfiles
+
+        paths = [p for p in self.loaded.rule_paths if p.exists()]
+        if not paths:
+            return
+        async for changes in watchfiles.awatch(*paths, debounce=300, recursive=True):
+            if any(Path(p).suffix in (".yaml", ".yml") for _, p in changes):
+                self.load_rules()
+
+    async def _serve_http(
+        self,
+        stop: anyio.Event,
+        done: anyio.Event,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        from starlette.routing import Route
+
+        from ccbus.observe.listener import build_app, serve
+
+        http = self.config.http
+        sock = socket.socket(socket.AF_INET6 if ":" in http.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((http.host, http.port))
+        except OSError as err:
+            sock.close()
+            raise OSError(
+                f"cannot listen on {http.listen}: {err.strerror} (set http.listen in the config)"
+            ) from None
+        sock.listen(128)
+        self.http_port = sock.getsockname()[1]
+        log.info("HTTP listener on %s:%d", http.host, self.http_port)
+        try:
+            routes = [Route(path, handler, methods=methods)
+                      for runtime in self.sources.values()
+                      for path, methods, handler in runtime.context.routes]
+            await serve(build_app(self, routes), sock, stop, client_timeout=http.client_timeout,
+                        task_status=task_status)
+        finally:
+            done.set()
+
+    def rule_names(self) -> list[str]:
+        """The names of the rules loaded and routing, sorted (part of the observers' view)."""
+        return sorted(rule.name for rule in self.engine.index.rules)
+
+    def rule_stats(self) -> Mapping[str, RuleStats]:
+        """Each rule's evaluation counts, by rule name."""
+        return self.engine.stats
+
+    async def outbox_counts(self) -> tuple[int, int]:
+        """Calls waiting in the outbox and dead letters (read off the event loop)."""
+        store = self.delivery_store
+
+        def both() -> tuple[int, int]:
+            return store.pending_count(), store.dead_count()
+
+        if store.blocking:
+            return await anyio.to_thread.run_sync(both)
+        return both()
+
+
+def _event_record(event: Event) -> dict[str, Any]:
+    """What the live view shows of an event (the data abridged)."""
+    data = json.dumps(event.data, default=str, ensure_ascii=False)
+    return {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "subject": event.subject,
+        "time": event.time.isoformat(),
+        "data": data if len(data) <= LIVE_DATA_CHARS else data[: LIVE_DATA_CHARS - 1] + "…",
+    }
+
+
+def _firing_record(rule: str, event: Event, invocations: list[Invocation]) -> dict[str, Any]:
+    calls = [i.describe() for i in invocations if i.rule == rule and i.event is event]
+    return {"rule": rule, "type": event.type, "source": event.source, "event": event.id,
+            "calls": calls[:10], "at": time.time()}

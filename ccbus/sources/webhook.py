@@ -1,0 +1,198 @@
+"""Built-in source ``webhook``: events POSTed as JSON to the local HTTP listener.
+
+::
+
+    sources:
+      crm:
+        plugin: webhook
+        options:
+          path: /events/crm                 # default: /events/<instance name>
+          hmac_secret: ${CRM_WEBHOOK_SECRET}  # or token: ..., or both
+
+The body is one event object or a JSON array of them (CloudEvents-like:
+only ``type`` is required).  Authentication, checked before the body is
+parsed:
+
+* ``token``: the request carries ``Authorization: Bearer <token>``.
+* ``hmac_secret``: the request carries ``X-Ccbus-Timestamp`` (Unix seconds)
+  and ``X-Ccbus-Signature: sha256=<hex>``, the HMAC-SHA256 of
+  ``"<timestamp>.<body>"``; timestamps more than ``max_skew`` away from now
+  are refused, so a captured request cannot be replayed later.
+
+A source with neither refuses to start unless ``allow_unauthenticated: true``
+(for loopback experiments).  Answers: 202 with the number of events
+accepted (after their actions are recorded), 400 naming what is wrong with
+the body, 401 for bad credentials, 413 for a body over ``max_body`` bytes
+(refused from ``Content-Length`` before reading, or as soon as a chunked
+body passes the limit), 408 for a body that takes longer than
+``read_timeout`` to arrive.  Each refusal is counted by reason
+(``ccbus_source_bad_input_total``) and logged, at most once a minute per
+reason, so a flood of bad requests cannot flood the journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import anyio
+from pydantic import Field, model_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ccbus.config.schema import Duration, Options
+from ccbus.events.envelope import Event
+from ccbus.hookspecs import hookimpl
+from ccbus.observe.logs import LogEvery
+from ccbus.sources.api import SourceContext, SourceSpec
+
+MAX_BODY = 1024 * 1024
+#: A refusal reason is logged at most once per this many seconds (always counted).
+LOG_INTERVAL = 60.0
+SIGNATURE_HEADER = "x-ccbus-signature"
+TIMESTAMP_HEADER = "x-ccbus-timestamp"
+
+
+class WebhookOptions(Options):
+    path: str | None = None
+    token: str | None = None
+    hmac_secret: str | None = None
+    max_skew: Duration = 300.0
+    allow_unauthenticated: bool = False
+    max_body: int = Field(default=MAX_BODY, gt=0)
+    read_timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _needs_auth(self) -> WebhookOptions:
+        if not (self.token or self.hmac_secret or self.allow_unauthenticated):
+            raise ValueError("set 'token' or 'hmac_secret' (or 'allow_unauthenticated: true')")
+        if self.path is not None and not self.path.startswith("/"):
+            raise ValueError("'path' must start with '/'")
+        return self
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-Ccbus-Signature`` value for a body: what senders compute."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class WebhookSource:
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+        self.options: WebhookOptions = ctx.options
+        self.path = self.options.path or f"/events/{ctx.name}"
+        self.accepted = 0
+        self.rejected = 0
+        self._log_every = LogEvery(LOG_INTERVAL)  # per refusal reason
+        ctx.add_route(self.path, self.receive, ["POST"])
+
+    async def run(self) -> None:
+        self.ctx.set_state("listening")
+        self.ctx.log.info("webhook %s: listening on %s", self.ctx.name, self.path)
+        await anyio.sleep_forever()
+
+    def _authorized(self, request: Request, body: bytes) -> str | None:
+        """None when the request may pass, else why not (for the log, not the caller)."""
+        if self.options.token:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.options.token}".encode()):
+                return "missing or wrong bearer token"
+        if self.options.hmac_secret:
+            stamp = request.headers.get(TIMESTAMP_HEADER, "")
+            signature = request.headers.get(SIGNATURE_HEADER, "")
+            try:
+                skew = abs(time.time() - float(stamp))
+            except ValueError:
+                return f"missing or malformed {TIMESTAMP_HEADER}"
+            if skew > self.options.max_skew:
+                return f"timestamp {skew:.0f}s away from now (replayed request?)"
+            expected = sign(self.options.hmac_secret, stamp, body)
+            if not hmac.compare_digest(signature.encode(), expected.encode()):
+                return "signature does not match the body"
+        return None
+
+    async def _body(self, request: Request) -> bytes | JSONResponse:
+        """The body, read within the size and time limits, or the refusal to send."""
+        limit = self.options.max_body
+        too_large = f"body larger than {limit} bytes"
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return self._reject(request, 413, "too_large", too_large, close=True)
+        chunks: list[bytes] = []
+        size = 0
+        with anyio.move_on_after(self.options.read_timeout) as reading:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return self._reject(request, 413, "too_large", too_large, close=True)
+                chunks.append(chunk)
+        if reading.cancelled_caught:
+            return self._reject(request, 408, "slow_body",
+                                f"body not received within {self.options.read_timeout:g}s",
+                                close=True)
+        return b"".join(chunks)
+
+    async def receive(self, request: Request) -> JSONResponse:
+        body = await self._body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        problem = self._authorized(request, body)
+        if problem is not None:
+            self._reject(request, 401, "unauthorized", problem)
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        try:
+            doc: Any = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            return self._reject(request, 400, "invalid_json", f"invalid JSON: {err}")
+        docs = doc if isinstance(doc, list) else [doc]
+        events = []
+        for index, item in enumerate(docs):
+            try:
+                events.append(Event.from_dict(item, default_source=self.ctx.name))
+            except ValueError as err:
+                where = f"item {index}: " if isinstance(doc, list) else ""
+                return self._reject(request, 400, "invalid_event", f"{where}{err}")
+        for event in events:
+            event.source = self.ctx.name  # the configured instance, whatever the sender claims
+            await self.ctx.emit(event)
+        self.accepted += len(events)
+        return JSONResponse({"accepted": len(events)}, status_code=202)
+
+    def _reject(
+        self, request: Request, status: int, reason: str, detail: str, *, close: bool = False
+    ) -> JSONResponse:
+        """Count, log (at most once a minute per reason) and answer a refusal.
+
+        ``close``: the body was not read to its end, so the connection cannot carry
+        another request; ``Connection: close`` tells the client not to reuse it.
+        """
+        self.rejected += 1
+        self.ctx.count_bad_input(reason)
+        if self._log_every.due(reason) is not None:
+            self.ctx.log.warning(
+                "webhook %s: refused a request from %s with %d: %s "
+                "(counted as %s; logged at most once a minute)",
+                self.ctx.name,
+                request.client.host if request.client else "?",
+                status,
+                detail,
+                reason,
+            )
+        headers = {"Connection": "close"} if close else None
+        return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+
+@hookimpl
+def register_sources() -> list[SourceSpec]:
+    return [
+        SourceSpec(
+            name="webhook",
+            options=WebhookOptions,
+            factory=WebhookSource,
+            description="Receive events as JSON over HTTP (token or HMAC).",
+        )
+    ]
