@@ -6,8 +6,6 @@ internal and may change between releases.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ccbus.actions.api import ActionContext, ActionSpec
 from ccbus.config.schema import Duration, Options
 from ccbus.errors import (
@@ -23,11 +21,7 @@ from ccbus.events.envelope import CANONICAL_EVENTS, Event, parse_timestamp
 from ccbus.events.jsondecode import decode_json
 from ccbus.hookspecs import hookimpl
 from ccbus.sources.api import DemoSource, SourceContext, SourceSpec
-
-try:
-    __version__ = version("ccbus")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0"
+from ccbus.version import __version__
 
 __all__ = [
     "CANONICAL_EVENTS",

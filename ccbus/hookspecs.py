@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from ccbus.actions.api import ActionSpec
     from ccbus.config.file import LoadedConfig
-    from ccbus.runtime.bus import Bus
+    from ccbus.observe.view import BusView
     from ccbus.sources.api import DemoSource, SourceSpec
 
 PROJECT = "ccbus"
@@ -126,19 +126,20 @@ def check_config(config: LoadedConfig) -> list[str]:
 
 
 @hookspec
-def startup(bus: Bus) -> Any:
+def startup(bus: BusView) -> Any:
     """Called once the bus is configured, before sources start.
 
-    :param bus: the running :class:`ccbus.runtime.bus.Bus`.
+    :param bus: the running bus, as the read-only :class:`ccbus.BusView` (its
+        sources, rule names and statistics, counters).
     :return: nothing, or a coroutine the bus awaits.  An exception is logged
         with the plugin's name and the bus carries on.
     """
 
 
 @hookspec
-def shutdown(bus: Bus) -> Any:
+def shutdown(bus: BusView) -> Any:
     """Called when the bus stops, after sources stopped and actions drained.
 
-    :param bus: the :class:`ccbus.runtime.bus.Bus` that is stopping.
+    :param bus: the stopping bus, as a :class:`ccbus.BusView`.
     :return: nothing, or a coroutine the bus awaits.
     """

@@ -22,39 +22,20 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ccbus.actions.api import Invocation
 from ccbus.errors import EvaluationError
 from ccbus.events.envelope import Event
-from ccbus.observe.traces import Run
+from ccbus.records import Invocation, RenderFailure, Run
 from ccbus.rules.engine import Engine, Firing
 from ccbus.rules.expressions import EnvelopeView
 from ccbus.rules.model import PREVIOUS, Rule
 
-__all__ = ["Outcome", "Pipeline", "RenderFailure"]
+__all__ = ["Outcome", "Pipeline"]
 
 log = logging.getLogger("ccbus.pipeline")
 
 #: How many generations of ``emit`` an event may start.
 MAX_HOPS = 8
 HOPS_EXTENSION = "ccbushops"
-
-
-class RenderFailure:
-    """A call whose parameters could not be rendered: it goes to the dead letters."""
-
-    __slots__ = ("action", "event", "index", "reason", "rule")
-
-    def __init__(self, rule: str, action: str, index: int, event: Event, reason: str) -> None:
-        self.rule, self.action, self.index, self.event, self.reason = (
-            rule,
-            action,
-            index,
-            event,
-            reason,
-        )
-
-    def __str__(self) -> str:
-        return f"{self.rule}: action {self.index + 1} ({self.action}): {self.reason}"
 
 
 @dataclass(slots=True)

@@ -33,7 +33,10 @@ import pluggy
 
 from ccbus import hookspecs
 from ccbus.actions.api import ActionSpec
-from ccbus.errors import PluginError
+from ccbus.config.file import LoadedConfig
+from ccbus.config.schema import validate
+from ccbus.config.suggest import unknown_message
+from ccbus.errors import ConfigError, PluginError
 from ccbus.rules.functions import Clock, build_library
 from ccbus.sources.api import DemoSource, SourceSpec
 
@@ -314,16 +317,34 @@ class PluginHost:
         except KeyError:
             raise PluginError(unknown_message("source plugin", name, self.sources)) from None
 
+    def check_sources(self, loaded: LoadedConfig) -> list[ConfigError]:
+        """Every configured source names a known plugin and has valid options."""
+        problems: list[ConfigError] = []
+        for name, source in loaded.config.sources.items():
+            spec = self.sources.get(source.plugin)
+            if spec is None:
+                problems.append(
+                    ConfigError(
+                        f"sources.{name}: "
+                        + unknown_message("source plugin", source.plugin, self.sources),
+                        loaded.where("sources", name, "plugin"),
+                    )
+                )
+                continue
+            _, errors = validate(
+                spec.options,
+                source.options,
+                file=loaded.path or "<config>",
+                root=loaded.root,
+                prefix=("sources", name, "options"),
+            )
+            problems.extend(errors)
+        return problems
 
-def unknown_message(kind: str, name: str, known: dict[str, Any]) -> str:
-    """``unknown action 'notfy' (did you mean 'notify'?)``."""
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = (
-        f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known)) or 'none'}"
-    )
-    return f"unknown {kind} {name!r} ({hint})"
+    def source_options(self, loaded: LoadedConfig, name: str) -> Any:
+        """The validated options model of source ``name`` (call after :meth:`check_sources`)."""
+        source = loaded.config.sources[name]
+        return self.sources[source.plugin].options.model_validate(source.options)
 
 
 async def await_me_maybe(value: Any) -> Any:

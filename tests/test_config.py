@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support import write
 
-from ccbus.config.file import ConfigErrors, check_sources, load_config
+from ccbus.config.file import ConfigErrors, load_config
 from ccbus.errors import ConfigError
 from ccbus.plugins import PluginHost
 
@@ -114,7 +114,7 @@ def test_plugin_options_are_checked_by_the_plugins_schema(tmp_path: Path) -> Non
             plugin: webhok
     """,
     )
-    problems = [str(p) for p in check_sources(load_config(path), PluginHost(autoload=False))]
+    problems = [str(p) for p in PluginHost(autoload=False).check_sources(load_config(path))]
     assert (
         f"{path}:5:7: sources.old-calls.options: unknown key 'paht' (did you mean 'path'?)"
         in problems

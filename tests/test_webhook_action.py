@@ -17,13 +17,14 @@ from pydantic import ValidationError
 from support import write
 
 import ccbus
-from ccbus.actions.api import ActionContext, Invocation
+from ccbus.actions.api import ActionContext
 from ccbus.actions.http_sessions import HttpClients
 from ccbus.actions.webhook import WebhookParams, lane, parse_retry_after, run
 from ccbus.errors import PermanentActionError, RetryableActionError
 from ccbus.events.envelope import Event
 from ccbus.pipeline import Pipeline
 from ccbus.plugins import PluginHost
+from ccbus.records import Invocation
 from ccbus.rules.engine import Engine
 from ccbus.rules.expressions import ExpressionCompiler
 from ccbus.rules.loader import load_rules

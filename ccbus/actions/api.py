@@ -25,17 +25,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from ccbus.actions.http_sessions import HttpClients
 from ccbus.events.envelope import Event
 
-if TYPE_CHECKING:
-    from ccbus.observe.traces import Run
-
-__all__ = ["ActionContext", "ActionSpec", "Invocation", "idempotency_key"]
+__all__ = ["ActionContext", "ActionSpec", "idempotency_key"]
 
 
 def idempotency_key(event: Event, rule: str, index: int) -> str:
@@ -95,35 +92,3 @@ class ActionSpec:
     target: Callable[[Any], str] | None = None
 
 
-@dataclass(slots=True, kw_only=True)
-class Invocation:
-    """One action to run: the rendered call of one rule firing on one event."""
-
-    rule: str
-    action: str
-    index: int
-    params: BaseModel
-    event: Event
-    spec: ActionSpec
-    #: Whether the rule's next action waits for this one's result (``previous``).
-    #: True when not known (a call read back from the outbox): the bus then looks.
-    feeds_next: bool = True
-    #: The rule's trace run that made this call, when traces are on: the call's
-    #: outcome is recorded there.
-    trace: Run | None = field(default=None, repr=False, compare=False)
-    _key: str = field(default="", init=False, repr=False, compare=False)
-
-    @property
-    def idempotency_key(self) -> str:
-        """See :func:`idempotency_key`; built once (the outbox, traces and the action read it)."""
-        if not self._key:
-            self._key = idempotency_key(self.event, self.rule, self.index)
-        return self._key
-
-    def describe(self) -> str:
-        """``notify(to='ops', body='...')`` for consoles and logs."""
-        shown = ", ".join(
-            f"{k}={v!r}"
-            for k, v in self.params.model_dump(exclude_defaults=True, by_alias=True).items()
-        )
-        return f"{self.action}({shown})"

@@ -59,7 +59,6 @@ from pydantic import (
     model_validator,
 )
 
-from ccbus import __version__
 from ccbus.actions.api import ActionContext, ActionSpec
 from ccbus.actions.http_sessions import RequestTrace
 from ccbus.config.schema import Duration, Options
@@ -67,6 +66,7 @@ from ccbus.errors import PermanentActionError, RetryableActionError
 from ccbus.events.envelope import Event
 from ccbus.hookspecs import hookimpl
 from ccbus.sources.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from ccbus.version import __version__
 
 __all__ = ["WebhookParams", "lane", "redact_url", "run"]
 

@@ -22,9 +22,8 @@ from typing import Any
 import anyio
 import click
 
-from ccbus import __version__
 from ccbus.cli.console import ConsoleReporter
-from ccbus.config.file import Config, ConfigErrors, LoadedConfig, check_sources, load_config
+from ccbus.config.file import Config, ConfigErrors, LoadedConfig, load_config
 from ccbus.config.yamlfile import load_yaml
 from ccbus.delivery.store import StateDirError
 from ccbus.errors import ConfigError, EvaluationError
@@ -39,6 +38,7 @@ from ccbus.rules.testing import ManualClock, run_file_tests
 from ccbus.runtime.bus import Bus, make_compiler
 from ccbus.runtime.systemd import Notifier
 from ccbus.sources.api import DemoSource
+from ccbus.version import __version__
 
 __all__ = ["main"]
 
@@ -128,7 +128,7 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
         raise click.UsageError("give -c CONFIG or --rules DIR")
     plugins = _plugins(ctx)
     loaded = _workspace(config, rules)
-    problems = [str(e) for e in check_sources(loaded, plugins)] if config else []
+    problems = [str(e) for e in plugins.check_sources(loaded)] if config else []
     problems += plugins.check_config(loaded) if config else []
     problems += [
         f"plugin {f.name} failed to load: {f.error}"
@@ -169,7 +169,7 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
         raise click.UsageError("give -c CONFIG")
     plugins = _plugins(ctx)
     loaded = _workspace(config, ())
-    problems = [str(e) for e in check_sources(loaded, plugins)] + plugins.check_config(loaded)
+    problems = [str(e) for e in plugins.check_sources(loaded)] + plugins.check_config(loaded)
     if problems:
         _fail(problems)
         sys.exit(1)

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from ccbus.actions.api import Invocation
 from ccbus.events.envelope import Event
+from ccbus.records import Invocation
 from ccbus.rules.engine import Firing
 
 __all__ = ["ConsoleReporter"]

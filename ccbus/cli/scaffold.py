@@ -30,7 +30,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ccbus import __version__
+from ccbus.version import __version__
 
 __all__ = ["NAME_PATTERN", "TEMPLATE_DIR", "render_plugin", "validate_name"]
 

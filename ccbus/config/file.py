@@ -38,9 +38,8 @@ from ccbus.config.schema import Duration, Options, validate
 from ccbus.config.yamlfile import LineDict, LineList, load_yaml, location
 from ccbus.delivery.policy import DeliveryConfig
 from ccbus.errors import ConfigError
-from ccbus.plugins import PluginHost, unknown_message
 
-__all__ = ["Config", "LoadedConfig", "load_config", "check_sources"]
+__all__ = ["Config", "LoadedConfig", "load_config"]
 
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 #: Expanded values at least this long are treated as secrets and redacted from logs.
@@ -227,34 +226,3 @@ def _lookup(expression: str, environ: dict[str, str], secrets: set[str]) -> str:
     raise LookupError(
         f"environment variable {name} is not set (use ${{{name}:-default}} for an optional one)"
     )
-
-
-def check_sources(loaded: LoadedConfig, plugins: PluginHost) -> list[ConfigError]:
-    """Every configured source names a known plugin and has valid options."""
-    problems: list[ConfigError] = []
-    for name, source in loaded.config.sources.items():
-        spec = plugins.sources.get(source.plugin)
-        if spec is None:
-            problems.append(
-                ConfigError(
-                    f"sources.{name}: "
-                    + unknown_message("source plugin", source.plugin, plugins.sources),
-                    loaded.where("sources", name, "plugin"),
-                )
-            )
-            continue
-        _, errors = validate(
-            spec.options,
-            source.options,
-            file=loaded.path or "<config>",
-            root=loaded.root,
-            prefix=("sources", name, "options"),
-        )
-        problems.extend(errors)
-    return problems
-
-
-def source_options(loaded: LoadedConfig, plugins: PluginHost, name: str) -> Any:
-    """The validated options model of source ``name`` (call after :func:`check_sources`)."""
-    source = loaded.config.sources[name]
-    return plugins.sources[source.plugin].options.model_validate(source.options)

@@ -28,14 +28,14 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from pydantic import ValidationError
 
-from ccbus.actions.api import ActionContext, ActionSpec, Invocation, idempotency_key
+from ccbus.actions.api import ActionContext, ActionSpec, idempotency_key
 from ccbus.delivery.policy import DeliveryConfig, DeliveryPolicy
 from ccbus.delivery.store import DeliveryStore, Pending, event_json
 from ccbus.errors import PermanentActionError, RetryableActionError
 from ccbus.events.envelope import Event
 from ccbus.observe.logs import LogEvery
 from ccbus.observe.metrics import Counters, KeyCache, SeriesKey
-from ccbus.pipeline import RenderFailure
+from ccbus.records import Invocation, RenderFailure
 
 __all__ = ["Dispatcher"]
 

@@ -35,10 +35,10 @@ from starlette.routing import Route
 
 from ccbus.observe.health import readiness, status_document
 from ccbus.observe.live import live_page, live_stream
-from ccbus.observe.metrics import CONTENT_TYPE, Counters, families, render
+from ccbus.observe.metrics import CONTENT_TYPE, families, render
 
 if TYPE_CHECKING:
-    from ccbus.observe.view import BusView
+    from ccbus.observe.view import BusView, CounterView
 
 __all__ = ["build_app", "serve"]
 
@@ -46,7 +46,7 @@ __all__ = ["build_app", "serve"]
 class CountResponses:
     """ASGI middleware: ``http_responses{status}`` for every answer the listener gives."""
 
-    def __init__(self, app: Any, counters: Counters) -> None:
+    def __init__(self, app: Any, counters: CounterView) -> None:
         self.app = app
         self.counters = counters
 

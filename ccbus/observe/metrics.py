@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 from ccbus.observe.health import source_status
 
 if TYPE_CHECKING:
-    from ccbus.observe.view import BusView
+    from ccbus.observe.view import BusView, HistogramView
 
 __all__ = [
     "CONTENT_TYPE", "LATENCY_BUCKETS", "Counters", "Family", "Histogram", "KeyCache", "Labels",
@@ -275,7 +275,7 @@ def families(bus: BusView, outbox_depth: int, dead_letters: int) -> list[Family]
             live, dropped, started]
 
 
-def histogram_family(name: str, help_text: str, histogram: Histogram) -> Family:
+def histogram_family(name: str, help_text: str, histogram: HistogramView) -> Family:
     """A histogram's cumulative buckets (``le``), ``+Inf``, sum and count per label set."""
     family = Family(name, "histogram", help_text)
     for labels, buckets, total, count in histogram.series():

@@ -17,81 +17,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ccbus.events.envelope import Event
+from ccbus.records import ActionTrace, Invocation, RenderFailure, Run
 
-if TYPE_CHECKING:
-    from ccbus.actions.api import Invocation
-    from ccbus.pipeline import RenderFailure
+__all__ = ["RuleTraces"]
 
-__all__ = ["ActionTrace", "RuleTraces", "Run"]
-
-#: Verdicts (also in the docs): what a rule decided for one event.  For a
-#: ``for:`` rule, "no match" also cancels the key's timer.
-FIRED, NO_MATCH, THROTTLED, COUNTING, TIMER_ARMED, TIMER_RUNNING, TIMER_FIRED = (
-    "fired",
-    "no match",
-    "throttled",
-    "counting",
-    "timer armed",
-    "timer running",
-    "fired (timer)",
-)
 
 #: How far back a rendered call looks for its run (several events can be in one step).
 _MATCH_DEPTH = 16
-
-
-@dataclass(slots=True)
-class ActionTrace:
-    """One rendered call of a run and how it ended (so far)."""
-
-    action: str
-    index: int
-    key: str
-    params: Any
-    outcome: str = "recorded"
-    error: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        params = self.params
-        if hasattr(params, "model_dump"):
-            params = params.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-        return {
-            "action": self.action,
-            "index": self.index,
-            "key": self.key,
-            "params": params,
-            "outcome": self.outcome,
-            "error": self.error,
-        }
-
-
-@dataclass(slots=True)
-class Run:
-    """One evaluation of one rule."""
-
-    at: float
-    event: Event
-    #: True/False, None without an ``if:``, or ``"error: ..."``.
-    condition: bool | str | None
-    verdict: str
-    actions: list[ActionTrace]
-    #: Fell out of its rule's ring: calls rendered for it later are not recorded.
-    dropped: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        event = self.event.to_cloudevent()
-        event["time"] = self.event.time.isoformat()
-        return {
-            "at": self.at,
-            "event": event,
-            "condition": self.condition,
-            "verdict": self.verdict,
-            "actions": [a.to_dict() for a in self.actions],
-        }
 
 
 class RuleTraces:

@@ -10,16 +10,34 @@ attributes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ccbus.observe.live import LiveFeed
     from ccbus.observe.logs import Redactor
-    from ccbus.observe.metrics import Counters, Histogram
     from ccbus.observe.traces import RuleTraces
 
-__all__ = ["BusView", "RuleStatsView", "SourceView"]
+__all__ = ["BusView", "CounterView", "HistogramView", "RuleStatsView", "SourceView"]
+
+#: A counter series as a snapshot lists it: name, labels, value.
+CounterSample = tuple[str, dict[str, str], float]
+#: A histogram series: labels, cumulative ``(bound, count)`` buckets, sum, count.
+HistogramSeries = tuple[dict[str, str], list[tuple[float, int]], float, int]
+
+
+class CounterView(Protocol):
+    """The counters (:class:`ccbus.observe.metrics.Counters`), as observers use them."""
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None: ...
+    def total(self, name: str) -> float: ...
+    def snapshot(self) -> list[CounterSample]: ...
+
+
+class HistogramView(Protocol):
+    """A latency histogram (:class:`ccbus.observe.metrics.Histogram`), as ``/metrics`` reads it."""
+
+    def series(self) -> Iterable[HistogramSeries]: ...
 
 
 class SourceView(Protocol):
@@ -69,9 +87,9 @@ class BusView(Protocol):
     """
 
     @property
-    def counters(self) -> Counters: ...
+    def counters(self) -> CounterView: ...
     @property
-    def latency(self) -> Histogram: ...
+    def latency(self) -> HistogramView: ...
     @property
     def live(self) -> LiveFeed: ...
     @property

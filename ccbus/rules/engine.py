@@ -18,7 +18,8 @@ from typing import Any
 from ccbus.errors import EvaluationError, MissingField
 from ccbus.events.envelope import Event
 from ccbus.observe.logs import LogEvery
-from ccbus.observe.traces import (
+from ccbus.observe.traces import RuleTraces
+from ccbus.records import (
     COUNTING,
     FIRED,
     NO_MATCH,
@@ -26,7 +27,6 @@ from ccbus.observe.traces import (
     TIMER_ARMED,
     TIMER_FIRED,
     TIMER_RUNNING,
-    RuleTraces,
     Run,
 )
 from ccbus.rules.expressions import EnvelopeView, bounded_text

@@ -15,9 +15,9 @@ from typing import Any
 
 from ccbus.actions.api import ActionSpec
 from ccbus.config.schema import validate
+from ccbus.config.suggest import unknown_message
 from ccbus.config.yamlfile import LineDict, LineList, line_of, load_yaml, location
 from ccbus.errors import ConfigError, ExpressionSyntaxError, RuleError
-from ccbus.plugins import unknown_message
 from ccbus.rules.expressions import ExpressionCompiler
 from ccbus.rules.model import PREVIOUS, ActionCall, Gate, Rule, RuleSpec
 

@@ -38,12 +38,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ccbus.actions.api import ActionSpec, Invocation
+from ccbus.actions.api import ActionSpec
 from ccbus.config.durations import parse_duration
 from ccbus.config.yamlfile import line_of
 from ccbus.errors import EvaluationError
 from ccbus.events.envelope import Event, parse_timestamp
 from ccbus.pipeline import Outcome, Pipeline
+from ccbus.records import Invocation
 from ccbus.rules.engine import Engine
 from ccbus.rules.functions import Clock
 from ccbus.rules.loader import RuleFile

@@ -40,9 +40,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from ccbus.actions.api import ActionContext, Invocation
+from ccbus.actions.api import ActionContext
 from ccbus.actions.http_sessions import HttpClients
-from ccbus.config.file import LoadedConfig, source_options
+from ccbus.config.file import LoadedConfig
 from ccbus.delivery.dispatcher import Dispatcher
 from ccbus.delivery.store import (
     DeliveryStore,
@@ -53,18 +53,19 @@ from ccbus.delivery.store import (
 )
 from ccbus.events.envelope import Event
 from ccbus.observe.live import LiveFeed
-from ccbus.observe.logs import Redactor
+from ccbus.observe.logs import Redactor, redact_in_logs
 from ccbus.observe.metrics import Counters, Histogram, KeyCache, Labels, SeriesKey
 from ccbus.observe.traces import RuleTraces
 from ccbus.pipeline import Outcome, Pipeline
 from ccbus.plugins import PluginHost
+from ccbus.records import Invocation
 from ccbus.rules.engine import Engine, RuleStats
 from ccbus.rules.expressions import ExpressionCompiler
 from ccbus.rules.functions import Clock, SystemClock, build_library
 from ccbus.rules.loader import RuleSet, load_rules
 from ccbus.rules.model import Rule
 from ccbus.rules.state import SqliteStateStore, StateTable
-from ccbus.runtime.service import Service
+from ccbus.runtime.service import LIVE_KEYS, Service, checked_config
 from ccbus.runtime.systemd import Notifier
 from ccbus.sources.api import Source, SourceContext
 from ccbus.sources.backoff import Backoff
@@ -245,6 +246,40 @@ class Bus:
 
     # -- rules ------------------------------------------------------------------------
 
+    def reload(self) -> None:
+        """SIGHUP: apply the config file's live keys (or refuse the file), then reload rules."""
+        self.reload_config()
+        self.load_rules()
+
+    def reload_config(self) -> bool:
+        """Apply the config file's live keys, or refuse the file (False) and say why."""
+        path = self.loaded.path
+        if path is None:
+            return True
+        fresh, problems = checked_config(path, self.plugins)
+        if fresh is not None:  # a refused file's problems may quote its values: hide them too
+            self.redactor.add(fresh.secrets)
+            redact_in_logs(fresh.secrets)
+            self.loaded.secrets |= fresh.secrets
+        if fresh is None or problems:
+            for problem in problems:
+                log.error("reload: %s", problem)
+            log.error("reload refused: the config has %d problem(s); the running config stays",
+                      len(problems))
+            self.counters.inc("config_reload_errors")
+            return False
+        old = self.config
+        new = fresh.config
+        later = [key for key in type(new).model_fields
+                 if key not in LIVE_KEYS and getattr(new, key) != getattr(old, key)]
+        if later:
+            log.warning("reload: %s changed; that takes effect at the next restart",
+                        ", ".join(later))
+        self.config = old.model_copy(update={key: getattr(new, key) for key in LIVE_KEYS})
+        self.loaded.config = self.config
+        logging.getLogger().setLevel(self.config.log_level.upper())
+        return True
+
     def load_rules(self, *, initial: bool = False) -> RuleSet:
         """(Re)load the rule files: validate first, then swap at once, and say what changed.
 
@@ -380,7 +415,7 @@ class Bus:
             runtime = SourceRuntime(name=name, plugin=source_config.plugin)
             runtime.context = SourceContext(
                 name=name,
-                options=source_options(self.loaded, self.plugins, name),
+                options=self.plugins.source_options(self.loaded, name),
                 emit=self.publish,
                 log=logging.getLogger(f"ccbus.source.{name}"),
                 state_dir=self.loaded.state_dir / "sources" / name,
@@ -448,7 +483,8 @@ class Bus:
         watch_rules: bool,
     ) -> None:
         if handle_signals or notifier is not None:
-            self.service = Service(self, notifier or Notifier(None))
+            self.service = Service(self, notifier or Notifier(None),
+                                   reload=self.reload, stop=self.stop)
         self._restore_state()
         self._build_sources()
         await self.plugins.call_each("startup", bus=self)

@@ -26,25 +26,25 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
 
-from ccbus.config.file import ConfigErrors, check_sources, load_config
+from ccbus.config.file import ConfigErrors, load_config
 from ccbus.errors import ConfigError
 from ccbus.observe.health import readiness
-from ccbus.observe.logs import redact_in_logs
 from ccbus.runtime.systemd import Notifier
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ccbus.config.file import LoadedConfig
+    from ccbus.observe.view import BusView
     from ccbus.plugins import PluginHost
-    from ccbus.runtime.bus import Bus
 
-__all__ = ["Service", "status_line"]
+__all__ = ["LIVE_KEYS", "Service", "checked_config", "status_line"]
 
 log = logging.getLogger("ccbus.runtime.service")
 
@@ -53,7 +53,7 @@ STATUS_INTERVAL = 5.0
 LIVE_KEYS = ("rules", "targets", "log_level")
 
 
-def status_line(bus: Bus) -> str:
+def status_line(bus: BusView) -> str:
     """One line for ``systemctl status``: readiness, rules, traffic, dead letters."""
     _, ready = readiness(bus)
     total = len(ready["sources"])
@@ -66,7 +66,7 @@ def status_line(bus: Bus) -> str:
         f"{ready['status']}: {total - len(ready['not_ready'])}/{total} sources"
         + (f" ({waiting})" if waiting else "")
         + (f" (degraded: {degraded})" if degraded else ""),
-        f"{len(bus.engine.index.rules)} rules",
+        f"{len(bus.rule_names())} rules",
         f"{counters.total('events_in'):.0f} events in",
         f"{dead:.0f} calls dead-lettered",
     ]
@@ -81,15 +81,28 @@ def checked_config(path: Path, plugins: PluginHost) -> tuple[LoadedConfig | None
         return None, [str(e) for e in err.errors]
     except ConfigError as err:
         return None, [str(err)]
-    return fresh, [str(e) for e in check_sources(fresh, plugins)] + plugins.check_config(fresh)
+    return fresh, [str(e) for e in plugins.check_sources(fresh)] + plugins.check_config(fresh)
 
 
 class Service:
-    """Runs beside the bus's sources; stopped with them."""
+    """Runs beside the bus's sources; stopped with them.
 
-    def __init__(self, bus: Bus, notifier: Notifier) -> None:
-        self.bus = bus
+    It is handed what it acts on (a view to report from, and the bus's ``reload``
+    and ``stop``), not the bus: the service decides *when*, the bus *how*.
+    """
+
+    def __init__(
+        self,
+        view: BusView,
+        notifier: Notifier,
+        *,
+        reload: Callable[[], None],
+        stop: Callable[[], None],
+    ) -> None:
+        self.view = view
         self.notifier = notifier
+        self._reload = reload
+        self._stop = stop
         self._stopping = False
         self._last_status = ""
 
@@ -106,7 +119,7 @@ class Service:
                     self._on_signal(signum)
 
     def ready(self) -> None:
-        self._last_status = status_line(self.bus)
+        self._last_status = status_line(self.view)
         self.notifier.ready(self._last_status)
 
     def stopping(self) -> None:
@@ -115,43 +128,12 @@ class Service:
             self.notifier.stopping()
 
     def reload(self) -> None:
-        """Validate and apply the config file and the rules, telling systemd around it."""
+        """Reload config and rules (the bus's ``reload``), telling systemd around it."""
         self.notifier.reloading()
         try:
-            self.reload_config()
-            self.bus.load_rules()
+            self._reload()
         finally:
             self.ready()
-
-    def reload_config(self) -> bool:
-        """Apply the config file's live keys, or refuse the file (False) and say why."""
-        bus = self.bus
-        path = bus.loaded.path
-        if path is None:
-            return True
-        fresh, problems = checked_config(path, bus.plugins)
-        if fresh is not None:  # a refused file's problems may quote its values: hide them too
-            bus.redactor.add(fresh.secrets)
-            redact_in_logs(fresh.secrets)
-            bus.loaded.secrets |= fresh.secrets
-        if fresh is None or problems:
-            for problem in problems:
-                log.error("reload: %s", problem)
-            log.error("reload refused: the config has %d problem(s); the running config stays",
-                      len(problems))
-            bus.counters.inc("config_reload_errors")
-            return False
-        old = bus.config
-        new = fresh.config
-        later = [key for key in type(new).model_fields
-                 if key not in LIVE_KEYS and getattr(new, key) != getattr(old, key)]
-        if later:
-            log.warning("reload: %s changed; that takes effect at the next restart",
-                        ", ".join(later))
-        bus.config = old.model_copy(update={key: getattr(new, key) for key in LIVE_KEYS})
-        bus.loaded.config = bus.config
-        logging.getLogger().setLevel(bus.config.log_level.upper())
-        return True
 
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGHUP:
@@ -160,7 +142,7 @@ class Service:
         else:
             log.info("%s: stopping", signal.Signals(signum).name)
             self.stopping()
-            self.bus.stop()
+            self._stop()
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -170,7 +152,7 @@ class Service:
     async def _status(self) -> None:
         while True:
             await anyio.sleep(STATUS_INTERVAL)
-            line = status_line(self.bus)
+            line = status_line(self.view)
             if line != self._last_status:
                 self._last_status = line
                 self.notifier.status(line)
