@@ -1,13 +1,33 @@
 """ccbus: an integration bus for contact centers.
 
-The public API for plugin authors is re-exported here; everything else is
-internal and may change between releases.
+The public API for plugin authors is re-exported here, and only here: the
+first-party plugins under ``plugins/`` import nothing else from ccbus (a test
+checks it), so a third party copying one copies only public names.  Everything
+else is internal and may change between releases.
+
+By role, in the order data flows:
+
+* sources: :class:`SourceSpec`, :class:`Source`, :class:`SourceContext` (with
+  ``emit``, ``convert`` and ``refuse``), :class:`Backoff`, :class:`DemoSource`;
+  errors :class:`SourceNotReady`, :class:`SourceAuthFailed`, :class:`RefusedInput`;
+* events: :class:`Event`, :data:`CANONICAL_EVENTS`, :func:`decode_json`,
+  :func:`parse_timestamp`;
+* actions: :class:`ActionSpec`, :class:`ActionContext`, and their errors;
+* options and config: :class:`Options`, :data:`Duration`, :func:`parse_duration`,
+  :func:`click_duration`, :func:`did_you_mean`, :class:`LoadedConfig` (what
+  ``check_config`` receives);
+* hooks: :data:`hookimpl`, and :class:`BusView` (what ``startup``/``shutdown`` receive);
+* simulators: :func:`serve_asgi` (serve an ASGI app on a bound socket, as the
+  listener does).
 """
 
 from __future__ import annotations
 
 from ccbus.actions.api import ActionContext, ActionSpec
+from ccbus.config.durations import click_duration, parse_duration
+from ccbus.config.file import LoadedConfig
 from ccbus.config.schema import Duration, Options
+from ccbus.config.suggest import did_you_mean
 from ccbus.errors import (
     ActionError,
     CcbusError,
@@ -15,12 +35,19 @@ from ccbus.errors import (
     EvaluationError,
     PermanentActionError,
     PluginError,
+    RefusedInput,
     RetryableActionError,
+    SourceAuthFailed,
+    SourceError,
+    SourceNotReady,
 )
 from ccbus.events.envelope import CANONICAL_EVENTS, Event, parse_timestamp
 from ccbus.events.jsondecode import decode_json
 from ccbus.hookspecs import hookimpl
-from ccbus.sources.api import DemoSource, SourceContext, SourceSpec
+from ccbus.observe.listener import serve_asgi
+from ccbus.observe.view import BusView
+from ccbus.sources.api import DemoSource, Source, SourceContext, SourceSpec
+from ccbus.sources.backoff import Backoff
 from ccbus.version import __version__
 
 __all__ = [
@@ -28,20 +55,32 @@ __all__ = [
     "ActionContext",
     "ActionError",
     "ActionSpec",
+    "Backoff",
+    "BusView",
     "CcbusError",
     "ConfigError",
     "DemoSource",
     "Duration",
     "EvaluationError",
     "Event",
+    "LoadedConfig",
     "Options",
     "PermanentActionError",
     "PluginError",
+    "RefusedInput",
     "RetryableActionError",
+    "Source",
+    "SourceAuthFailed",
     "SourceContext",
+    "SourceError",
+    "SourceNotReady",
     "SourceSpec",
     "__version__",
+    "click_duration",
     "decode_json",
+    "did_you_mean",
     "hookimpl",
+    "parse_duration",
     "parse_timestamp",
+    "serve_asgi",
 ]

@@ -10,6 +10,10 @@
     │   └── EvaluationError         valid, but failed for this event
     │       └── MissingField        the event lacks a field the expression reads
     ├── PluginError          a plugin failed to import or registered something broken
+    ├── SourceError          a source cannot go on as it is
+    │   ├── SourceNotReady          the peer is away or refuses for now: retry later
+    │   ├── SourceAuthFailed        credentials were refused: fix them, then it retries
+    │   └── RefusedInput            one message cannot be used: dead letter, go on
     └── ActionError          an action failed
         ├── RetryableActionError    may succeed later (timeout, 5xx, broker away)
         └── PermanentActionError    will never succeed (4xx, bad parameters)
@@ -31,7 +35,11 @@ __all__ = [
     "PermanentActionError",
     "PluginError",
     "RetryableActionError",
+    "RefusedInput",
     "RuleError",
+    "SourceAuthFailed",
+    "SourceError",
+    "SourceNotReady",
 ]
 
 
@@ -74,6 +82,34 @@ class MissingField(EvaluationError):
 
 class PluginError(CcbusError):
     """A plugin failed to import, or registered something that cannot work."""
+
+
+class SourceError(CcbusError):
+    """A source cannot go on as it is; the subclasses say what the bus and admin do."""
+
+
+class SourceNotReady(SourceError):
+    """The peer is away or refuses for now (a broker down, a 503): the source retries
+    with backoff, and says ``reconnecting``."""
+
+
+class SourceAuthFailed(SourceError):
+    """The peer refused the source's credentials: retrying with the same ones will not
+    help, so the message says which credential to fix (the source still retries, slowly)."""
+
+
+class RefusedInput(SourceError):
+    """One message from a peer cannot be used (not JSON, not UTF-8, missing a field).
+
+    Raised inside :meth:`ccbus.SourceContext.convert`: the message becomes a dead
+    letter with ``reason`` (also the ``source_bad_input`` counter's label) and
+    ``detail``, and the source goes on with the next one.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class ActionError(CcbusError):

@@ -23,11 +23,15 @@ EDGE_CASES = [
     b' \t\n\r[1, "x", null, true, false] ',
     '"caf\u00e9 \\u00e9 \\ud83d\\ude00"'.encode(),
     "\ufeff{}".encode(),  # byte-order mark: json.loads accepts it in bytes
-    b"NaN",  # json.loads accepts these; msgspec refuses, so they fall back
-    b"[Infinity, -Infinity]",
-    b"1e400",
-    b'"\\ud800"',  # a lone surrogate
     b'{"nested": {"deeper": [{"x": [1, 2, {"y": "z"}]}]}}',
+]
+
+#: json.loads accepts these, RFC 8259 does not: refused like any other bad input.
+NOT_RFC_8259: list[bytes | str] = [
+    b"NaN", b"[Infinity, -Infinity]", b"-Infinity", b'{"x": NaN}', b"1e400", b"[-1e400]",
+    b'"\\ud800"', b'{"\\udfff": 1}', b'["ok", {"k": "\\ud83d"}]',
+    b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    "NaN",
 ]
 
 BAD: list[bytes | str] = [
@@ -92,3 +96,13 @@ def test_random_documents_decode_as_json_loads_does() -> None:
         raw = json.dumps(value, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, 2]))
         for form in (raw, raw.encode()):
             assert same(decode_json(form), json.loads(form)), form
+
+
+@pytest.mark.parametrize("raw", NOT_RFC_8259, ids=lambda r: repr(r[:20]))
+def test_what_rfc_8259_forbids_is_refused_as_invalid_json(raw: bytes | str) -> None:
+    with pytest.raises(ValueError):
+        decode_json(raw)
+
+
+def test_a_surrogate_pair_escape_is_one_character_not_a_lone_surrogate() -> None:
+    assert decode_json(b'["\\ud83d\\ude00", 1.5]') == ["\U0001f600", 1.5]

@@ -7,7 +7,7 @@ from typing import Any
 
 from ccbus.errors import EvaluationError
 
-__all__ = ["parse_duration", "format_duration"]
+__all__ = ["click_duration", "format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
@@ -57,3 +57,19 @@ def format_duration(seconds: float) -> str:
 
 class DurationError(EvaluationError, ValueError):
     """A duration could not be parsed (a ValueError, so pydantic reports it by key)."""
+
+
+def click_duration(ctx: Any, param: Any, value: Any) -> float | None:
+    """A click ``callback=`` for an option that takes a duration (``--every 30s``).
+
+    One for every command a plugin adds, so ``--ping 5x`` is refused with the
+    same message everywhere; ``None`` (an option not given) passes through.
+    """
+    import click
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None

@@ -40,7 +40,7 @@ from ccbus.observe.metrics import CONTENT_TYPE, families, render
 if TYPE_CHECKING:
     from ccbus.observe.view import BusView, CounterView
 
-__all__ = ["build_app", "serve"]
+__all__ = ["build_app", "serve_asgi"]
 
 
 class CountResponses:
@@ -114,7 +114,7 @@ def build_app(bus: BusView, routes: Iterable[Route] = ()) -> Starlette:
     return Starlette(routes=[*own, *routes], middleware=[Middleware(CountResponses, bus.counters)])
 
 
-async def serve(
+async def serve_asgi(
     app: Any,
     sock: socket.socket,
     stop: anyio.Event,

@@ -626,7 +626,7 @@ class Bus:
     ) -> None:
         from starlette.routing import Route
 
-        from ccbus.observe.listener import build_app, serve
+        from ccbus.observe.listener import build_app, serve_asgi
 
         http = self.config.http
         sock = socket.socket(socket.AF_INET6 if ":" in http.host else socket.AF_INET)
@@ -645,8 +645,8 @@ class Bus:
             routes = [Route(path, handler, methods=methods)
                       for runtime in self.sources.values()
                       for path, methods, handler in runtime.context.routes]
-            await serve(build_app(self, routes), sock, stop, client_timeout=http.client_timeout,
-                        task_status=task_status)
+            await serve_asgi(build_app(self, routes), sock, stop,
+                             client_timeout=http.client_timeout, task_status=task_status)
         finally:
             done.set()
 

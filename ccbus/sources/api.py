@@ -34,8 +34,15 @@ loop needs nothing more than ``set_state("reconnecting")`` before it waits
 out its :class:`~ccbus.sources.backoff.Backoff` delay.  The states ``/readyz``
 understands are in :data:`READY_STATES` and :data:`DEGRADED`; any other
 state (``connecting``, ``reconnecting``, ``misconfigured``, ...) means "not
-ready".  Bad input a source refuses (a malformed frame, a bad signature) is
-counted with ``ctx.count_bad_input("reason")`` next to its log line.
+ready".
+
+One message must never stop a source: decode and map each one inside
+``await ctx.convert(message, lambda: ...)``.  Whatever that raises (or a
+:class:`~ccbus.errors.RefusedInput` with a reason of your own) makes the
+message a dead letter, counted on ``/metrics`` and logged, and ``convert``
+returns None; acknowledge the message either way (see
+:mod:`ccbus.sources.refused`).  ``ctx.refuse(reason, detail, message)`` does
+the same for input refused before decoding (a bad signature, a frame too big).
 """
 
 from __future__ import annotations
@@ -45,11 +52,14 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from ccbus.events.envelope import Event
+from ccbus.sources.refused import Refusals
+
+T = TypeVar("T")
 
 __all__ = ["DEGRADED", "READY_STATES", "DemoSource", "Source", "SourceContext", "SourceSpec"]
 
@@ -88,7 +98,32 @@ class SourceContext:
     #: ``set_state("connected")`` etc.; shown by health and metrics.
     set_state: Callable[[str], None] = lambda state: None
     #: ``count_bad_input("bad_signature")``: one refused input, by reason, for ``/metrics``.
+    #: Prefer :meth:`refuse`, which also logs and keeps the message as a dead letter.
     count_bad_input: Callable[[str], None] = lambda reason: None
+    #: What this source refused: counts by reason and the dead-letter file.
+    refusals: Refusals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refusals = Refusals(self.name, self.log, self.state_dir, self.count_bad_input)
+
+    async def refuse(self, reason: str, detail: str, message: str | bytes | None = None,
+                     **where: Any) -> None:
+        """One message cannot be used: count it, log it, keep it as a dead letter.
+
+        ``where`` says where it came from (``topic=``, ``offset=``, ``peer=``...).
+        """
+        await self.refusals.refuse(reason, detail, message, **where)
+
+    async def convert(self, message: str | bytes | None, convert: Callable[[], T],
+                      **where: Any) -> T | None:
+        """Decode and map one message with ``convert()``; None if it was refused.
+
+        Whatever ``convert`` raises refuses the message (see
+        :mod:`ccbus.sources.refused`) instead of stopping the source: raise
+        :class:`~ccbus.RefusedInput` for a reason of your own.  Acknowledge the
+        message either way; keep ``emit`` outside ``convert``.
+        """
+        return await self.refusals.convert(message, convert, **where)
 
     def add_route(self, path: str, handler: Any, methods: list[str] | None = None) -> None:
         """Serve ``handler`` (a Starlette endpoint) at ``path`` on the local listener."""

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from typing import Any
 
@@ -45,6 +44,7 @@ from starlette.responses import JSONResponse
 
 from ccbus.config.schema import Duration, Options
 from ccbus.events.envelope import Event
+from ccbus.events.jsondecode import decode_json
 from ccbus.hookspecs import hookimpl
 from ccbus.observe.logs import LogEvery
 from ccbus.sources.api import SourceContext, SourceSpec
@@ -145,17 +145,17 @@ class WebhookSource:
             self._reject(request, 401, "unauthorized", problem)
             return JSONResponse({"error": "unauthorized"}, status_code=401)
         try:
-            doc: Any = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            doc: Any = decode_json(body)
+        except ValueError as err:  # UnicodeDecodeError, nesting and RFC 8259 included
             return self._reject(request, 400, "invalid_json", f"invalid JSON: {err}")
         docs = doc if isinstance(doc, list) else [doc]
         events = []
         for index, item in enumerate(docs):
             try:
                 events.append(Event.from_dict(item, default_source=self.ctx.name))
-            except ValueError as err:
+            except Exception as err:  # noqa: BLE001 - one request must never stop the source
                 where = f"item {index}: " if isinstance(doc, list) else ""
-                return self._reject(request, 400, "invalid_event", f"{where}{err}")
+                return self._reject(request, 400, "invalid_event", f"{where}{err}"[:500])
         for event in events:
             event.source = self.ctx.name  # the configured instance, whatever the sender claims
             await self.ctx.emit(event)
