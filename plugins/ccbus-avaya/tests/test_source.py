@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from ccbus_avaya import scenarios
 from ccbus_avaya.protocol import AuthStatus
 
 pytestmark = pytest.mark.anyio
@@ -319,4 +320,32 @@ async def test_all_thirteen_body_events_travel_the_wire(
     assert {t for t in h.recorder.types() if t.startswith("avaya.")} == {
         f"avaya.{name}" for name in all_doc_notifications
     }
+    assert h.source.intake.rejected == {}
+
+
+async def test_a_caller_who_hangs_up_while_another_party_is_only_invited_abandoned(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+) -> None:
+    """Issue #17 item 10, over the wire: ADDED caller, INVITED party, REMOVED caller."""
+    call = scenarios.Call("+15550101")
+    invitee = scenarios.Call("+15550202", engagement_id=call.engagement_id)
+    steps = [
+        scenarios.external_participant(call, "ADDED"),
+        scenarios.prerouted(call, scenarios.BILLING),
+        scenarios.external_participant(invitee, "INVITED"),
+        scenarios.external_participant(call, "REMOVED", customer_left=True),
+        scenarios.external_participant(invitee, "REMOVED", customer_left=False),
+    ]
+    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+        await sim.wait_connected()
+        for step in steps:
+            await sim.publish(step.body)
+        await publish_numbers(sim, agent_body, range(1))  # a marker: everything before it is in
+        await assert_delivered(h, range(1))
+    calls = [c for c in h.recorder.calls if c["type"].startswith("call.")]
+    assert [(c["type"], c["subject"]) for c in calls] == [
+        ("call.queued", call.engagement_id),
+        ("call.abandoned", call.engagement_id),
+        ("call.ended", call.engagement_id),
+    ]
     assert h.source.intake.rejected == {}
