@@ -16,6 +16,11 @@ import anyio
 import pytest
 from ccbus_avaya import scenarios
 from ccbus_avaya.protocol import AuthStatus
+from ccbus_avaya.source import _too_big
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 pytestmark = pytest.mark.anyio
 
@@ -349,3 +354,51 @@ async def test_a_caller_who_hangs_up_while_another_party_is_only_invited_abandon
         ("call.ended", call.engagement_id),
     ]
     assert h.source.intake.rejected == {}
+
+
+async def test_an_oversized_message_is_counted_dead_lettered_and_the_source_reconnects(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+) -> None:
+    """Issue #17 item 7: websockets closes with 1009 before the pump sees the message."""
+    options = {**fast, "max_message_bytes": 4096}
+    async with (
+        simulator() as sim,
+        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+    ):
+        await sim.wait_connected()
+        await publish_numbers(sim, agent_body, range(2))
+        await assert_delivered(h, range(2))
+        big = agent_body(99)
+        big["profileId"] = "p" * 10_000  # compressed to far less: inflating it crosses the limit
+        await sim.publish(big)
+        await sim.wait_connected(count=2, within=10)
+        await publish_numbers(sim, agent_body, range(2, 5))
+        await assert_delivered(h, range(2, 5), within=10)
+        rejected = dict(h.source.intake.rejected)
+        letters = h.source.intake.dead_letters.read()
+    assert rejected == {"message_too_big": 1}
+    [letter] = letters
+    assert letter["reason"] == "message_too_big"
+    # the simulator compresses (permessage-deflate): the size is known only up to the limit
+    detail = str(letter["detail"])
+    assert "a message of more than 4096 bytes once decompressed exceeds max_message_bytes" in detail
+    assert letter["at"] and letter["message"] == ""
+    assert "99" not in h.recorder.numbers()
+    assert sim.stats.subscriptions_created == 1  # the same subscription, reconnected
+
+
+@pytest.mark.parametrize(("fragments", "expected"), [(0, 5000), (3000, 8000)])
+async def test_an_uncompressed_oversized_message_is_dead_lettered_with_its_size(
+    fragments: int, expected: int
+) -> None:
+    """Without compression websockets knows the size from the frame header: it is kept."""
+    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=State.OPEN, max_size=4096)
+    if fragments:
+        protocol.receive_data(Frame(Opcode.TEXT, b"x" * fragments, fin=False).serialize(mask=False))
+    protocol.receive_data(Frame(Opcode.CONT, b"x" * 5000).serialize(mask=False))
+    protocol.receive_eof()
+    problem = _too_big(protocol.close_exc, 4096)
+    assert problem is not None and problem.reason == "message_too_big"
+    assert problem.detail.startswith(f"a message of {expected} bytes exceeds max_message_bytes")
+    compressed = _too_big(protocol.close_exc, 4096, compressed=True)
+    assert compressed is not None and f"{expected} compressed bytes" in compressed.detail

@@ -19,6 +19,9 @@ and what the source does when a step fails (the exception classes of
 ``CONNECTION_FAILED_CONSTRAINT_VIOLATION``  log once with the server's words, state
                                        ``misconfigured``, retry every ``misconfigured_retry``
 connection closed or dropped           retry after backoff (same subscription if still valid)
+a message over ``max_message_bytes``   websockets closes with 1009 before we see it: count it
+                                       (``message_too_big``), dead-letter its size, retry after
+                                       backoff
 ping without pong (and no traffic)     the connection is dead: close it, retry after backoff
 subscription close to expiry           make-before-break: create a new subscription, connect
                                        and authenticate, then close the old connection
@@ -47,7 +50,13 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidStatus,
+    PayloadTooBig,
+    WebSocketException,
+)
+from websockets.frames import CloseCode
 
 from ccbus import SourceContext, decode_json
 from ccbus.backoff import Backoff
@@ -303,6 +312,7 @@ class WebSocketSource(AvayaSourceBase):
                     f"no authenticationResponse within {self.options.auth_timeout:g}s"
                 ) from None
             except ConnectionClosed as err:
+                await self._refused_too_big(err, ws)
                 raise Transient(
                     f"connection closed during authentication ({_closed(err)})"
                 ) from None
@@ -406,12 +416,27 @@ class WebSocketSource(AvayaSourceBase):
                     await intake.reject([_unknown(doc)], raw)
             failure: Exception = Transient(f"closed by the server ({_code(ws)})")
         except ConnectionClosed as err:
+            await self._refused_too_big(err, ws)
             failure = Transient(f"connection lost ({_closed(err)})")
         except (Transient, RetryNow, Misconfigured) as err:  # a status sent mid-session
             failure = err
         # the session stays in self.sessions until _close(): whoever ends the period closes it
         if session is self.current and not session.retired:
             raise failure
+
+    async def _refused_too_big(self, err: ConnectionClosed, ws: ClientConnection) -> None:
+        """Count and dead-letter a message websockets refused for its size, if that ended ``err``.
+
+        websockets closes the connection (1009) as soon as it reads past the
+        limit, so the message never reaches the pump; without
+        this it would vanish with nothing but a reconnect to show for it.
+        Only what is known about it is kept: its size (as far as the
+        library read it), the limit and, from the dead-letter record, when.
+        """
+        compressed = bool(ws.protocol.extensions)  # permessage-deflate is the only one offered
+        problem = _too_big(err, self.options.max_message_bytes, compressed=compressed)
+        if problem is not None:
+            await self.intake.reject([problem], "")
 
     async def _keepalive(self, session: Session) -> None:
         """Ping every period; a ping with neither a pong nor any traffic means a dead link."""
@@ -528,6 +553,32 @@ def _unknown(doc: Any) -> Problem:
         return Problem("unknown_message", f"unexpected message event {event!r:.60}")
     return Problem(
         "unknown_message", "neither a notification, a pong nor an authenticationResponse"
+    )
+
+
+def _too_big(err: ConnectionClosed, limit: int, *, compressed: bool = False) -> Problem | None:
+    """A ``message_too_big`` problem if ``err`` is our own 1009 close; None otherwise.
+
+    The size is what websockets had seen: a frame header's length (plus the
+    fragments before it), which is compressed bytes when permessage-deflate
+    is on; or, when inflating crossed the limit, only that it was larger.
+    """
+    if err.sent is None or err.sent.code != CloseCode.MESSAGE_TOO_BIG:
+        return None
+    cause = err.__cause__
+    frame: int | None = getattr(cause, "size", None)  # absent from the deprecated form
+    if not isinstance(cause, PayloadTooBig):  # too many fragments: no size at all
+        what = f"a message of unknown size ({err.sent.reason or 'no reason given'})"
+    elif frame is not None:
+        size = frame + (cause.current_size or 0)
+        what = f"a message of {size} {'compressed ' if compressed else ''}bytes"
+    else:
+        what = f"a message of more than {limit} bytes once decompressed"
+    return Problem(
+        "message_too_big",
+        f"{what} exceeds max_message_bytes ({limit}); websockets closed the connection "
+        "with 1009 before reading all of it, and the source reconnects: messages the server sends "
+        "until it is back are lost",
     )
 
 
