@@ -402,3 +402,54 @@ async def test_an_uncompressed_oversized_message_is_dead_lettered_with_its_size(
     assert problem.detail.startswith(f"a message of {expected} bytes exceeds max_message_bytes")
     compressed = _too_big(protocol.close_exc, 4096, compressed=True)
     assert compressed is not None and f"{expected} compressed bytes" in compressed.detail
+
+
+async def test_pings_keep_their_period_while_a_pong_is_outstanding(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, caplog: Any, fast: Any
+) -> None:
+    """Issue #17 item 9: a half-dead server (no pongs) still gets pings at the cadence, and the
+    source, not the server's pingInterval, ends the connection, within that interval."""
+    caplog.set_level(logging.WARNING, logger="ccbus.source.av")
+    # ping every 0.5 s; pong_timeout (10 s) is capped by the server's pingInterval: 4 - 0.5
+    options = {**fast, "ping_every": 0.5, "pong_timeout": 10}
+    async with (
+        simulator(ping_interval=4) as sim,
+        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+    ):
+        await sim.wait_connected()
+        await h.wait_for(lambda: h.source.pongs >= 1)
+        sim.set_pongs(False)
+        silenced, pings = time.monotonic(), sim.stats.pings
+        await h.wait_for(lambda: h.source.failures["Transient"] >= 1, within=20)
+        noticed_after = time.monotonic() - silenced
+        pings_unanswered = sim.stats.pings - pings
+        sim.set_pongs(True)
+        await sim.wait_connected(count=2, within=10)
+        await publish_numbers(sim, agent_body, range(3))
+        await assert_delivered(h, range(3), within=10)
+    assert pings_unanswered >= 3  # about seven: one every 0.5 s for 3.5 s
+    assert sim.stats.closed_no_ping == 0  # the server never went without a ping
+    assert any("no pong within 3.5s" in r.getMessage() for r in caplog.records)
+    assert noticed_after < 4 + 3  # within pingInterval (4 s), with room for a busy machine
+    assert sim.stats.subscriptions_created == 1
+
+
+async def test_one_lost_pong_does_not_cost_the_subscription(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+) -> None:
+    """Issue #17 item 9 as reported: default ping_every and pong_timeout, a short pingInterval."""
+    options = {key: value for key, value in fast.items() if key != "pong_timeout"}
+    async with (
+        simulator(ping_interval=5) as sim,
+        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+    ):
+        await sim.wait_connected()
+        sim.set_pongs(False)
+        await sim.wait_for(lambda: sim.stats.pings >= 1, within=10)  # ~4 s: 80 % of 5 s
+        sim.set_pongs(True)  # that one ping's pong is lost, and only that one
+        await sim.wait_connected(count=2, within=15)
+        await publish_numbers(sim, agent_body, range(3))
+        await assert_delivered(h, range(3), within=10)
+    assert sim.stats.closed_no_ping == 0
+    assert AuthStatus.UNKNOWN_SUBSCRIPTION not in sim.stats.auth
+    assert sim.stats.subscriptions_created == 1

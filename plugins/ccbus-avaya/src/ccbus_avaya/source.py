@@ -23,6 +23,9 @@ a message over ``max_message_bytes``   websockets closes with 1009 before we see
                                        (``message_too_big``), dead-letter its size, retry after
                                        backoff
 ping without pong (and no traffic)     the connection is dead: close it, retry after backoff
+                                       (pings keep their period meanwhile; the wait is capped
+                                       so a dead link is noticed within the server's
+                                       pingInterval)
 subscription close to expiry           make-before-break: create a new subscription, connect
                                        and authenticate, then close the old connection
 =====================================  ==========================================
@@ -182,7 +185,8 @@ class Session:
     token: Token
     #: ``time.monotonic()`` of the last message received
     last_seen: float = field(default_factory=time.monotonic)
-    pong: anyio.Event = field(default_factory=anyio.Event)
+    #: when the oldest ping not yet followed by any message was sent (None: there is none)
+    unanswered_since: float | None = None
     #: replaced by a newer session (renewal): its end is expected
     retired: bool = False
 
@@ -408,8 +412,7 @@ class WebSocketSource(AvayaSourceBase):
                 if kind is ServerMessage.NOTIFICATION:
                     await intake.notification(doc, raw)
                 elif kind is ServerMessage.PONG:
-                    self.pongs += 1
-                    session.pong.set()
+                    self.pongs += 1  # last_seen, set above, is what answers the ping
                 elif kind is ServerMessage.AUTHENTICATION_RESPONSE:
                     await self._on_status(session, doc, math.inf)  # mid-session: never fresh
                 else:
@@ -439,28 +442,64 @@ class WebSocketSource(AvayaSourceBase):
             await self.intake.reject([problem], "")
 
     async def _keepalive(self, session: Session) -> None:
-        """Ping every period; a ping with neither a pong nor any traffic means a dead link."""
-        ws = session.ws
+        """Ping every period, whatever the pongs; a ping unanswered too long is a dead link.
+
+        Any message answers a ping (the server is evidently alive), not only
+        its pong.  The next ping never waits for the last one's answer: the
+        server closes the connection and sets the subscription INACTIVE when
+        no ping arrives within its pingInterval, so one lost pong must not
+        hold back the pings that keep the subscription alive.
+        """
+        next_ping = time.monotonic() + self._ping_period(session.subscription)
         while True:
-            await anyio.sleep(self._ping_period(session.subscription))
+            await anyio.sleep(max(0.0, min(next_ping, self._dead_at(session)) - time.monotonic()))
             if session.retired:
                 return
-            sent = time.monotonic()
-            session.pong = anyio.Event()
-            try:
-                await ws.send(ping_message(session.subscription.id))
-            except ConnectionClosed:
-                return  # the pump reports the closed connection
-            self.pings += 1
-            with anyio.move_on_after(self.options.pong_timeout):
-                await session.pong.wait()
-            if not session.pong.is_set() and session.last_seen < sent:
+            now = time.monotonic()
+            if now >= self._dead_at(session):
                 if session is not self.current:
                     return
                 raise Transient(
-                    f"no pong within {self.options.pong_timeout:g}s of a ping: the connection "
-                    "is dead"
+                    f"no pong within {self._pong_wait(session.subscription):g}s of a ping: "
+                    "the connection is dead"
                 )
+            if now >= next_ping:
+                if not await self._ping(session):
+                    return  # the pump reports the closed connection
+                next_ping = now + self._ping_period(session.subscription)
+
+    async def _ping(self, session: Session) -> bool:
+        """Send one ping; False if the connection is already closed."""
+        sent = time.monotonic()
+        try:
+            await session.ws.send(ping_message(session.subscription.id))
+        except ConnectionClosed:
+            return False
+        self.pings += 1
+        oldest = session.unanswered_since
+        if oldest is None or session.last_seen >= oldest:  # every earlier ping was answered
+            session.unanswered_since = sent
+        return True
+
+    def _dead_at(self, session: Session) -> float:
+        """When the oldest unanswered ping makes the connection dead; inf if none is waiting."""
+        oldest = session.unanswered_since
+        if oldest is None or session.last_seen >= oldest:
+            return math.inf
+        return oldest + self._pong_wait(session.subscription)
+
+    def _pong_wait(self, subscription: Subscription) -> float:
+        """How long a ping may go unanswered: ``pong_timeout``, capped by the server.
+
+        A link that dies just after a pong is pinged within one ping period,
+        so capping the wait at pingInterval minus that period notices it
+        within pingInterval, no later than the server gives the
+        subscription up for want of pings.
+        """
+        wait = self.options.pong_timeout
+        if subscription.ping_interval:
+            wait = min(wait, subscription.ping_interval - self._ping_period(subscription))
+        return wait
 
     def _ping_period(self, subscription: Subscription) -> float:
         period = self.options.ping_every
