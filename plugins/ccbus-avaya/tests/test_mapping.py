@@ -263,6 +263,62 @@ def test_an_answered_call_completes_with_its_last_agent() -> None:
     )
 
 
+def second_party(mapper: Mapper, action: str, at: datetime) -> list[Event]:
+    """A second external party (k2, +1666) on engagement e1: invited, joined or removed."""
+    return notify(
+        mapper,
+        {
+            "event": "ExternalParticipant",
+            "engagementId": "e1",
+            "channelId": "Voice",
+            "action": action,
+            "connectionId": "k2",
+            "externalParticipantId": "+1666",
+            "externalParticipantInitiatedDisconnect": False,
+        },
+        at,
+    )
+
+
+def test_parties_only_invited_do_not_keep_a_call_alive() -> None:
+    """Issue #17 item 10: the caller hangs up in the queue while others are only ringing."""
+    mapper = Mapper("av")
+    inbound_call(mapper, RECEIVED)
+    assert canonical_of(second_party(mapper, "INVITED", RECEIVED + timedelta(seconds=20))) == []
+    invited_agent = {
+        "event": "AgentParticipant",
+        "engagementId": "e1",
+        "action": "INVITED",
+        "agentId": "a1",
+        "channelId": "Voice",
+    }
+    assert canonical_of(notify(mapper, invited_agent, RECEIVED + timedelta(seconds=25))) == []
+    events = customer_leaves(mapper, RECEIVED + timedelta(seconds=30))
+    assert [(kind, data.get("result")) for kind, data in canonical_of(events)] == [
+        ("call.abandoned", None),
+        ("call.ended", "abandoned"),
+    ]
+    assert canonical_of(events)[0][1]["waitSeconds"] == 20.0
+    for event in events[1:]:
+        check_canonical(event)
+    # the invitation is withdrawn, or answered too late: the call has ended once already
+    later = RECEIVED + timedelta(seconds=31)
+    assert canonical_of(second_party(mapper, "ADDED", later)) == []
+    assert canonical_of(second_party(mapper, "REMOVED", later)) == []
+    assert mapper.engagements == {}
+
+
+def test_an_invited_party_who_joins_keeps_the_call_alive_and_it_ends_once() -> None:
+    mapper = Mapper("av")
+    inbound_call(mapper, RECEIVED)
+    second_party(mapper, "INVITED", RECEIVED)
+    second_party(mapper, "ADDED", RECEIVED)  # answered: now on the call
+    assert canonical_of(customer_leaves(mapper, RECEIVED + timedelta(seconds=40))) == []
+    [(kind, data)] = canonical_of(second_party(mapper, "REMOVED", RECEIVED + timedelta(seconds=60)))
+    assert (kind, data["result"], data["durationSeconds"]) == ("call.ended", "failed", 60.0)
+    assert canonical_of(customer_leaves(mapper, RECEIVED + timedelta(seconds=61))) == []
+
+
 def test_a_system_disconnect_in_the_queue_is_not_abandoned() -> None:
     mapper = Mapper("av")
     inbound_call(mapper, RECEIVED)

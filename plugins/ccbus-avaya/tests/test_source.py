@@ -14,7 +14,13 @@ from typing import Any
 
 import anyio
 import pytest
+from ccbus_avaya import scenarios
 from ccbus_avaya.protocol import AuthStatus
+from ccbus_avaya.source import _too_big
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 pytestmark = pytest.mark.anyio
 
@@ -320,3 +326,130 @@ async def test_all_thirteen_body_events_travel_the_wire(
         f"avaya.{name}" for name in all_doc_notifications
     }
     assert h.source.intake.rejected == {}
+
+
+async def test_a_caller_who_hangs_up_while_another_party_is_only_invited_abandoned(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+) -> None:
+    """Issue #17 item 10, over the wire: ADDED caller, INVITED party, REMOVED caller."""
+    call = scenarios.Call("+15550101")
+    invitee = scenarios.Call("+15550202", engagement_id=call.engagement_id)
+    steps = [
+        scenarios.external_participant(call, "ADDED"),
+        scenarios.prerouted(call, scenarios.BILLING),
+        scenarios.external_participant(invitee, "INVITED"),
+        scenarios.external_participant(call, "REMOVED", customer_left=True),
+        scenarios.external_participant(invitee, "REMOVED", customer_left=False),
+    ]
+    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+        await sim.wait_connected()
+        for step in steps:
+            await sim.publish(step.body)
+        await publish_numbers(sim, agent_body, range(1))  # a marker: everything before it is in
+        await assert_delivered(h, range(1))
+    calls = [c for c in h.recorder.calls if c["type"].startswith("call.")]
+    assert [(c["type"], c["subject"]) for c in calls] == [
+        ("call.queued", call.engagement_id),
+        ("call.abandoned", call.engagement_id),
+        ("call.ended", call.engagement_id),
+    ]
+    assert h.source.intake.rejected == {}
+
+
+async def test_an_oversized_message_is_counted_dead_lettered_and_the_source_reconnects(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+) -> None:
+    """Issue #17 item 7: websockets closes with 1009 before the pump sees the message."""
+    options = {**fast, "max_message_bytes": 4096}
+    async with (
+        simulator() as sim,
+        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+    ):
+        await sim.wait_connected()
+        await publish_numbers(sim, agent_body, range(2))
+        await assert_delivered(h, range(2))
+        big = agent_body(99)
+        big["profileId"] = "p" * 10_000  # compressed to far less: inflating it crosses the limit
+        await sim.publish(big)
+        await sim.wait_connected(count=2, within=10)
+        await publish_numbers(sim, agent_body, range(2, 5))
+        await assert_delivered(h, range(2, 5), within=10)
+        rejected = dict(h.source.intake.rejected)
+        letters = h.source.intake.dead_letters.read()
+    assert rejected == {"message_too_big": 1}
+    [letter] = letters
+    assert letter["reason"] == "message_too_big"
+    # the simulator compresses (permessage-deflate): the size is known only up to the limit
+    detail = str(letter["detail"])
+    assert "a message of more than 4096 bytes once decompressed exceeds max_message_bytes" in detail
+    assert letter["at"] and letter["message"] == ""
+    assert "99" not in h.recorder.numbers()
+    assert sim.stats.subscriptions_created == 1  # the same subscription, reconnected
+
+
+@pytest.mark.parametrize(("fragments", "expected"), [(0, 5000), (3000, 8000)])
+async def test_an_uncompressed_oversized_message_is_dead_lettered_with_its_size(
+    fragments: int, expected: int
+) -> None:
+    """Without compression websockets knows the size from the frame header: it is kept."""
+    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=State.OPEN, max_size=4096)
+    if fragments:
+        protocol.receive_data(Frame(Opcode.TEXT, b"x" * fragments, fin=False).serialize(mask=False))
+    protocol.receive_data(Frame(Opcode.CONT, b"x" * 5000).serialize(mask=False))
+    protocol.receive_eof()
+    problem = _too_big(protocol.close_exc, 4096)
+    assert problem is not None and problem.reason == "message_too_big"
+    assert problem.detail.startswith(f"a message of {expected} bytes exceeds max_message_bytes")
+    compressed = _too_big(protocol.close_exc, 4096, compressed=True)
+    assert compressed is not None and f"{expected} compressed bytes" in compressed.detail
+
+
+async def test_pings_keep_their_period_while_a_pong_is_outstanding(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, caplog: Any, fast: Any
+) -> None:
+    """Issue #17 item 9: a half-dead server (no pongs) still gets pings at the cadence, and the
+    source, not the server's pingInterval, ends the connection, within that interval."""
+    caplog.set_level(logging.WARNING, logger="ccbus.source.av")
+    # ping every 0.5 s; pong_timeout (10 s) is capped by the server's pingInterval: 4 - 0.5
+    options = {**fast, "ping_every": 0.5, "pong_timeout": 10}
+    async with (
+        simulator(ping_interval=4) as sim,
+        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+    ):
+        await sim.wait_connected()
+        await h.wait_for(lambda: h.source.pongs >= 1)
+        sim.set_pongs(False)
+        silenced, pings = time.monotonic(), sim.stats.pings
+        await h.wait_for(lambda: h.source.failures["Transient"] >= 1, within=20)
+        noticed_after = time.monotonic() - silenced
+        pings_unanswered = sim.stats.pings - pings
+        sim.set_pongs(True)
+        await sim.wait_connected(count=2, within=10)
+        await publish_numbers(sim, agent_body, range(3))
+        await assert_delivered(h, range(3), within=10)
+    assert pings_unanswered >= 3  # about seven: one every 0.5 s for 3.5 s
+    assert sim.stats.closed_no_ping == 0  # the server never went without a ping
+    assert any("no pong within 3.5s" in r.getMessage() for r in caplog.records)
+    assert noticed_after < 4 + 3  # within pingInterval (4 s), with room for a busy machine
+    assert sim.stats.subscriptions_created == 1
+
+
+async def test_one_lost_pong_does_not_cost_the_subscription(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+) -> None:
+    """Issue #17 item 9 as reported: default ping_every and pong_timeout, a short pingInterval."""
+    options = {key: value for key, value in fast.items() if key != "pong_timeout"}
+    async with (
+        simulator(ping_interval=5) as sim,
+        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+    ):
+        await sim.wait_connected()
+        sim.set_pongs(False)
+        await sim.wait_for(lambda: sim.stats.pings >= 1, within=10)  # ~4 s: 80 % of 5 s
+        sim.set_pongs(True)  # that one ping's pong is lost, and only that one
+        await sim.wait_connected(count=2, within=15)
+        await publish_numbers(sim, agent_body, range(3))
+        await assert_delivered(h, range(3), within=10)
+    assert sim.stats.closed_no_ping == 0
+    assert AuthStatus.UNKNOWN_SUBSCRIPTION not in sim.stats.auth
+    assert sim.stats.subscriptions_created == 1

@@ -16,8 +16,12 @@ duplicates are dropped for them too.
 
 The document has no "engagement ended" event, so the call lifecycle is
 inferred from participants: the mapper remembers, per engagement, who
-called, which queue it waited in and whether an agent ever joined (a
-bounded LRU table: memory stays flat whatever the traffic).
+called, which queue it waited in, whether an agent ever joined, and which
+customers are on it (a bounded LRU table: memory stays flat whatever the
+traffic).  Only a party that joined keeps a call alive: one that is merely
+``INVITED`` (ringing) may never answer, so when the last joined customer
+leaves the call ends, and what is left of it afterwards (the invitation
+cancelled, or answered too late) is not a second ending.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ TRANSFER_ERROR_SEVERITY = {"FAILED": "minor", "CANCELLED": "info"}
 #: How many engagements' call state is remembered (oldest forgotten first).
 MAX_ENGAGEMENTS = 10_000
 
+#: ExternalParticipant actions: on the engagement, only asked to join, gone.
+JOINED, INVITED, REMOVED = "ADDED", "INVITED", "REMOVED"
+
 
 #: A canonical event before it is an Event: its type and its data.
 Canonical = tuple[str, dict[str, Any]]
@@ -74,8 +81,22 @@ class Engagement:
     channel: str | None = None
     agent: str | None = None
     agent_joined: bool = False
-    #: connectionId -> externalParticipantId of customers present
+    #: connectionId -> externalParticipantId of customers who joined and are present
     customers: dict[str, str] = field(default_factory=dict)
+    #: the same for parties invited (ringing) who have not joined: they keep no call alive
+    invited: dict[str, str] = field(default_factory=dict)
+
+    def add_customer(self, key: str, participant: str, *, joined: bool) -> None:
+        """Record a customer; joining promotes an invited party, an invitation never demotes."""
+        if joined:
+            _forget(self.invited, key, participant)
+            self.customers[key] = participant
+        elif key not in self.customers:
+            self.invited[key] = participant
+
+    def remove_customer(self, key: str | None, participant: str | None) -> None:
+        _forget(self.customers, key, participant)
+        _forget(self.invited, key, participant)
 
 
 class Mapper:
@@ -93,6 +114,8 @@ class Mapper:
         self.call_channels = frozenset(c.lower() for c in call_channels)
         self.max_engagements = max_engagements
         self.engagements: OrderedDict[str, Engagement] = OrderedDict()
+        #: engagements whose call.ended was emitted (bounded like ``engagements``)
+        self.ended: OrderedDict[str, None] = OrderedDict()
         #: body event -> the method giving its canonical events (events without one: none)
         self.canonical: dict[str, Callable[[dict[str, Any], datetime], list[Canonical]]] = {
             "AgentState": self._agent_state,
@@ -191,8 +214,10 @@ class Mapper:
         state.called = _text(body.get("dialledNumber"))
         state.channel = _text(body.get("channelId")) or state.channel
         customer = _text(body.get("connectionId")) or _text(body.get("externalParticipantId"))
-        if customer:
-            state.customers[customer] = _text(body.get("externalParticipantId")) or customer
+        if customer:  # the caller: on the engagement from its creation
+            state.add_customer(
+                customer, _text(body.get("externalParticipantId")) or customer, joined=True
+            )
         if not self._is_call(state.channel):
             return []
         fields = _drop_none(
@@ -261,28 +286,27 @@ class Mapper:
 
     def _external_participant(self, body: dict[str, Any], moment: datetime) -> list[Canonical]:
         engagement_id = _text(body.get("engagementId"))
-        if not engagement_id:
-            return []
+        if not engagement_id or engagement_id in self.ended:
+            return []  # its call already ended: a late invitee's comings and goings are not news
         action = body.get("action")
         connection = _text(body.get("connectionId"))
         participant = _text(body.get("externalParticipantId"))
-        if action in ("ADDED", "INVITED"):
+        if action in (JOINED, INVITED):
             state = self._engagement(engagement_id)
             key = connection or participant
             if key:
-                state.customers[key] = participant or key
+                state.add_customer(key, participant or key, joined=action == JOINED)
             state.channel = _text(body.get("channelId")) or state.channel
             return []
-        if action != "REMOVED":
+        if action != REMOVED:
             return []
         known = self.engagements.get(engagement_id)
         if known is not None:
-            for key, who in list(known.customers.items()):
-                if key == connection or (participant is not None and who == participant):
-                    del known.customers[key]
+            known.remove_customer(connection, participant)
             if known.customers:
-                return []  # another customer (a conference) is still on the engagement
+                return []  # another customer who joined (a conference) is still on it
             del self.engagements[engagement_id]
+        self._remember_ended(engagement_id)
         return self._ended(engagement_id, known, body, moment)
 
     def _ended(
@@ -400,6 +424,11 @@ class Mapper:
             self.engagements.move_to_end(engagement_id)
         return state
 
+    def _remember_ended(self, engagement_id: str) -> None:
+        self.ended[engagement_id] = None
+        if len(self.ended) > self.max_engagements:
+            self.ended.popitem(last=False)
+
     def _is_call(self, channel: str | None) -> bool:
         """Whether an engagement on ``channel`` yields call.* events (unknown: voice)."""
         return self.all_channels or channel is None or channel.lower() in self.call_channels
@@ -423,6 +452,13 @@ def _event_id(doc: dict[str, Any], body: dict[str, Any], raw: str | bytes) -> st
             return value
     data = raw.encode() if isinstance(raw, str) else raw
     return "sha1-" + hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def _forget(parties: dict[str, str], key: str | None, participant: str | None) -> None:
+    """Drop the party with connection ``key``, or with participant id ``participant``."""
+    for known, who in list(parties.items()):
+        if known == key or (participant is not None and who == participant):
+            del parties[known]
 
 
 def _text(value: Any) -> str | None:

@@ -55,8 +55,10 @@ class AvayaOptions(Options):
     webhook_secret: str | None = None
 
     #: Application ``ping`` period; the server's pingInterval lowers it, never raises it.
+    #: Pings keep it whether or not the last one was answered.
     ping_every: Duration = 30.0
-    #: A ping without a pong (and no other traffic) for this long means a dead connection.
+    #: A ping without a pong (and no other traffic) for this long means a dead connection;
+    #: capped at pingInterval minus the ping period, to notice it within pingInterval.
     pong_timeout: Duration = 10.0
     #: How long to wait for the ``authenticationResponse`` after connecting.
     auth_timeout: Duration = 10.0

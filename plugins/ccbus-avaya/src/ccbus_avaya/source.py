@@ -19,7 +19,13 @@ and what the source does when a step fails (the exception classes of
 ``CONNECTION_FAILED_CONSTRAINT_VIOLATION``  log once with the server's words, state
                                        ``misconfigured``, retry every ``misconfigured_retry``
 connection closed or dropped           retry after backoff (same subscription if still valid)
+a message over ``max_message_bytes``   websockets closes with 1009 before we see it: count it
+                                       (``message_too_big``), dead-letter its size, retry after
+                                       backoff
 ping without pong (and no traffic)     the connection is dead: close it, retry after backoff
+                                       (pings keep their period meanwhile; the wait is capped
+                                       so a dead link is noticed within the server's
+                                       pingInterval)
 subscription close to expiry           make-before-break: create a new subscription, connect
                                        and authenticate, then close the old connection
 =====================================  ==========================================
@@ -47,7 +53,13 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidStatus,
+    PayloadTooBig,
+    WebSocketException,
+)
+from websockets.frames import CloseCode
 
 from ccbus import SourceContext, decode_json
 from ccbus.sources.backoff import Backoff
@@ -173,7 +185,8 @@ class Session:
     token: Token
     #: ``time.monotonic()`` of the last message received
     last_seen: float = field(default_factory=time.monotonic)
-    pong: anyio.Event = field(default_factory=anyio.Event)
+    #: when the oldest ping not yet followed by any message was sent (None: there is none)
+    unanswered_since: float | None = None
     #: replaced by a newer session (renewal): its end is expected
     retired: bool = False
 
@@ -303,6 +316,7 @@ class WebSocketSource(AvayaSourceBase):
                     f"no authenticationResponse within {self.options.auth_timeout:g}s"
                 ) from None
             except ConnectionClosed as err:
+                await self._refused_too_big(err, ws)
                 raise Transient(
                     f"connection closed during authentication ({_closed(err)})"
                 ) from None
@@ -398,14 +412,14 @@ class WebSocketSource(AvayaSourceBase):
                 if kind is ServerMessage.NOTIFICATION:
                     await intake.notification(doc, raw)
                 elif kind is ServerMessage.PONG:
-                    self.pongs += 1
-                    session.pong.set()
+                    self.pongs += 1  # last_seen, set above, is what answers the ping
                 elif kind is ServerMessage.AUTHENTICATION_RESPONSE:
                     await self._on_status(session, doc, math.inf)  # mid-session: never fresh
                 else:
                     await intake.reject([_unknown(doc)], raw)
             failure: Exception = Transient(f"closed by the server ({_code(ws)})")
         except ConnectionClosed as err:
+            await self._refused_too_big(err, ws)
             failure = Transient(f"connection lost ({_closed(err)})")
         except (Transient, RetryNow, Misconfigured) as err:  # a status sent mid-session
             failure = err
@@ -413,29 +427,79 @@ class WebSocketSource(AvayaSourceBase):
         if session is self.current and not session.retired:
             raise failure
 
+    async def _refused_too_big(self, err: ConnectionClosed, ws: ClientConnection) -> None:
+        """Count and dead-letter a message websockets refused for its size, if that ended ``err``.
+
+        websockets closes the connection (1009) as soon as it reads past the
+        limit, so the message never reaches the pump; without
+        this it would vanish with nothing but a reconnect to show for it.
+        Only what is known about it is kept: its size (as far as the
+        library read it), the limit and, from the dead-letter record, when.
+        """
+        compressed = bool(ws.protocol.extensions)  # permessage-deflate is the only one offered
+        problem = _too_big(err, self.options.max_message_bytes, compressed=compressed)
+        if problem is not None:
+            await self.intake.reject([problem], "")
+
     async def _keepalive(self, session: Session) -> None:
-        """Ping every period; a ping with neither a pong nor any traffic means a dead link."""
-        ws = session.ws
+        """Ping every period, whatever the pongs; a ping unanswered too long is a dead link.
+
+        Any message answers a ping (the server is evidently alive), not only
+        its pong.  The next ping never waits for the last one's answer: the
+        server closes the connection and sets the subscription INACTIVE when
+        no ping arrives within its pingInterval, so one lost pong must not
+        hold back the pings that keep the subscription alive.
+        """
+        next_ping = time.monotonic() + self._ping_period(session.subscription)
         while True:
-            await anyio.sleep(self._ping_period(session.subscription))
+            await anyio.sleep(max(0.0, min(next_ping, self._dead_at(session)) - time.monotonic()))
             if session.retired:
                 return
-            sent = time.monotonic()
-            session.pong = anyio.Event()
-            try:
-                await ws.send(ping_message(session.subscription.id))
-            except ConnectionClosed:
-                return  # the pump reports the closed connection
-            self.pings += 1
-            with anyio.move_on_after(self.options.pong_timeout):
-                await session.pong.wait()
-            if not session.pong.is_set() and session.last_seen < sent:
+            now = time.monotonic()
+            if now >= self._dead_at(session):
                 if session is not self.current:
                     return
                 raise Transient(
-                    f"no pong within {self.options.pong_timeout:g}s of a ping: the connection "
-                    "is dead"
+                    f"no pong within {self._pong_wait(session.subscription):g}s of a ping: "
+                    "the connection is dead"
                 )
+            if now >= next_ping:
+                if not await self._ping(session):
+                    return  # the pump reports the closed connection
+                next_ping = now + self._ping_period(session.subscription)
+
+    async def _ping(self, session: Session) -> bool:
+        """Send one ping; False if the connection is already closed."""
+        sent = time.monotonic()
+        try:
+            await session.ws.send(ping_message(session.subscription.id))
+        except ConnectionClosed:
+            return False
+        self.pings += 1
+        oldest = session.unanswered_since
+        if oldest is None or session.last_seen >= oldest:  # every earlier ping was answered
+            session.unanswered_since = sent
+        return True
+
+    def _dead_at(self, session: Session) -> float:
+        """When the oldest unanswered ping makes the connection dead; inf if none is waiting."""
+        oldest = session.unanswered_since
+        if oldest is None or session.last_seen >= oldest:
+            return math.inf
+        return oldest + self._pong_wait(session.subscription)
+
+    def _pong_wait(self, subscription: Subscription) -> float:
+        """How long a ping may go unanswered: ``pong_timeout``, capped by the server.
+
+        A link that dies just after a pong is pinged within one ping period,
+        so capping the wait at pingInterval minus that period notices it
+        within pingInterval, no later than the server gives the
+        subscription up for want of pings.
+        """
+        wait = self.options.pong_timeout
+        if subscription.ping_interval:
+            wait = min(wait, subscription.ping_interval - self._ping_period(subscription))
+        return wait
 
     def _ping_period(self, subscription: Subscription) -> float:
         period = self.options.ping_every
@@ -528,6 +592,32 @@ def _unknown(doc: Any) -> Problem:
         return Problem("unknown_message", f"unexpected message event {event!r:.60}")
     return Problem(
         "unknown_message", "neither a notification, a pong nor an authenticationResponse"
+    )
+
+
+def _too_big(err: ConnectionClosed, limit: int, *, compressed: bool = False) -> Problem | None:
+    """A ``message_too_big`` problem if ``err`` is our own 1009 close; None otherwise.
+
+    The size is what websockets had seen: a frame header's length (plus the
+    fragments before it), which is compressed bytes when permessage-deflate
+    is on; or, when inflating crossed the limit, only that it was larger.
+    """
+    if err.sent is None or err.sent.code != CloseCode.MESSAGE_TOO_BIG:
+        return None
+    cause = err.__cause__
+    frame: int | None = getattr(cause, "size", None)  # absent from the deprecated form
+    if not isinstance(cause, PayloadTooBig):  # too many fragments: no size at all
+        what = f"a message of unknown size ({err.sent.reason or 'no reason given'})"
+    elif frame is not None:
+        size = frame + (cause.current_size or 0)
+        what = f"a message of {size} {'compressed ' if compressed else ''}bytes"
+    else:
+        what = f"a message of more than {limit} bytes once decompressed"
+    return Problem(
+        "message_too_big",
+        f"{what} exceeds max_message_bytes ({limit}); websockets closed the connection "
+        "with 1009 before reading all of it, and the source reconnects: messages the server sends "
+        "until it is back are lost",
     )
 
 
