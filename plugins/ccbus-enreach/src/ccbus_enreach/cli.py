@@ -5,6 +5,7 @@
     ccbus simulate enreach                       # free port on 127.0.0.1; plays the
                                                  # contact-center scenario every 15 s
     ccbus simulate enreach --port 9080 --scenario none --token-ttl 5m
+    ccbus simulate enreach --ws-ping-every 20s   # RFC 6455 pings; no pong in 10 s: cut off
     ccbus simulate enreach inject restart --url http://127.0.0.1:9080
     ccbus simulate enreach inject publish UserStatus a1eeb030-... --url ...
 
@@ -48,6 +49,10 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
         raise click.BadParameter(str(err)) from None
 
 
+def _optional_duration(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
+    return None if value is None else _duration(ctx, param, value)
+
+
 # ---------------------------------------------------------------------------
 # ccbus simulate enreach
 
@@ -65,6 +70,14 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
 @click.option(
     "--client-timeout", default="30s", callback=_duration, show_default=True,
     help="Drop a client silent this long.",
+)
+@click.option(
+    "--ws-ping-every", default=None, callback=_optional_duration,
+    help="Send WebSocket clients an RFC 6455 ping this often (default: never).",
+)
+@click.option(
+    "--ws-pong-within", default="10s", callback=_duration, show_default=True,
+    help="With --ws-ping-every: close a connection whose pong is this late.",
 )
 @click.option(
     "--wire-case", type=click.Choice(["camel", "pascal"]), default="camel", show_default=True,
@@ -92,6 +105,8 @@ def simulate_enreach(
     token_ttl: float,
     keepalive: float,
     client_timeout: float,
+    ws_ping_every: float | None,
+    ws_pong_within: float,
     wire_case: str,
     scenario: str,
     every: float,
@@ -109,6 +124,8 @@ def simulate_enreach(
         keepalive=keepalive,
         client_timeout=client_timeout,
         wire_case=wire_case,
+        ws_ping_every=ws_ping_every,
+        ws_pong_within=ws_pong_within,
     )
     anyio.run(_serve, simulator, scenario, every, speed)
 

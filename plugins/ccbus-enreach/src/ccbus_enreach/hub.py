@@ -15,6 +15,9 @@ thread touch the event loop's objects directly:
   are matched by invocation id and resolve an :class:`anyio.Event`.
 * Blocking calls (``start``, sends, ``stop``) run in worker threads, and all
   sends share one lock: signalrcore does not serialise writes itself.
+* The hub's (or a proxy's) RFC 6455 pings are answered with pongs on the
+  receive thread: signalrcore does not, so :mod:`.transport` gives it a
+  WebSocket client that does, installed before the connection starts.
 
 A frame the JSON hub protocol cannot read would end signalrcore's receive
 thread; :class:`TolerantJsonHubProtocol` counts and skips it instead.  It
@@ -55,6 +58,7 @@ from ccbus import decode_json
 
 from .errors import HubError, Transient, Unauthorized
 from .protocol import MESSAGE_RECEIVED
+from .transport import install as install_ponging_transport
 
 __all__ = ["Handoff", "HubSession", "TolerantJsonHubProtocol"]
 
@@ -218,6 +222,7 @@ class HubSession:
         self._send_lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
         self.errors: Counter[str] = Counter()
+        install_ponging_transport()  # answer the hub's WebSocket pings (see .transport)
         options: dict[str, Any] = {
             "access_token_factory": lambda: token,
             "transport": HttpTransportType.web_sockets,

@@ -117,7 +117,7 @@ class EnreachOptions(Options):
     skip_negotiation: bool = False
     #: Send a SignalR ping this often (the server drops clients silent for 30 s).
     ping_every: Duration = 15.0
-    #: No message from the hub (its pings included) for this long: the connection is dead.
+    #: No message from the hub (its SignalR pings included) for this long: the connection is dead.
     server_timeout: Duration = 30.0
     #: Token call, negotiate and WebSocket handshake, each.
     connect_timeout: Duration = 10.0

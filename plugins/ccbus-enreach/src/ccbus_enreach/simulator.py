@@ -37,6 +37,12 @@ Fault injection (methods here and ``POST /_sim/<action>`` for the CLI):
 so clients need a fresh token), ``drop`` (close connections only),
 ``deny`` (refuse subscriptions to an entity: ``Unauthorized``),
 ``publish_raw`` (any text, malformed or not).
+
+Protocol keepalive: with ``ws_ping_every`` set, the simulator's port is a
+relay (:mod:`.wsping`) that sends every WebSocket client an RFC 6455 ping
+that often and closes a connection whose pong (the same payload) has not come
+within ``ws_pong_within`` seconds, as an enforcing load balancer or proxy
+does.  ``ping_stats`` counts pings, pongs and cut connections.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +84,7 @@ from .protocol import (
     is_guid,
 )
 from .scenarios import DEMO_ORG, Organization, Step, contact_center
+from .wsping import PingingRelay, PingStats
 
 __all__ = ["DEFAULT_SECRET", "DEFAULT_USERNAME", "HubClient", "RteSimulator"]
 
@@ -95,6 +102,14 @@ def _dotnet_now() -> str:
     """Now, as .NET writes it: seven fraction digits and a Z."""
     now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}0Z"
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
 
 
 def _camel(doc: dict[str, Any]) -> dict[str, Any]:
@@ -179,9 +194,13 @@ class RteSimulator:
         keepalive: float = 15.0,
         client_timeout: float = 30.0,
         wire_case: str = "camel",
+        ws_ping_every: float | None = None,
+        ws_pong_within: float = 10.0,
     ) -> None:
         if wire_case not in ("camel", "pascal"):
             raise ValueError("wire_case is 'camel' or 'pascal'")
+        if ws_ping_every is not None and (ws_ping_every <= 0 or ws_pong_within <= 0):
+            raise ValueError("ws_ping_every and ws_pong_within must be positive")
         self.host = host
         self.port = port
         self.username = username
@@ -191,6 +210,9 @@ class RteSimulator:
         self.keepalive = keepalive
         self.client_timeout = client_timeout
         self.wire_case = wire_case
+        self.ws_ping_every = ws_ping_every
+        self.ws_pong_within = ws_pong_within
+        self.relay: PingingRelay | None = None
         self.stats = SimStats()
         self.clients: set[HubClient] = set()
         #: entity ids (lower-cased) the API user may not subscribe to
@@ -207,15 +229,24 @@ class RteSimulator:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> RteSimulator:
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
+        sock = _listening_socket(self.host, self.port)
         self.port = sock.getsockname()[1]
+        public: socket.socket | None = None
+        if self.ws_ping_every is not None:  # the relay takes the port; the hub hides behind it
+            public, sock = sock, _listening_socket("127.0.0.1", 0)
+            self.relay = PingingRelay(
+                ("127.0.0.1", sock.getsockname()[1]),
+                every=self.ws_ping_every,
+                pong_within=self.ws_pong_within,
+                on_change=self._touch,
+            )
         self._server = anyio.create_task_group()
         await self._server.__aenter__()
         await self._server.start(self._serve_http, sock)
         self._tg = await self._server.start(self._background)
+        if self.relay is not None and public is not None:
+            listener = await anyio.abc.SocketListener.from_socket(public)
+            await self._tg.start(self.relay.serve, listener)
         return self
 
     async def _serve_http(
@@ -242,6 +273,11 @@ class RteSimulator:
             self._stop.set()
             await self._stopped.wait()
         await self._server.__aexit__(None, None, None)
+
+    @property
+    def ping_stats(self) -> PingStats | None:
+        """The protocol keepalive's counters, when ``ws_ping_every`` is set."""
+        return self.relay.stats if self.relay is not None else None
 
     @property
     def url(self) -> str:
@@ -796,8 +832,10 @@ class RteSimulator:
     # -- control API (``ccbus simulate enreach inject ...``) -------------------------------
 
     def status(self) -> dict[str, Any]:
+        pings = self.ping_stats
         return {
             "stats": self.stats.as_dict(),
+            "websocket_pings": asdict(pings) if pings is not None else None,
             "clients": [
                 {
                     "connectionId": c.connection_id,
