@@ -363,8 +363,9 @@ CANONICAL_EVENTS: dict[str, CanonicalEvent] = {
             "deviceId",
             (
                 _f("deviceId", "str", "Device name or id.", True),
-                _f("status", "str", "The new status, e.g. up, down, degraded.", True),
-                _f("previousStatus", "str", "The status before, when known."),
+                _f("status", "str", "up, down, degraded or unknown (the only values).", True),
+                _f("previousStatus", "str", "The status before (same values), when known."),
+                _f("nativeStatus", "str", "The vendor's own name of the new status."),
                 _f("deviceType", "str", "Gateway, server, phone, ... as the vendor says."),
             ),
         ),

@@ -119,8 +119,10 @@ class BusHarness:
 
 
 @asynccontextmanager
-async def running_bus(tmp_path: Path, options: dict[str, Any]) -> AsyncIterator[BusHarness]:
-    """Run a bus whose source ``cvp`` is a ``cisco-cvp`` source with ``options``."""
+async def running_bus(tmp_path: Path, options: dict[str, Any], *,
+                      delivery: dict[str, Any] | None = None) -> AsyncIterator[BusHarness]:
+    """Run a bus whose source ``cvp`` is a ``cisco-cvp`` source with ``options``
+    (and ``delivery`` options: the outbox is in memory unless they say otherwise)."""
     rules = tmp_path / "rules"
     rules.mkdir(exist_ok=True)
     (rules / "record.yaml").write_text(textwrap.dedent(RULES))
@@ -129,7 +131,7 @@ async def running_bus(tmp_path: Path, options: dict[str, Any]) -> AsyncIterator[
         "rules": ["rules"],
         "state_dir": "state",
         "http": {"enabled": False},
-        "delivery": {"outbox": False},
+        "delivery": {"outbox": False, **(delivery or {})},
     }
     (tmp_path / "ccbus.yaml").write_text(yaml.safe_dump(config))
     recorder = Recorder()

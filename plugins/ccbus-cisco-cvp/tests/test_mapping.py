@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from ccbus_cisco_cvp.mapping import Mapper
 from ccbus_cisco_cvp.protocol import by_event_type
 
@@ -135,14 +136,63 @@ def test_system_alerts(payloads: dict[str, dict[str, Any]]) -> None:
 
 
 def test_device_status(payloads: dict[str, dict[str, Any]]) -> None:
-    doc = payloads["device_status_changed"]
+    doc = {**payloads["device_status_changed"], "previousStatus": "online",
+           "currentStatus": "offline"}
     events = run(Mapper("c"), doc)
     assert events[1].type == "device.status_changed"
     assert events[1].subject == doc["deviceId"]
-    assert events[1].data == {"deviceId": doc["deviceId"], "status": doc["currentStatus"],
-                              "previousStatus": doc["previousStatus"],
+    assert events[1].data == {"deviceId": doc["deviceId"], "status": "down",
+                              "previousStatus": "up", "nativeStatus": "offline",
                               "deviceType": doc["deviceType"],
                               "nativeType": "cvp.system.device_status_changed"}
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "status", "before"),
+    [
+        ("offline", "online", "up", "down"),
+        ("online", "maintenance", "down", "up"),  # serves no calls, planned or not
+        ("online", "error", "down", "up"),
+        ("maintenance", "online", "up", "down"),
+    ],
+)
+def test_device_statuses_in_the_canonical_vocabulary(
+    payloads: dict[str, dict[str, Any]], previous: str, current: str, status: str, before: str,
+) -> None:
+    doc = {**payloads["device_status_changed"], "previousStatus": previous,
+           "currentStatus": current}
+    data = canonical(run(Mapper("c"), doc))["device.status_changed"]
+    assert (data["status"], data["previousStatus"], data["nativeStatus"]) == (
+        status, before, current)
+
+
+def test_cvp_and_cucm_say_the_same_status_for_the_same_meaning(
+    payloads: dict[str, dict[str, Any]],
+) -> None:
+    """One rule (``status == "down"``) serves both vendors: the same canonical values."""
+    cucm_mapping = pytest.importorskip("ccbus_cucm.mapping")
+    cucm_protocol = pytest.importorskip("ccbus_cucm.protocol")
+
+    def cvp(current: str) -> str:
+        doc = {**payloads["device_status_changed"], "currentStatus": current,
+               "previousStatus": "online" if current != "online" else "offline"}
+        status: str = canonical(run(Mapper("c"), doc))["device.status_changed"]["status"]
+        return status
+
+    def cucm(body: str) -> str:
+        events = cucm_mapping.to_events(cucm_protocol.parse_event(body), source="c",
+                                        message_id="ID:1", received=RECEIVED, raw=body)
+        [status] = [e.data["status"] for e in events if e.type == "device.status_changed"]
+        return str(status)
+
+    assert cvp("online") == cucm("System#IN_SERVICE") == cucm("1001#Terminal#CiscoTermInServiceEv")
+    assert cvp("offline") == cucm("System#OUT_OF_SERVICE") == cucm(
+        "1001#Terminal#CiscoTermOutServiceEv")
+    vocabulary = {"up", "down", "degraded", "unknown"}
+    assert {cvp(s) for s in ("online", "offline", "maintenance", "error")} <= vocabulary
+    status_field = {f.name: f for f in CANONICAL_EVENTS["device.status_changed"].fields}
+    assert "nativeStatus" in status_field
+    assert all(value in status_field["status"].description for value in vocabulary)
 
 
 def test_no_canonical_for_application_invoked(payloads: dict[str, dict[str, Any]]) -> None:

@@ -115,6 +115,39 @@ async def test_out_of_service_refuses_commands_until_the_connector_is_back(
                for r in caplog.records)
 
 
+async def test_keepalives_and_an_outage_raise_device_status_and_alerts_once(
+    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+) -> None:
+    """Every Hello is answered with a System event; only changes become canonical events."""
+    name = unique_name("Connector")
+    options = options_for(activemq, name, keepalive_interval=0.5)
+    async with emulator(activemq, name) as emu, bus_with(tmp_path, options) as h:
+        def answers(status: str) -> int:
+            return sum(c["data"]["status"] == status for c in h.recorder.of("cucm.System"))
+
+        await h.wait_for(lambda: h.state == "connected")
+        await h.wait_for(lambda: answers("IN_SERVICE") >= 4, within=60)  # keepalives answered
+        await emu.set_in_service(False)
+        await h.wait_for(lambda: answers("OUT_OF_SERVICE") >= 4, within=60)  # Hellos answered
+        await emu.set_in_service(True)
+        await h.wait_for(lambda: h.state == "connected", within=60)
+        back = answers("IN_SERVICE")
+        await h.wait_for(lambda: answers("IN_SERVICE") >= back + 3, within=60)
+
+    changes = [(c["data"]["status"], c["data"].get("previousStatus"), c["data"]["nativeStatus"])
+               for c in h.recorder.of("device.status_changed")]
+    # record actions run concurrently: compare what was raised, not the order it was recorded in
+    assert sorted(changes, key=str) == sorted([
+        ("up", None, "IN_SERVICE"), ("down", "up", "OUT_OF_SERVICE"),
+        ("up", "down", "IN_SERVICE"),
+    ], key=str)
+    alerts = sorted((c["data"]["severity"], c["data"]["message"])
+                    for c in h.recorder.of("system.alert"))
+    assert [severity for severity, _ in alerts] == ["info", "major"]
+    assert "back IN_SERVICE" in alerts[0][1] and "is OUT_OF_SERVICE" in alerts[1][1]
+    assert {c["data"]["component"] for c in h.recorder.of("system.alert")} == {"cucm-connector"}
+
+
 async def test_a_late_answer_is_not_followed_by_a_second_send(
     tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
 ) -> None:

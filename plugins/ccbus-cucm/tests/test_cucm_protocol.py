@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from ccbus_cucm.mapping import to_events
+from ccbus_cucm.mapping import DeviceStatuses, to_events
 from ccbus_cucm.protocol import (
     COMMANDS,
     ERRORS,
@@ -173,9 +173,11 @@ def test_commands_are_the_guides_twelve() -> None:
         ("1001#DialogState#ACTIVE#t#78", []),
         ("1001#DialogState#ACTIVE", []),  # no connection id: no call event
         ("System#IN_SERVICE", [("device.status_changed", {
-            "deviceId": "cucm-connector", "status": "up", "deviceType": "connector"})]),
+            "deviceId": "cucm-connector", "status": "up", "nativeStatus": "IN_SERVICE",
+            "deviceType": "connector"})]),
         ("1001#Terminal#CiscoTermOutServiceEv", [("device.status_changed", {
-            "deviceId": "1001", "status": "down", "deviceType": "phone"})]),
+            "deviceId": "1001", "status": "down", "nativeStatus": "CiscoTermOutServiceEv",
+            "deviceType": "phone"})]),
     ],
 )
 def test_canonical_mapping(body: str, expected: list[tuple[str, dict[str, object]]]) -> None:
@@ -184,6 +186,43 @@ def test_canonical_mapping(body: str, expected: list[tuple[str, dict[str, object
     assert native[1]["raw"] == body
     want = [(kind, {**fields, "nativeType": native[0]}) for kind, fields in expected]
     assert canonical == want
+
+
+def test_device_status_is_raised_on_a_change_only_and_an_outage_is_two_alerts() -> None:
+    """Keepalive answers repeat IN_SERVICE, and OUT_OF_SERVICE answers every Hello."""
+    devices = DeviceStatuses()
+    raised: list[tuple[str, dict[str, object]]] = []
+    bodies = ["System#IN_SERVICE"] * 3 + ["System#OUT_OF_SERVICE"] * 4 + ["System#IN_SERVICE"] * 3
+    for n, body in enumerate(bodies):
+        mapped = to_events(parse_event(body), source="c", message_id=f"ID:{n}", received=NOW,
+                           raw=body, devices=devices)
+        devices.record(mapped)
+        raised += [(e.type, e.data) for e in mapped[1:]]
+    assert [(kind, data.get("status"), data.get("previousStatus"), data.get("severity"))
+            for kind, data in raised] == [
+        ("device.status_changed", "up", None, None),
+        ("device.status_changed", "down", "up", None),
+        ("system.alert", None, None, "major"),
+        ("device.status_changed", "up", "down", None),
+        ("system.alert", None, None, "info"),
+    ]
+    assert "back IN_SERVICE" in str(raised[-1][1]["message"])
+
+
+def test_an_event_not_emitted_is_raised_again_when_repeated() -> None:
+    """The source records a status once its events were emitted: a failed emit is retried."""
+    devices = DeviceStatuses()
+    body = "1001#Terminal#CiscoTermInServiceEv"
+    first = to_events(parse_event(body), source="c", message_id="ID:1", received=NOW, raw=body,
+                      devices=devices)
+    again = to_events(parse_event(body), source="c", message_id="ID:2", received=NOW, raw=body,
+                      devices=devices)
+    assert [e.type for e in first] == [e.type for e in again] == [
+        "cucm.Terminal", "device.status_changed"]
+    devices.record(again)
+    assert [e.type for e in to_events(parse_event(body), source="c", message_id="ID:3",
+                                      received=NOW, raw=body, devices=devices)] == [
+        "cucm.Terminal"]
 
 
 def test_out_of_service_is_also_an_alert_and_times_come_from_the_vendor() -> None:

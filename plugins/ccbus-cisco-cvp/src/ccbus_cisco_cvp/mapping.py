@@ -19,7 +19,8 @@ Canonical (the plugin's doc page has the table and its limits):
 ``cvp.system.threshold_exceeded``  ``system.alert`` (the payload's severity)
 ``cvp.system.service_state_changed``  ``system.alert`` when it enters ``error``
 ``cvp.deployment.config_deployed``    ``system.alert`` when ``failed``
-``cvp.system.device_status_changed``  ``device.status_changed``
+``cvp.system.device_status_changed``  ``device.status_changed`` (status in
+                               the canonical vocabulary: :data:`DEVICE_STATUSES`)
 =============================  ==========================================
 
 ``call.ended`` carries no skill group, so the mapper remembers, per call
@@ -39,7 +40,7 @@ from ccbus import Event, parse_timestamp
 
 from .protocol import Channel
 
-__all__ = ["CALL_ERROR_SEVERITY", "Mapper", "VENDOR"]
+__all__ = ["CALL_ERROR_SEVERITY", "DEVICE_STATUSES", "Mapper", "VENDOR"]
 
 VENDOR = "cvp"
 
@@ -52,6 +53,11 @@ CALL_ERROR_SEVERITY = {
     "application_error": "minor",
     "timeout": "minor",
 }
+
+#: DeviceStatusChangedEvent's statuses -> the canonical ``device.status_changed`` status,
+#: which says whether the device serves calls: a device in maintenance or in error does
+#: not (``nativeStatus`` keeps CVP's word, so a rule can tell planned from not).
+DEVICE_STATUSES = {"online": "up", "offline": "down", "maintenance": "down", "error": "down"}
 
 #: CallEndedEvent.callResult -> call.ended result.
 CALL_RESULTS = {"completed": "completed", "abandoned": "abandoned",
@@ -223,9 +229,11 @@ class Mapper:
         })]
 
     def _device(self, doc: dict[str, Any]) -> list[Canonical]:
+        current = doc["currentStatus"]
         return [("device.status_changed", {
-            "deviceId": doc["deviceId"], "status": doc["currentStatus"],
-            "previousStatus": doc["previousStatus"], "deviceType": _text(doc.get("deviceType")),
+            "deviceId": doc["deviceId"], "status": _device_status(current),
+            "previousStatus": _device_status(doc["previousStatus"]), "nativeStatus": current,
+            "deviceType": _text(doc.get("deviceType")),
         })]
 
     def _service(self, doc: dict[str, Any]) -> list[Canonical]:
@@ -259,3 +267,7 @@ def _text(value: Any) -> str | None:
     if value is None or value == "":
         return None
     return value if isinstance(value, str) else str(value)
+
+
+def _device_status(native: Any) -> str:
+    return DEVICE_STATUSES.get(str(native).lower(), "unknown")

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream, TaskStatus
+from anyio.abc import SocketStream, TaskStatus, UDPSocket
+from anyio.streams.stapled import MultiListener
 from ccbus_stomp import StompConnection, StompMessage, topic
 
 from ccbus import Event, SourceContext, decode_json, parse_timestamp
@@ -63,6 +65,15 @@ class CvpSource:
         self._tcp_open = 0
 
     async def run(self) -> None:
+        """Serve until cancelled; a failure is raised as itself, not wrapped in task groups,
+        so the bus's "source failed: ..." line names the cause (a locked outbox, a port in use).
+        """
+        try:
+            await self._run()
+        except ExceptionGroup as group:
+            raise _cause(group) from None
+
+    async def _run(self) -> None:
         if self.options.syslog is not None:
             # not ready (``/readyz``) until the listeners are bound: the bus counts a
             # source that has said nothing yet as ready
@@ -162,26 +173,40 @@ class CvpSource:
     # ------------------------------------------------------------------ syslog
 
     async def _syslog(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Bind the listeners, then serve them until cancelled or a failure.
+
+        The listeners belong to an exit stack entered before anything else, so
+        every way out (a stop, a failure of this source, or the second bind
+        failing after the first succeeded) closes both ports: the bus restarts
+        a failed source by calling :meth:`run` again, and that must find its
+        ports free.  (anyio's ``Listener.serve`` never closes its listener.)
+        """
         options = self.options.syslog
         assert options is not None
         send, receive = anyio.create_memory_object_stream[tuple[bytes, str]](options.queue_size)
-        async with send, receive, anyio.create_task_group() as tg:
+        async with AsyncExitStack() as ports, send, receive, anyio.create_task_group() as tg:
             if options.udp:
-                host, _, port = options.udp.rpartition(":")
-                udp = await anyio.create_udp_socket(local_host=host, local_port=int(port))
-                self.udp_port = udp.extra(anyio.abc.SocketAttribute.local_port)
+                udp = await ports.enter_async_context(await self._bind_udp(options.udp))
                 tg.start_soon(self._udp, udp, send)
-                self.ctx.log.info("cvp %s: syslog on udp %s:%s", self.ctx.name, host,
-                                  self.udp_port)
             if options.tcp:
-                host, _, port = options.tcp.rpartition(":")
-                listener = await anyio.create_tcp_listener(local_host=host, local_port=int(port))
-                self.tcp_port = listener.extra(anyio.abc.SocketAttribute.local_port)
+                listener = await ports.enter_async_context(await self._bind_tcp(options.tcp))
                 tg.start_soon(listener.serve, self._tcp_connection)
-                self.ctx.log.info("cvp %s: syslog on tcp %s:%s", self.ctx.name, host,
-                                  self.tcp_port)
             tg.start_soon(self._syslog_worker, receive.clone())
             task_status.started()
+
+    async def _bind_udp(self, address: str) -> UDPSocket:
+        host, _, port = address.rpartition(":")
+        udp = await anyio.create_udp_socket(local_host=host, local_port=int(port))
+        self.udp_port = udp.extra(anyio.abc.SocketAttribute.local_port)
+        self.ctx.log.info("cvp %s: syslog on udp %s:%s", self.ctx.name, host, self.udp_port)
+        return udp
+
+    async def _bind_tcp(self, address: str) -> MultiListener[SocketStream]:
+        host, _, port = address.rpartition(":")
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=int(port))
+        self.tcp_port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self.ctx.log.info("cvp %s: syslog on tcp %s:%s", self.ctx.name, host, self.tcp_port)
+        return listener
 
     async def _udp(self, udp: Any, queue: Any) -> None:
         async with udp:
@@ -295,3 +320,11 @@ class CvpSource:
         )
         await self.ctx.emit(event)
         self.emitted += 1
+
+
+def _cause(group: ExceptionGroup[Exception]) -> Exception:
+    """The one exception inside nested task-group wrappers, or the group if there are several."""
+    error: Exception = group
+    while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -18,10 +18,18 @@ native                 state                            canonical
 ``cucm.DialogState``   INITIATING, INITIATED, DIALING   ``call.started`` (outbound)
 ``cucm.DialogState``   TRANSFERRED                      ``call.transferred``
 ``cucm.DialogState``   DROPPED, DISCONNECTED, FAILED    ``call.ended``
-``cucm.System``        IN_SERVICE / OUT_OF_SERVICE      ``device.status_changed``;
-                                                        ``system.alert`` when out
+``cucm.System``        IN_SERVICE / OUT_OF_SERVICE      ``device.status_changed``
+                                                        (up / down) on a change;
+                                                        ``system.alert`` when it
+                                                        goes out and when it is back
 ``cucm.Terminal``      CiscoTermIn/OutServiceEv         ``device.status_changed``
+                                                        (up / down) on a change
 =====================  ===============================  ==========================
+
+The connector answers every Hello, keepalives included, with a System event,
+so :class:`DeviceStatuses` remembers what was last reported per device and
+``device.status_changed`` is raised only when the status changes: an outage
+is one ``system.alert`` (major) when it begins and one (info) when it ends.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from ccbus import Event, parse_timestamp
 
 from .protocol import CucmMessage
 
-__all__ = ["AGENT_STATES", "to_events"]
+__all__ = ["AGENT_STATES", "CONNECTOR", "DEVICE_STATUSES", "DeviceStatuses", "to_events"]
 
 #: The connector's agent states -> canonical ``agent.state_changed`` states.
 AGENT_STATES = {
@@ -57,15 +65,56 @@ AGENT_STATES = {
     "LOGGED_OUT": "logged_out",
 }
 
+#: The connector's System statuses and the Terminal events -> ``device.status_changed``
+#: status (upper case); anything else is ``unknown``.
+DEVICE_STATUSES = {
+    "IN_SERVICE": "up",
+    "OUT_OF_SERVICE": "down",
+    "CISCOTERMINSERVICEEV": "up",
+    "CISCOTERMOUTSERVICEEV": "down",
+}
+#: The ``deviceId`` (and alert ``component``) of the connector itself.
+CONNECTOR = "cucm-connector"
+
+
+class DeviceStatuses:
+    """The status last reported per device, so a repeated one raises nothing.
+
+    Kept by the source for as long as it lives (across broker reconnects and
+    restarts of its ``run()``): a session that is re-established finds the
+    connector as it was, and says nothing new.  One entry per device the
+    connector reports (itself and the phones), so it stays small.
+    """
+
+    def __init__(self) -> None:
+        self._status: dict[str, str] = {}
+
+    def get(self, device: str) -> str | None:
+        """The status last reported for ``device``; None before the first."""
+        return self._status.get(device)
+
+    def record(self, events: list[Event]) -> None:
+        """Remember what ``events`` reported; called once they were emitted, so an
+        event the bus did not take is raised again when the connector repeats it."""
+        for event in events:
+            if event.type == "device.status_changed":
+                self._status[event.data["deviceId"]] = event.data["status"]
+
+
 _RINGING = {"ALERTING", "RINGING", "OFFERED", "NEW"}
 _DIALING = {"INITIATING", "INITIATED", "DIALING"}
 _ENDED = {"DROPPED", "DISCONNECTED", "FAILED"}
 
 
 def to_events(
-    message: CucmMessage, *, source: str, message_id: str, received: datetime, raw: str
+    message: CucmMessage, *, source: str, message_id: str, received: datetime, raw: str,
+    devices: DeviceStatuses | None = None,
 ) -> list[Event]:
-    """The native event for ``message`` and the canonical events it implies."""
+    """The native event for ``message`` and the canonical events it implies.
+
+    ``devices`` holds the statuses reported so far (none given: nothing known yet);
+    a device status it already holds raises no canonical event.
+    """
     data = dict(message.fields)
     if message.pattern == "default":
         data["raw"] = raw
@@ -82,7 +131,7 @@ def to_events(
         receivedat=received,
     )
     events = [native]
-    for kind, fields in _canonical(message):
+    for kind, fields in _canonical(message, devices or DeviceStatuses()):
         fields["nativeType"] = native.type
         key = next(iter(fields.values()))
         events.append(
@@ -110,7 +159,8 @@ def _moment(message: CucmMessage, received: datetime) -> datetime:
     return received
 
 
-def _canonical(message: CucmMessage) -> list[tuple[str, dict[str, Any]]]:
+def _canonical(message: CucmMessage, devices: DeviceStatuses
+               ) -> list[tuple[str, dict[str, Any]]]:
     state = (message.state or "").upper()
     agent = message.agent
     call = message.connection_id
@@ -151,25 +201,45 @@ def _canonical(message: CucmMessage) -> list[tuple[str, dict[str, Any]]]:
                 "result": "failed" if state == "FAILED" else "completed",
             }))]
     if message.kind == "System" and state in ("IN_SERVICE", "OUT_OF_SERVICE"):
-        up = state == "IN_SERVICE"
-        events: list[tuple[str, dict[str, Any]]] = [("device.status_changed", {
-            "deviceId": "cucm-connector", "status": "up" if up else "down",
-            "deviceType": "connector",
-        })]
-        if not up:
-            events.append(("system.alert", {
-                "component": "cucm-connector", "severity": "major",
-                "message": "CUCM Connector is OUT_OF_SERVICE: it is not connected to CUCM "
-                           "and does not process commands",
-            }))
-        return events
+        return _connector(state, devices.get(CONNECTOR))
     if message.kind == "Terminal" and state:
-        up = "inservice" in state.lower()
-        return [("device.status_changed", _drop_none({
-            "deviceId": agent or "terminal", "status": "up" if up else "down",
-            "deviceType": "phone",
-        }))]
+        device = agent or "terminal"
+        changed = _device_change(device, message.state or state, "phone", devices.get(device))
+        return [changed] if changed else []
     return []
+
+
+def _device_change(device: str, native: str, kind: str, previous: str | None
+                   ) -> tuple[str, dict[str, Any]] | None:
+    """``device.status_changed`` for ``native``, or None when the status is ``previous``."""
+    status = DEVICE_STATUSES.get(native.upper(), "unknown")
+    if status == previous:
+        return None
+    return ("device.status_changed", _drop_none({
+        "deviceId": device, "status": status, "previousStatus": previous,
+        "nativeStatus": native, "deviceType": kind,
+    }))
+
+
+def _connector(native: str, previous: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """The connector's status on a change, with an alert when an outage begins or ends."""
+    changed = _device_change(CONNECTOR, native, "connector", previous)
+    if changed is None:
+        return []
+    events = [changed]
+    if changed[1]["status"] == "down":
+        events.append(("system.alert", {
+            "component": CONNECTOR, "severity": "major",
+            "message": "CUCM Connector is OUT_OF_SERVICE: it is not connected to CUCM "
+                       "and does not process commands",
+        }))
+    elif previous == "down":
+        events.append(("system.alert", {
+            "component": CONNECTOR, "severity": "info",
+            "message": "CUCM Connector is back IN_SERVICE: the OUT_OF_SERVICE outage "
+                       "is over and commands are processed again",
+        }))
+    return events
 
 
 def _drop_none(fields: dict[str, Any]) -> dict[str, Any]:

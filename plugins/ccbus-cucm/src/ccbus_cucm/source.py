@@ -16,8 +16,9 @@ A :class:`CucmSource` is both the ``cucm`` source and the way the
    lost and the handshake starts again.
 4. **Events**: every message on the client topic is parsed (default or JSON
    pattern), answers the command it is correlated with, and is emitted as
-   ``cucm.<Kind>`` plus canonical events, then acknowledged.  A message that
-   cannot be read is logged with the reason, counted
+   ``cucm.<Kind>`` plus canonical events (a device's status, and the
+   connector's outage alerts, only when it changes), then acknowledged.
+   A message that cannot be read is logged with the reason, counted
    (``ccbus_source_bad_input_total{reason=...}``) and acknowledged: it would
    never read better on redelivery.
 5. **Commands** (:meth:`CucmSource.command`): refused at once, with the
@@ -49,7 +50,7 @@ from ccbus_stomp import NotConnectedError, StompConnection, StompMessage, queue,
 from ccbus import Event, PermanentActionError, RetryableActionError, SourceContext
 
 from .ledger import Ledger
-from .mapping import to_events
+from .mapping import DeviceStatuses, to_events
 from .options import CucmOptions
 from .protocol import CucmMessage, ProtocolError, command_body, error_spec, parse_event
 
@@ -152,6 +153,8 @@ class CucmSource:
         self._broker_state = "stopped"
         self._waiters: dict[str, _Waiter] = {}
         self.ledger: Ledger | None = None
+        #: device statuses already reported: each keepalive's answer repeats the connector's
+        self.devices = DeviceStatuses()
         #: hellos, commands_sent, answers, late_answers, refused, timeouts, bad_input, ...
         self.stats: Counter[str] = Counter()
 
@@ -297,9 +300,11 @@ class CucmSource:
         events = to_events(
             parsed, source=self.ctx.name, message_id=message.message_id or uuid.uuid4().hex,
             received=received, raw=text,
+            devices=self.devices,
         )
         for event in events:
             await self.ctx.emit(event)
+        self.devices.record(events)
 
     def _bad_input(self, reason: str, detail: str, message: StompMessage) -> None:
         self.stats["bad_input"] += 1
