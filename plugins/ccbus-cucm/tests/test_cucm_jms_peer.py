@@ -6,6 +6,7 @@ OpenWire): what it reports is what the real connector would see.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -86,3 +87,67 @@ async def test_commands_reach_a_jms_connector_with_every_header_and_its_answer_c
     assert any("cucm.make_call (rule do-cucm.make_call, attempt 1): MakeCall#1001 -> "
                "DialogState INITIATING" in m for m in logs)
     assert any("answered Transfer_sst#1001 with INVALID_PARTY" in m for m in logs)
+
+
+async def next_command(peer: Any) -> JmsMessage:
+    """The next command on the connector queue, answering the keepalive Hellos on the way."""
+    seen = await peer.next_message(30)
+    while seen.type.startswith("Hello#"):
+        await peer.reply(seen, "System#IN_SERVICE")
+        seen = await peer.next_message(30)
+    return seen
+
+
+#: Beyond the BMP (emoji, a CJK extension ideograph) next to plain non-ASCII: a Java
+#: TextMessage carries these as surrogate halves in modified UTF-8.
+AGENT_NAME = "Zo\u00eb \U0001f600 \U00020bb7"
+DETAIL = "trunk \U0001f4de down\x00code 7"  # and a NUL, which Java sends as C0 80
+
+
+async def test_emoji_and_nul_from_the_java_connector_reach_the_bus_as_sent(
+    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, options_for: Any,
+) -> None:
+    name = unique_name("Connector")
+    options = options_for(activemq, name)
+    client_topic = options["client_topic"]
+    json_error = {"type": "Error", "agentId": "1002", "errorType": "PLEASE_RETRY",
+                  "errorMessage": "SIP \U0001f6a8 503"}
+    async with jms_peer(activemq) as peer:
+        await peer.consume(f"queue:{name}")
+        async with bus_with(tmp_path, options) as h:
+            await handshake(peer, client_topic)
+            await h.wait_for(lambda: h.state == "connected")
+            events = f"topic:{client_topic}"
+            await peer.send(events, f"1001#AgentInfo#{AGENT_NAME}")
+            await peer.send(events, f"1001#Error#PLEASE_RETRY#{DETAIL}")
+            await peer.send(events, json.dumps(json_error, ensure_ascii=False))
+            await h.recorded("cucm.AgentInfo")
+            errors = await h.recorded("cucm.Error", 2)
+            assert h.bad_input("not_utf8") == 0
+    info = h.recorder.of("cucm.AgentInfo")[0]["data"]
+    assert info["agentName"] == AGENT_NAME
+    by_agent = {e["subject"]: e["data"] for e in errors}
+    assert by_agent["1001"]["message"] == DETAIL
+    assert by_agent["1001"]["raw"] == f"1001#Error#PLEASE_RETRY#{DETAIL}"
+    assert by_agent["1002"]["errorMessage"] == json_error["errorMessage"]
+
+
+async def test_a_command_with_text_beyond_the_bmp_reaches_the_java_connector_intact(
+    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, options_for: Any,
+) -> None:
+    """Java reads a STOMP body as modified UTF-8 and refuses 4-byte UTF-8: ccbus sends the
+    Java form."""
+    name = unique_name("Connector")
+    options = options_for(activemq, name)
+    number = "sip:\U0001f600-desk@example.com"
+    async with jms_peer(activemq) as peer:
+        await peer.consume(f"queue:{name}")
+        async with bus_with(tmp_path, options) as h:
+            await handshake(peer, options["client_topic"])
+            await h.wait_for(lambda: h.state == "connected")
+            await h.command("cucm.make_call", agent="1001", number=number)
+            seen = await next_command(peer)
+            assert (seen.message_class, seen.type, seen.body) == (
+                "TextMessage", "MakeCall#1001", number)
+            await peer.reply(seen, "1001#DialogState#INITIATING#t#778")
+            await h.wait_for(lambda: h.outcomes("cucm.make_call")["ok"] == 1)
