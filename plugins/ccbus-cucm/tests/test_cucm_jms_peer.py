@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ccbus_cucm.protocol import COMMANDS
 from ccbus_stomp.testing import ActiveMQBroker, JmsMessage, unique_name
 
 pytestmark = pytest.mark.anyio
@@ -32,7 +34,7 @@ def assert_command(seen: JmsMessage, jms_type: str, body: str, client_topic: str
 
 
 async def handshake(peer: Any, client_topic: str) -> JmsMessage:
-    hello = await peer.next_message(60)
+    hello: JmsMessage = await peer.next_message(60)
     assert_command(hello, f"Hello#{client_topic}", "", client_topic, ttl=5)
     await peer.reply(hello, "System#IN_SERVICE")
     return hello
@@ -91,8 +93,8 @@ async def test_commands_reach_a_jms_connector_with_every_header_and_its_answer_c
 
 async def next_command(peer: Any) -> JmsMessage:
     """The next command on the connector queue, answering the keepalive Hellos on the way."""
-    seen = await peer.next_message(30)
-    while seen.type.startswith("Hello#"):
+    seen: JmsMessage = await peer.next_message(30)
+    while (seen.type or "").startswith("Hello#"):
         await peer.reply(seen, "System#IN_SERVICE")
         seen = await peer.next_message(30)
     return seen
@@ -151,3 +153,39 @@ async def test_a_command_with_text_beyond_the_bmp_reaches_the_java_connector_int
                 "TextMessage", "MakeCall#1001", number)
             await peer.reply(seen, "1001#DialogState#INITIATING#t#778")
             await h.wait_for(lambda: h.outcomes("cucm.make_call")["ok"] == 1)
+
+
+#: A copy of the vendor's guide the plugin is written to.
+GUIDE = Path(__file__).parent / "fixtures" / "cucm-connector-activemq-guide.txt"
+
+
+def guide_command_names() -> list[str]:
+    """The command names of the guide's ``JMS-Type | <Name>#<...> |`` rows, as spelt there."""
+    return re.findall(r"^JMS-Type \| ([A-Za-z_]+)#", GUIDE.read_text(encoding="utf-8"), re.M)
+
+
+async def test_every_command_reaches_the_java_connector_spelt_as_the_guide_spells_it(
+    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, options_for: Any,
+) -> None:
+    """A connector comparing JMSType as Java strings do knows only the guide's spelling
+    (``Conferencecall``, not ``ConferenceCall``): match case-sensitively, every command."""
+    guide = guide_command_names()
+    assert len(guide) == len(COMMANDS) + 1 and guide[0] == "Hello"  # the table was read
+    name = unique_name("Connector")
+    options = options_for(activemq, name)
+    params = {"number": "2002", "connection_id": "777", "target": "2002"}
+    sent: list[str] = []
+    async with jms_peer(activemq) as peer:
+        await peer.consume(f"queue:{name}")
+        async with bus_with(tmp_path, options) as h:
+            hello = await handshake(peer, options["client_topic"])
+            sent.append((hello.type or "").partition("#")[0])
+            await h.wait_for(lambda: h.state == "connected")
+            for spec in COMMANDS:
+                await h.command(spec.action, agent="1001",
+                                **{arg: params[arg] for arg in spec.args})
+                seen = await next_command(peer)
+                sent.append((seen.type or "").partition("#")[0])
+                await peer.reply(seen, "1001#DialogState#ACTIVE#t#777")
+                await h.wait_for(lambda spec=spec: h.outcomes(spec.action)["ok"] == 1)
+    assert sent == guide
