@@ -103,6 +103,32 @@ async def test_malformed_frames_are_counted_logged_kept_and_acked(
     assert {r["reason"] for r in letters} == set(c.source.rejected)
 
 
+async def test_text_beyond_the_bmp_from_a_java_publisher_arrives_whole(
+    activemq: ActiveMQBroker, jms_peer: Any, collect: Any, tmp_path: Path,
+) -> None:
+    """ActiveMQ passes a Java TextMessage on in modified UTF-8: emoji as surrogate halves."""
+    prefix = unique_name("cvp")
+    caller = "Zo\u00eb \U0001f600 \U00020bb7"
+    message = "SIP 503 from gw-\U0001f4de: \U0001f6a8 no route"
+    call = {**started(1), "callerName": caller}  # extra fields are kept in the event
+    error = {"eventType": "call.error", "timestamp": "2026-11-22T09:00:01.000Z",
+             "callGuid": "G00001", "errorCode": "E503", "errorMessage": message,
+             "errorCategory": "sip_failure"}
+    async with collect(tmp_path, jms_options(activemq, prefix)) as c:
+        await c.wait_for(lambda: "connected" in c.states)
+        async with jms_peer(activemq) as peer:
+            # ensure_ascii=False: the characters themselves, as a Java JSON writer sends them
+            await peer.send(f"topic:{prefix}/cvp/calls/started",
+                            json.dumps(call, ensure_ascii=False))
+            await peer.send(f"topic:{prefix}/cvp/calls/error",
+                            json.dumps(error, ensure_ascii=False))
+        await c.wait_for(lambda: "cvp.call.error" in c.types())
+    assert c.source.rejected == {}
+    native = {e.type: e for e in c.events}
+    assert native["cvp.call.started"].data["callerName"] == caller
+    assert native["cvp.call.error"].data["errorMessage"] == message
+
+
 async def test_published_while_ccbus_was_down_is_delivered_when_it_returns(
     activemq: ActiveMQBroker, jms_peer: Any, collect: Any, tmp_path: Path,
 ) -> None:

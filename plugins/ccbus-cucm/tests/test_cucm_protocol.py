@@ -139,7 +139,7 @@ def test_error_table_follows_the_guide() -> None:
 def test_commands_are_the_guides_twelve() -> None:
     assert [c.command for c in COMMANDS] == [
         "Login", "Logout", "MakeCall", "AnswerCall", "ReleaseCall", "HoldCall", "RetrieveCall",
-        "Transfer_sst", "ConsultCall", "TransferCall", "ConferenceCall", "GetState"]
+        "Transfer_sst", "ConsultCall", "TransferCall", "Conferencecall", "GetState"]
     assert parse_command_type("Transfer_sst#1001") == ("Transfer_sst", "1001")
     assert parse_command_type("Hello#ccbus.cucm.a") == ("Hello", "ccbus.cucm.a")
     for bad in (None, "", "MakeCall"):

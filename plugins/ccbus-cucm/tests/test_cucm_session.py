@@ -89,7 +89,7 @@ async def test_inbound_call_answer_consult_transfer_conference_and_blind_transfe
                          and any(c.state == "ACTIVE" for c in emu.agents["1002"].calls.values()))
         await h.command("cucm.conference_call", agent="1002", connection_id=first)
         await done("cucm.conference_call")
-        conference = (await h.results("ConferenceCall"))[0]
+        conference = (await h.results("Conferencecall"))[0]
         assert conference["state"] == "CONFERENCED"
         assert conference["answer"]["participants"] == ["+4930111", "2001"]
         await h.command("cucm.blind_transfer", agent="1002", target="3003", connection_id=first)

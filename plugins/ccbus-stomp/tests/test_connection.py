@@ -84,8 +84,49 @@ async def test_a_body_with_a_content_length_becomes_a_bytes_message_which_we_nev
         assert (first.message_class, first.body) == ("TextMessage", "plain")
         # stomp.py's default (a content-length) makes a BytesMessage
         assert (second.message_class, second.body) == ("BytesMessage", "bytes")
-    with pytest.raises(ValueError, match="NUL"):
-        await c.conn.send(queue(name), "a\x00b")
+
+
+#: Text whose Java form differs from its UTF-8: beyond the BMP (emoji, a CJK
+#: extension ideograph, the last code point) and NUL, next to plain non-ASCII.
+JAVA_ONLY_TEXT = "Zo\u00eb \U0001f600 \U00020bb7 \U0010ffff a\x00b"
+
+
+async def test_a_java_text_message_beyond_the_bmp_and_with_nul_reads_as_java_wrote_it(
+    activemq: ActiveMQBroker, jms_peer: Any, consumer: Any
+) -> None:
+    """ActiveMQ hands a Java client's TextMessage to STOMP in modified UTF-8: read it."""
+    name = unique_name("t.java-text")
+    async with consumer({"url": activemq.stomp_url}) as c:
+        await c.conn.wait_connected(30)
+        await c.conn.subscribe(queue(name))
+        async with jms_peer(activemq) as peer:
+            await peer.send(f"queue:{name}", JAVA_ONLY_TEXT)
+            await peer.send(f"queue:{name}", JAVA_ONLY_TEXT, as_bytes=True)
+            await c.wait_for(lambda: len(c.messages) == 2)
+    text, raw = c.messages
+    # the broker's own behaviour, which is why the decoder exists: surrogate halves, C0 80
+    assert b"\xed\xa0\xbd\xed\xb8\x80" in text.body and b"a\xc0\x80b" in text.body
+    assert text.text() == JAVA_ONLY_TEXT
+    # a BytesMessage carries whatever the publisher wrote: here standard UTF-8
+    assert raw.body == JAVA_ONLY_TEXT.encode("utf-8")
+    assert raw.text() == JAVA_ONLY_TEXT
+
+
+async def test_text_beyond_the_bmp_and_with_nul_reaches_a_java_consumer_intact(
+    activemq: ActiveMQBroker, jms_peer: Any, consumer: Any
+) -> None:
+    """Java's reader refuses 4-byte UTF-8 (UTFDataFormatException): we send its own form."""
+    name = unique_name("t.to-java")
+    async with jms_peer(activemq) as peer, consumer({"url": activemq.stomp_url}) as c:
+        await peer.consume(f"queue:{name}")
+        await c.conn.wait_connected(30)
+        await c.conn.send(queue(name), JAVA_ONLY_TEXT, type="Text#1001")
+        await c.conn.send(queue(name), "after")
+        seen = await peer.next_message(30)
+        after = await peer.next_message(30)
+    assert (seen.message_class, seen.type) == ("TextMessage", "Text#1001")
+    assert seen.body == JAVA_ONLY_TEXT
+    assert after.body == "after"
 
 
 async def test_send_while_the_broker_is_away_says_so(consumer: Any) -> None:

@@ -7,7 +7,9 @@ emitted; it is acknowledged only after ``await ctx.emit(...)`` returned for
 every event it produced, so the broker redelivers anything the bus had not
 recorded when the connection, the bus or the machine went down.
 
-A message that cannot be used (not UTF-8, not JSON, against the schema, on
+Bodies are read as UTF-8 or as the modified UTF-8 a Java publisher's
+TextMessage arrives in (``StompMessage.text()``: emoji as surrogate pairs,
+NUL as ``C0 80``).  A message that cannot be used (neither, not JSON, against the schema, on
 the wrong topic) is counted under its reason, logged with the source, topic
 and reason (the first ten of each reason, then every hundredth, so a broken
 publisher cannot flood the journal), kept in the dead-letter file with its
@@ -116,7 +118,8 @@ class CvpSource:
         try:
             doc = decode_json(message.text())
         except UnicodeDecodeError as err:
-            await self.reject([Problem("bad_encoding", f"body is not UTF-8: {err}")],
+            await self.reject([Problem("bad_encoding", f"body is neither UTF-8 nor Java's "
+                                       f"modified UTF-8: {err}")],
                               message.body, **where)
         except ValueError as err:
             await self.reject([Problem("invalid_json", f"body is not JSON: {err}")],

@@ -64,7 +64,8 @@ class CommandSpec:
     description: str
 
 
-#: Every agent command of the guide (Hello is the session's own, see the source).
+#: Every agent command of the guide (Hello is the session's own, see the source),
+#: named exactly as the guide's JMS-Type rows write it.
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("Login", "cucm.login", (), "Log the agent's IP phone in to CUCM."),
     CommandSpec("Logout", "cucm.logout", (), "Log the agent out."),
@@ -86,13 +87,17 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "Transfer the main call to the consulted party.",
     ),
     CommandSpec(
-        "ConferenceCall", "cucm.conference_call", ("connection_id",),
+        # the JMS-Type row spells it so (its "Command:" row says ConferenceCall): a
+        # connector that compares JMSType exactly knows only the JMS-Type spelling
+        "Conferencecall", "cucm.conference_call", ("connection_id",),
         "Conference the main call with the consulted party.",
     ),
     CommandSpec("GetState", "cucm.get_state", (), "Ask for the agent's and its calls' state."),
 )
 
-COMMANDS_BY_NAME = {spec.command.lower(): spec for spec in COMMANDS}
+#: By the exact JMSType name: the emulator matches case-sensitively, as a Java connector
+#: comparing strings would, so a misspelt command fails a test instead of passing it.
+COMMANDS_BY_NAME = {spec.command: spec for spec in COMMANDS}
 
 
 def command_body(args: list[str]) -> str:

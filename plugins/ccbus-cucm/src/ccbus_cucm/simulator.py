@@ -17,9 +17,12 @@ What it does:
   ``USER_NOT_FOUND``.
 - Calls: ``MakeCall`` (DialogState INITIATING then ACTIVE), ``AnswerCall``,
   ``HoldCall``/``RetrieveCall``, ``ReleaseCall``, ``Transfer_sst``,
-  ``ConsultCall`` then ``TransferCall`` or ``ConferenceCall``, ``GetState``;
+  ``ConsultCall`` then ``TransferCall`` or ``Conferencecall``, ``GetState``;
   a command on a call in the wrong state gets ``CF_INVALID_OBJECT_STATE``, a
   bad destination ``INVALID_PARTY``.  :meth:`ring` offers an inbound call.
+- Command names are matched exactly as the guide's JMS-Type rows spell
+  them (``Conferencecall``, ``Transfer_sst``): another spelling is an
+  unknown command, answered ``PLEASE_RETRY``.
 - Faults for tests: :meth:`fail_next` (answer the next command with an
   error), ``delay`` (answer late), ``silent`` (consume, never answer).
 
@@ -218,7 +221,7 @@ class CucmEmulator:
         self.received.append((message.type or "", body, message.correlation_id,
                               message.reply_to))
         self.stats[f"command:{command.lower()}"] += 1
-        if command.lower() == "hello":
+        if command == "Hello":
             await self._hello(target, message)
             return
         if not self.in_service:
@@ -239,7 +242,7 @@ class CucmEmulator:
             forced = self._forced(command)
             if forced:
                 raise _Answer(forced)
-            spec = COMMANDS_BY_NAME.get(command.lower())
+            spec = COMMANDS_BY_NAME.get(command)  # exactly as the guide spells it
             if spec is None:
                 self.stats["unknown_command"] += 1
                 raise _Answer("PLEASE_RETRY")

@@ -288,8 +288,11 @@ class CucmSource:
         try:
             text = message.text()
             parsed = parse_event(text)
-        except UnicodeDecodeError:
-            self._bad_input("not_utf8", "body is not UTF-8", message)
+        except UnicodeDecodeError as err:
+            # text() reads UTF-8 and the modified UTF-8 of a Java TextMessage (emoji as
+            # surrogate halves, NUL as C0 80): what is left is really broken
+            self._bad_input("not_utf8", f"body is neither UTF-8 nor Java's modified UTF-8: {err}",
+                            message)
             return
         except ProtocolError as err:
             self._bad_input(err.reason, str(err), message)

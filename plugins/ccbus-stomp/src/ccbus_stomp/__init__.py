@@ -6,7 +6,9 @@ speak JMS through ActiveMQ's STOMP connector (``ccbus-cisco-cvp``,
 :class:`StompConnection`, which keeps the connection up (heartbeats,
 reconnect with :class:`ccbus.sources.backoff.Backoff` forever, subscriptions
 restored), hands frames from stomp.py's thread to the anyio loop, acks only
-when told to, and sends JMS TextMessages.
+when told to, and sends JMS TextMessages.  :func:`decode_jms_text` and
+:func:`encode_jms_text` convert text to and from the modified UTF-8 a Java
+client's TextMessage travels in.
 
 ``ccbus_stomp.testing`` is a pytest plugin with a private ActiveMQ broker and
 a Java JMS peer for tests (see its docstring).
@@ -15,6 +17,7 @@ a Java JMS peer for tests (see its docstring).
 from __future__ import annotations
 
 from .connection import NotConnectedError, StompConnection, StompMessage, Subscription
+from .jmstext import decode_jms_text, encode_jms_text
 from .options import StompOptions
 
 __all__ = [
@@ -23,6 +26,8 @@ __all__ = [
     "StompMessage",
     "StompOptions",
     "Subscription",
+    "decode_jms_text",
+    "encode_jms_text",
     "queue",
     "topic",
 ]

@@ -26,7 +26,10 @@ not reconnect after an established connection drops (PITFALLS: "stomp.py").
 - **Sending** builds JMS TextMessages (no ``content-length``), with JMSType
   (``type``), JMSCorrelationID, JMSReplyTo and a time-to-live (``expires``),
   persistent unless told otherwise, from a worker thread (stomp.py's
-  ``send`` blocks on the socket).
+  ``send`` blocks on the socket).  Bodies are written in Java's modified
+  UTF-8 and read in either form (:mod:`ccbus_stomp.jmstext`): ActiveMQ passes
+  text between STOMP and JMS as raw bytes, so plain UTF-8 would lose emoji
+  on the way to a Java application.
 
 Typical use, in a source::
 
@@ -63,6 +66,7 @@ from anyio.abc import TaskGroup
 from ccbus.sources.backoff import Backoff
 
 from .frames import Connection, ack_frames
+from .jmstext import decode_jms_text, encode_jms_text
 from .options import StompOptions
 
 __all__ = [
@@ -147,8 +151,9 @@ class StompMessage:
         return self.headers.get("reply-to")
 
     def text(self) -> str:
-        """The body as UTF-8; raises :class:`UnicodeDecodeError` on bad bytes."""
-        return self.body.decode("utf-8")
+        """The body as text: UTF-8, or the modified UTF-8 a Java publisher's TextMessage
+        arrives in (see :mod:`ccbus_stomp.jmstext`); :class:`UnicodeDecodeError` if neither."""
+        return decode_jms_text(self.body)
 
 
 class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
@@ -547,6 +552,9 @@ class StompConnection:
     ) -> None:
         """Send a JMS TextMessage (no ``content-length``) to ``destination``.
 
+        ``body`` goes out as Java's modified UTF-8 (:func:`~ccbus_stomp.jmstext.encode_jms_text`),
+        so a JMS consumer reads it back whole, emoji and NUL included.
+
         :param type: JMSType.
         :param correlation_id: JMSCorrelationID.
         :param reply_to: JMSReplyTo (``/queue/x``, ``/temp-queue/x``...).
@@ -556,9 +564,9 @@ class StompConnection:
         :param wait_connected: wait this long for a connection before
             raising :class:`NotConnectedError`.
         """
-        if "\x00" in body:
-            # without content-length a NUL ends the frame: it would cut the message
-            raise ValueError("a TextMessage body sent without content-length cannot contain NUL")
+        # modified UTF-8: what a Java consumer can read, and NUL as C0 80, so that a NUL in
+        # the text cannot end the frame (there is no content-length to say where it ends)
+        data = encode_jms_text(body)
         frame: dict[str, str] = {k: v for k, v in (headers or {}).items() if k not in _RESERVED}
         if type is not None:
             frame["type"] = type
@@ -583,7 +591,7 @@ class StompConnection:
             frame["receipt"] = receipt_id
             done = self._receipts[receipt_id] = anyio.Event()
         try:
-            await anyio.to_thread.run_sync(lambda: conn.send(destination, body, headers=frame))
+            await anyio.to_thread.run_sync(lambda: conn.send(destination, data, headers=frame))
             self.stats["sent"] += 1
             if done is not None:
                 lost = self._attempt.lost if self._attempt else anyio.Event()
