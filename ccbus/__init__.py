@@ -15,7 +15,7 @@ By role, in the order data flows:
 * actions: :class:`ActionSpec`, :class:`ActionContext`, and their errors;
 * options and config: :class:`Options`, :data:`Duration`, :func:`parse_duration`,
   :func:`click_duration`, :func:`did_you_mean`, :class:`LoadedConfig` (what
-  ``check_config`` receives);
+  ``check_config`` receives) and :func:`load_config` (for a plugin's own commands);
 * hooks: :data:`hookimpl`, and :class:`BusView` (what ``startup``/``shutdown`` receive);
 * simulators: :func:`serve_asgi` (serve an ASGI app on a bound socket, as the
   listener does).
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ccbus.actions.api import ActionContext, ActionSpec
 from ccbus.config.durations import click_duration, parse_duration
-from ccbus.config.file import LoadedConfig
+from ccbus.config.file import LoadedConfig, load_config
 from ccbus.config.schema import Duration, Options
 from ccbus.config.suggest import did_you_mean
 from ccbus.errors import (
@@ -80,6 +80,7 @@ __all__ = [
     "decode_json",
     "did_you_mean",
     "hookimpl",
+    "load_config",
     "parse_duration",
     "parse_timestamp",
     "serve_asgi",

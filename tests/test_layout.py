@@ -142,3 +142,32 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
         for target in targets if layer_of(target) < layer_of(module)
     )
     assert upward == []
+
+
+PLUGINS = CORE.parent / "plugins"
+
+
+def test_first_party_plugins_import_only_the_public_api() -> None:
+    """A third party copies a first-party plugin: it must copy public names only."""
+    import ccbus
+
+    public = set(ccbus.__all__)
+    private = []
+    for path in sorted(PLUGINS.glob("*/src/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module == "ccbus":
+                    private += [f"{path.relative_to(PLUGINS)}: ccbus.{a.name}"
+                                for a in node.names if a.name not in public]
+                elif node.module.startswith("ccbus."):
+                    private.append(f"{path.relative_to(PLUGINS)}: {node.module}")
+            elif isinstance(node, ast.Import):
+                private += [f"{path.relative_to(PLUGINS)}: {a.name}" for a in node.names
+                            if a.name.startswith("ccbus.")]
+    assert private == []
+
+
+def test_every_public_name_exists() -> None:
+    import ccbus
+
+    assert [name for name in ccbus.__all__ if not hasattr(ccbus, name)] == []

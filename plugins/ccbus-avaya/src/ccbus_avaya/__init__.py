@@ -22,9 +22,7 @@ from __future__ import annotations
 import click
 
 import ccbus
-from ccbus import DemoSource, SourceContext, SourceSpec
-from ccbus.config.file import LoadedConfig
-from ccbus.sources.api import Source
+from ccbus import DemoSource, LoadedConfig, Source, SourceContext, SourceSpec
 
 from .options import AvayaOptions
 

@@ -25,7 +25,7 @@ import anyio
 import click
 import httpx
 
-from ccbus.config.durations import parse_duration
+from ccbus import parse_duration
 
 from .protocol import AuthStatus
 from .simulator import (

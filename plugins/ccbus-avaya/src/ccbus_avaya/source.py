@@ -61,8 +61,7 @@ from websockets.exceptions import (
 )
 from websockets.frames import CloseCode
 
-from ccbus import SourceContext, decode_json
-from ccbus.sources.backoff import Backoff
+from ccbus import Backoff, SourceContext, decode_json
 
 from .auth import Token, TokenProvider
 from .errors import Misconfigured, RetryNow, Transient

@@ -23,8 +23,7 @@ from __future__ import annotations
 import click
 
 import ccbus
-from ccbus import SourceContext, SourceSpec
-from ccbus.sources.api import Source
+from ccbus import Source, SourceContext, SourceSpec
 
 from .options import CvpOptions
 

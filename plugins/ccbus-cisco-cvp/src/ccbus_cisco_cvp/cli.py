@@ -26,7 +26,7 @@ import anyio
 import click
 from ccbus_stomp import StompOptions
 
-from ccbus.config.durations import parse_duration
+from ccbus import parse_duration
 
 from .scenarios import contact_center, malformed, syslog_lines
 from .simulator import CvpSimulator

@@ -18,8 +18,7 @@ from __future__ import annotations
 import click
 
 import ccbus
-from ccbus import ActionSpec, SourceContext, SourceSpec
-from ccbus.sources.api import Source
+from ccbus import ActionSpec, Source, SourceContext, SourceSpec
 
 from .options import CucmOptions
 

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import click
 
-from ccbus.config.durations import parse_duration
+from ccbus import parse_duration
 
 from .simulator import CucmEmulator, parse_agents
 

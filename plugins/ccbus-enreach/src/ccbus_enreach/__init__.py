@@ -22,8 +22,7 @@ from __future__ import annotations
 import click
 
 import ccbus
-from ccbus import ActionSpec, DemoSource, SourceContext, SourceSpec
-from ccbus.sources.api import Source
+from ccbus import ActionSpec, DemoSource, Source, SourceContext, SourceSpec
 
 from .options import EnreachOptions
 

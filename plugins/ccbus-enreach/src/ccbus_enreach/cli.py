@@ -33,7 +33,7 @@ import anyio
 import click
 import httpx
 
-from ccbus.config.durations import parse_duration
+from ccbus import parse_duration
 
 from .simulator import DEFAULT_SECRET, DEFAULT_USERNAME, SCENARIOS, RteSimulator
 
@@ -214,11 +214,11 @@ def inject(fault: str, values: tuple[str, ...], url: str, fields: str | None) ->
 def _target(config: Path | None, url: str | None, source: str | None) -> tuple[str, str]:
     """The listener's base URL and the source's name, from the options or the config."""
     if config is not None:
-        from ccbus.config.file import ConfigErrors, load_config
+        from ccbus import ConfigError, load_config
 
         try:
             loaded = load_config(config)
-        except (ConfigErrors, OSError) as err:
+        except (ConfigError, OSError) as err:
             raise click.ClickException(f"cannot read {config}: {err}") from None
         http = loaded.config.http
         if url is None:

@@ -70,7 +70,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ccbus.observe.listener import serve
+from ccbus import serve_asgi
 
 from .protocol import (
     EVENT_ALIASES,
@@ -253,7 +253,7 @@ class RteSimulator:
         self, sock: socket.socket, *, task_status: anyio.abc.TaskStatus[None]
     ) -> None:
         try:
-            await serve(self.app, sock, self._stop, task_status=task_status)
+            await serve_asgi(self.app, sock, self._stop, task_status=task_status)
         finally:
             self._stopped.set()
 

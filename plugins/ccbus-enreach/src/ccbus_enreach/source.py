@@ -39,8 +39,7 @@ from anyio.abc import TaskGroup
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ccbus import SourceContext
-from ccbus.sources.backoff import Backoff
+from ccbus import Backoff, SourceContext
 
 from .auth import fetch_token
 from .errors import HubError, Transient, Unauthorized

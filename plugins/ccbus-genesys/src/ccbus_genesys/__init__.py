@@ -21,8 +21,7 @@ from __future__ import annotations
 import click
 
 import ccbus
-from ccbus import DemoSource, SourceContext, SourceSpec
-from ccbus.sources.api import Source
+from ccbus import DemoSource, Source, SourceContext, SourceSpec
 
 from .options import GenesysOptions
 

@@ -23,7 +23,7 @@ import sys
 import anyio
 import click
 
-from ccbus.config.durations import parse_duration
+from ccbus import parse_duration
 
 from .catalog import AGENT_STATE, CALL_THREAD, DEFAULT_TOPICS
 from .scenarios import SCENARIOS, agent_flaps

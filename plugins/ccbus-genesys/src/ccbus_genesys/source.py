@@ -47,8 +47,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from ccbus import SourceContext, decode_json
-from ccbus.sources.backoff import Backoff
+from ccbus import Backoff, SourceContext, decode_json
 
 from .deadletters import DeadLetterFile
 from .mapping import Mapper, NativeRecord, parse_key, valid_event_name

@@ -63,7 +63,7 @@ import stomp
 import stomp.exception
 from anyio.abc import TaskGroup
 
-from ccbus.sources.backoff import Backoff
+from ccbus import Backoff
 
 from .frames import Connection, ack_frames
 from .jmstext import decode_jms_text, encode_jms_text
