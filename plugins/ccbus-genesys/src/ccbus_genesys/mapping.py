@@ -33,7 +33,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from ccbus import Event, parse_timestamp
 
@@ -65,7 +65,7 @@ TRANSFER_LEG = frozenset({"TransferredTo", "ConferencedTo"})
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$")
 
 
-def valid_event_name(name: object) -> bool:
+def valid_event_name(name: object) -> TypeGuard[str]:
     """A name fit to be part of an event type (letters, digits, ``_.-``; at most 100).
     The document's names are known to be (nearly every record has one of them)."""
     return isinstance(name, str) and (name in ALL_EVENTS or _NAME.match(name) is not None)

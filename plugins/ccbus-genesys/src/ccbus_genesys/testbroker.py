@@ -482,7 +482,7 @@ class KafkaTestBroker:
 
     async def _metadata(self, request: Any, conn: Connection) -> Response:
         names = list(self.logs) if request.topics is None else request.topics
-        topics = []
+        topics: list[Any] = []
         for name in names:
             partitions = self._partitions(name, create=True)
             if partitions is None:
