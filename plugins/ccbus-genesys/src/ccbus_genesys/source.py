@@ -71,6 +71,11 @@ STOP_TIMEOUT = 10.0
 POLL_TIMEOUT_MS = 1000
 
 RETRYABLE = (KafkaError, OSError, ssl.SSLError, TimeoutError)
+#: Said when the consumer starts: an admin trying a test topic learns why nothing old arrives.
+_START = {
+    "latest": "its end: records already there are not read (auto_offset_reset: latest)",
+    "earliest": "its oldest retained record (auto_offset_reset: earliest)",
+}
 
 
 class GenesysSource:
@@ -128,9 +133,10 @@ class GenesysSource:
             self.backoff.started()
             self.ctx.set_state("connected")
             self.log.info(
-                "genesys %s: consuming %s as group %r from %s",
+                "genesys %s: consuming %s as group %r from %s (a partition the group has "
+                "no committed offset for starts at %s)",
                 self.ctx.name, ", ".join(self.topics), self.options.group_id,
-                ",".join(self.options.bootstrap_servers),
+                ",".join(self.options.bootstrap_servers), _START[self.options.auto_offset_reset],
             )
             while True:
                 batch = await consumer.getmany(
