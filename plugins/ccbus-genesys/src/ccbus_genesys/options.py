@@ -40,7 +40,9 @@ class GenesysOptions(Options):
     #: The call-thread topic's name without the prefix; null to not consume it.
     call_thread_topic: str | None = "voice-callthread"
     #: Where a group without a committed offset starts: ``latest`` (new events
-    #: only) or ``earliest`` (everything the topic still holds).
+    #: only) or ``earliest`` (everything the topic still holds).  ``latest`` by
+    #: default: on a production topic, ``earliest`` would run every rule on days
+    #: of old events at the first start (callbacks for calls long over).
     auto_offset_reset: Literal["earliest", "latest"] = "latest"
 
     #: The payload field naming the event.  Genesys's own sample is

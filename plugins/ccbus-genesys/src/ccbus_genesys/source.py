@@ -9,8 +9,15 @@ records whose events have been handed to ``ctx.emit`` *and* for which
                ->  commit(done)      (after every poll)
 
 A kill at any point loses nothing: what was not committed is read again by
-whoever owns the partition next (duplicates are possible and carry the same
-event id, which the bus's duplicate window drops).
+whoever owns the partition next.  What was recorded is not recorded twice:
+after each record the source notes on disk, per partition, the offset up to
+which it is recorded (:mod:`.recorded`), and a record read again below that
+mark is mapped (so the call-thread memory stays as it was) but its events
+are not emitted again.  The bus's in-memory duplicate window is empty after
+a restart, and the outbox forgets delivered calls, so neither could drop
+them.  What remains after a kill is the core's: calls the outbox still held
+(running, or delivered and not yet forgotten) run again, with the same
+idempotency key.
 
 Rebalances: aiokafka calls the listener from its coordinator task while
 this loop may be in the middle of a record.  ``on_partitions_revoked``
@@ -52,6 +59,7 @@ from ccbus import Backoff, SourceContext, decode_json
 from .deadletters import DeadLetterFile
 from .mapping import Mapper, NativeRecord, parse_key, valid_event_name
 from .options import GenesysOptions
+from .recorded import RecordedOffsets
 
 __all__ = ["GenesysSource"]
 
@@ -62,6 +70,11 @@ STOP_TIMEOUT = 10.0
 POLL_TIMEOUT_MS = 1000
 
 RETRYABLE = (KafkaError, OSError, ssl.SSLError, TimeoutError)
+#: Said when the consumer starts: an admin trying a test topic learns why nothing old arrives.
+_START = {
+    "latest": "its end: records already there are not read (auto_offset_reset: latest)",
+    "earliest": "its oldest retained record (auto_offset_reset: earliest)",
+}
 
 
 class GenesysSource:
@@ -75,6 +88,7 @@ class GenesysSource:
         self.tenants = frozenset(self.options.tenants)
         self.mapper = Mapper(ctx.name, max_calls=self.options.max_tracked_calls)
         self.dead_letters = DeadLetterFile(ctx.state_dir / "dead-letters.jsonl")
+        self.recorded = RecordedOffsets(ctx.state_dir / "recorded", self.options.group_id)
         self.backoff = Backoff(initial=self.options.backoff_initial, cap=self.options.backoff_cap)
         self.consumer: AIOKafkaConsumer | None = None
         #: records read, events emitted, records per outcome, unknown names, failures
@@ -118,9 +132,10 @@ class GenesysSource:
             self.backoff.started()
             self.ctx.set_state("connected")
             self.log.info(
-                "genesys %s: consuming %s as group %r from %s",
+                "genesys %s: consuming %s as group %r from %s (a partition the group has "
+                "no committed offset for starts at %s)",
                 self.ctx.name, ", ".join(self.topics), self.options.group_id,
-                ",".join(self.options.bootstrap_servers),
+                ",".join(self.options.bootstrap_servers), _START[self.options.auto_offset_reset],
             )
             while True:
                 batch = await consumer.getmany(
@@ -135,6 +150,7 @@ class GenesysSource:
                     await self._commit(self.owned)
                 finally:
                     await consumer.stop()
+            self.recorded.close()
             self.consumer = None
             self.owned = set()
             self.done.clear()
@@ -150,8 +166,10 @@ class GenesysSource:
                 for record in records:
                     if self._epoch != epoch or tp not in self.owned:
                         break  # revoked meanwhile: the new owner reads the rest again
-                    await self._handle(record)
+                    again = self.recorded.covers(tp, record.offset)
+                    await self._handle(record, again=again)
                     self.done[tp] = record.offset + 1
+                    self.recorded.note(tp, record.offset + 1)
         finally:
             self._idle.set()
 
@@ -179,13 +197,20 @@ class GenesysSource:
                              self.ctx.name, _describe(err))
             return
         self.committed.update(offsets)
+        for tp, offset in offsets.items():
+            self.recorded.committed(tp, offset)
         self.counts["commits"] += 1
         self.ctx.set_state("connected")
 
     # -- one record -------------------------------------------------------------------
 
-    async def _handle(self, record: Any) -> None:
-        """Decode, filter, map and emit one record; or count, log and dead-letter it."""
+    async def _handle(self, record: Any, *, again: bool = False) -> None:
+        """Decode, filter, map and emit one record; or count, log and dead-letter it.
+
+        ``again``: the record's events were recorded before a crash; it is still
+        mapped, so that the call-thread memory is what it would have been, but
+        nothing is emitted.
+        """
         self.records += 1
         key = parse_key(record.key)
         if self.tenants and key.tenant not in self.tenants:
@@ -228,6 +253,9 @@ class GenesysSource:
             key=key,
         )
         mapped = self.mapper.map(name, doc, where, datetime.now(UTC))
+        if again:
+            self.counts["already_recorded"] += 1
+            return
         if not mapped.known:
             self.unknown[name] += 1
             if self._should_log(self.unknown[name]):
@@ -315,6 +343,7 @@ class GenesysSource:
         for tp in revoked:
             self.done.pop(tp, None)
             self.committed.pop(tp, None)
+        self.recorded.release(revoked)
         self.counts["revocations"] += 1
         self.log.info(
             "genesys %s: rebalance: gave up %d partition(s) after committing what was "
