@@ -53,9 +53,8 @@ SUBMITS_PER_YIELD = 32
 #: ... and this many while no call is in flight (in-process actions run to the end
 #: at once): then a turn of the loop only costs, a poll of the selector (a system
 #: call, and the GIL given up to the client libraries' threads) and the workers'
-#: wake-ups.  Alternating runs in one process on 2026-12-03, 32 against 128 for all:
-#: genesys_bench 9,983 / 11,071 records/s, cvp_bench 4,344 / 5,032 messages/s; but
-#: delivery_bench's webhooks waited 103 instead of 23 ms (p50) with 128 for all.
+#: wake-ups.  128 for all would slow webhooks waiting for their answers; the A/B
+#: figures are in bench/README.md, "Tuning constants".
 SUBMITS_PER_YIELD_IDLE = 128
 #: Delivered calls are forgotten from the outbox in batches, at most this long after
 #: delivery (a memory store forgets each at once: see ``forgets_each``).

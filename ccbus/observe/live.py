@@ -33,9 +33,9 @@ Record = tuple[str, dict[str, Any] | Callable[[], dict[str, Any]]]
 
 #: Records a page receives at once when it opens.  A record holds its event until it
 #: leaves the backlog (it is built only when someone watches), so this many recent
-#: events stay alive: at 300, keeping them and freeing them late cost the Genesys path
-#: 7 % (three alternating pairs of 2 x 50,000 records on 2026-12-03: 9,340 records/s
-#: at 100 against 8,730 at 300); the page's tables show 200 rows each.
+#: events stay alive, and keeping more of them and freeing them late costs the event
+#: path measurably (bench/README.md, "Tuning constants"); the page's tables show 200
+#: rows each.
 BACKLOG = 100
 #: Records queued for one slow page before they are dropped for it.
 QUEUE_SIZE = 2000

@@ -1,13 +1,19 @@
-"""The running bus: sources -> pipeline -> action workers, on one anyio event loop.
+"""The running bus: it wires the stages of ``ccbus/`` together, in the order data flows.
 
 ::
 
-    source tasks ──emit──▶ Pipeline.process (sync) ──▶ bounded action queue ──▶ workers
-         ▲                        │                                               │
-         └── restarted with ──────┘ timers (for:), state flush, rule reload       ▼
-             jittered backoff                                              ActionSpec.run
+    sources/        ──ctx.emit──▶  pipeline.py  ──────────▶  delivery/           ──▶  actions/
+    (api, webhook,   convert()      dedup window,             outbox (SQLite),         (api, webhook,
+     replay; plugins) refuses what  rules/ engine: index,     dispatcher lanes,         notify, emit,
+     ▲                it can't read  conditions, gates,        retries, dead letters     log; plugins)
+     │                (refused.py)   for: timers               │
+     └── restarted with backoff      records.py: what the      └── results feed the rule's next action
+         (sources/backoff.py)        stages hand each other
 
-* ``emit`` returns once the event's actions are queued, and the queue is
+    observe/ reads a BusView (view.py) of all this: logs, metrics, traces, health, the
+    live view and the HTTP listener; runtime/service.py handles signals and systemd.
+
+* ``emit`` returns once the event's actions are recorded, and the queues are
   bounded, so a slow action slows its sources down (back-pressure) instead
   of growing memory.
 * Routing is synchronous, so a rule reload (file change or SIGHUP) swaps
@@ -84,18 +90,16 @@ STATE_FLUSH_INTERVAL = 1.0
 #: Seconds a busy thread may hold the GIL while another waits for it (Python's
 #: default is 5 ms).  Client libraries that read on their own thread (stomp.py,
 #: signalrcore) give the GIL up at every socket read and must win it back from
-#: the busy event loop before they can parse the next frame.  Three alternating
-#: pairs of bench runs on 2026-12-03 (5 ms, then 0.5 ms): enreach_bench 4,865 /
-#: 5,085, 4,593 / 4,956, 4,422 / 5,266 events/s; cvp_bench 2,709 / 3,678,
-#: 2,900 / 2,927, 2,769 / 3,433 messages/s.
+#: the busy event loop before they can parse the next frame (the figures are in
+#: bench/README.md, "Tuning constants").
 SWITCH_INTERVAL = 0.0005
 #: The cyclic garbage collector's thresholds while the bus runs (CPython's
 #: default is 700, 10, 10).  Every event allocates dozens of objects, so at
 #: the default a young collection ran every few events and a full one, which
 #: walks every object the process holds (rule state, the duplicate window),
-#: every few thousand: a tenth of bus_bench's run time on 2026-12-03
-#: (0.65 s of 5.3 s; 0.11 s at these thresholds).  Nearly all of that garbage is
-#: freed by reference counting anyway; the collector only has cycles to find.
+#: every few thousand, a noticeable share of bus_bench's run time (bench/README.md,
+#: "Tuning constants").  Nearly all of that garbage is freed by reference counting
+#: anyway; the collector only has cycles to find.
 GC_THRESHOLDS = (10_000, 10, 10)
 SWEEP_INTERVAL = 60.0
 
