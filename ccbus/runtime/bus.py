@@ -2,13 +2,13 @@
 
 ::
 
-    sources/        ──ctx.emit──▶  pipeline.py  ──────────▶  delivery/           ──▶  actions/
-    (api, webhook,   convert()      dedup window,             outbox (SQLite),         (api, webhook,
-     replay; plugins) refuses what  rules/ engine: index,     dispatcher lanes,         notify, emit,
-     ▲                it can't read  conditions, gates,        retries, dead letters     log; plugins)
-     │                (refused.py)   for: timers               │
-     └── restarted with backoff      records.py: what the      └── results feed the rule's next action
-         (sources/backoff.py)        stages hand each other
+    sources/ ──ctx.emit──▶ pipeline.py ───────▶ delivery/ ─────────▶ actions/
+    api, webhook,          dedup window,         outbox (SQLite),      api, webhook,
+    replay, plugins;       rules/ engine:        dispatcher lanes,     notify, emit,
+    convert() refuses      index, conditions,    retries, dead         log, plugins
+    what it cannot read    gates, for: timers    letters
+      ▲                    records.py: what the stages hand each other
+      └── restarted with backoff (sources/backoff.py)
 
     observe/ reads a BusView (view.py) of all this: logs, metrics, traces, health, the
     live view and the HTTP listener; runtime/service.py handles signals and systemd.
