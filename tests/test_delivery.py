@@ -648,3 +648,31 @@ async def test_stopping_waits_for_the_call_in_flight_and_no_longer(tmp_path: Pat
             assert gated.done == []  # stopping, and waiting for the call
     assert gated.done == ["in flight"]
     assert outbox(tmp_path).pending_count() == 0
+
+
+async def test_dead_letters_cli_shows_what_it_stored_even_a_lone_surrogate(tmp_path: Path) -> None:
+    """No command may crash on what ccbus stored itself: text that cannot be written as
+    UTF-8 (a lone surrogate, stored before the JSON edge refused them) is shown escaped."""
+    flaky = Flaky()
+    flaky.fail_next["p"] = [PermanentActionError("bad request")]
+    bus = make_bus(tmp_path, flaky)
+    store = outbox(tmp_path)
+    runner = CliRunner()
+    state = str(tmp_path / "state")
+
+    def cli_run(*args: str) -> str:
+        result = runner.invoke(cli, [*args, "--state-dir", state],
+                               obj={"plugins": PluginHost(autoload=False)})
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.output
+
+    async def body() -> None:
+        event = go(lane="p")
+        event.data["caller"] = "caller \ud800"  # the event is stored JSON-escaped
+        await bus.publish(event)
+        await wait_for(lambda: store.dead_count() == 1)
+
+    await running(bus, body)
+    assert "1 dead letter(s)" in cli_run("dead-letters", "list")
+    shown = cli_run("dead-letters", "show", str(store.dead_letters()[0].id))
+    assert "caller \\ud800" in shown

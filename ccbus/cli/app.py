@@ -733,11 +733,17 @@ def dead_letters_list(config: Path | None, state_dir: Path | None) -> None:
     letters = store.dead_letters()
     for letter in letters:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.failed_at))
-        click.echo(
+        _echo(
             f"{letter.id:5d}  {when}  {letter.rule}  {letter.action}  "
             f"attempts={letter.attempts}  {letter.reason.splitlines()[0][:120]}"
         )
     click.echo(f"{len(letters)} dead letter(s); {store.pending_count()} call(s) pending")
+
+
+def _echo(text: str) -> None:
+    """``click.echo``, with text that cannot be written as UTF-8 (a lone surrogate in
+    what a peer once sent) escaped: no command may crash on what ccbus stored itself."""
+    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 _SECRET_KEY = re.compile(r"secret|token|password|passwd|authorization|api_?key", re.I)
@@ -763,7 +769,7 @@ def dead_letters_show(ids: tuple[int, ...], config: Path | None, state_dir: Path
     if not letters:
         raise click.ClickException(f"no dead letter with id {', '.join(map(str, ids))}")
     for letter in letters:
-        click.echo(
+        _echo(
             json.dumps(
                 {
                     "id": letter.id,
