@@ -275,7 +275,58 @@ async def test_bad_input_is_logged_counted_and_the_session_carries_on(
     for reason in [*bodies.values(), "not_utf8"]:
         expected[reason] = expected.get(reason, 0) + 1
     assert {r: h.bad_input(r) for r in expected} == expected
+    assert dict(h.source.ctx.refusals.counts) == expected
     assert h.recorder.of("agent.state_changed")[0]["data"]["state"] == "not_ready"
-    logged = [r.getMessage() for r in caplog.records if "dropped a message" in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if "refused a message" in r.getMessage()]
     assert len(logged) == sum(expected.values())
-    assert any("(unknown_event): unknown event 'Bogus'" in m for m in logged)
+    assert any("(unknown_event) from destination" in m and "unknown event 'Bogus'" in m
+               for m in logged)
+    # every one is kept as a dead letter, with its reason and body, for an admin to read
+    letters = h.source.ctx.refusals.dead_letters.read()
+    assert sorted(d["reason"] for d in letters) == sorted(
+        r for r, n in expected.items() for _ in range(n))
+    assert {d["message"] for d in letters} >= set(bodies)
+    assert all(d["destination"] == client for d in letters)
+
+
+async def test_a_poison_message_is_a_dead_letter_acknowledged_and_the_next_one_arrives(
+    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+) -> None:
+    """JSON nested 100,000 levels deep, on a durable subscription: refused, kept, counted,
+    acknowledged (a second bus on the same subscription does not get it again), and the
+    good event behind it is emitted, all without the source restarting."""
+    name = unique_name("Connector")
+    options = options_for(activemq, name)
+    options["broker"]["client_id"] = unique_name("ccbus-cucm-poison")
+    client = f"/topic/{options['client_topic']}"
+    poison = '{"type":' * 100_000 + '"AgentState"' + "}" * 100_000
+    good = "1001#AgentState#NOT_READY#2026-11-22T10:00:00Z"
+    async with emulator(activemq, name) as emu:
+        async with bus_with(tmp_path, options) as h:
+            await h.wait_for(lambda: h.state == "connected")
+            await emu.connection.send(client, poison)
+            await emu.connection.send(client, good)
+            await h.recorded("agent.state_changed")
+            await h.wait_for(lambda: h.bad_input("bad_json") == 1)
+            conn = h.source.conn
+            await conn.flush_acks()
+            assert h.bus.sources["cucm"].restarts == 0
+            assert conn.stats["connects"] == 1
+            assert h.state == "connected"
+            letters = h.source.ctx.refusals.dead_letters.read()
+            assert [d["reason"] for d in letters] == ["bad_json"]
+            assert "nested too deeply" in letters[0]["detail"]
+            assert letters[0]["destination"] == client
+            assert letters[0]["message"].startswith('{"type":{"type":')
+            assert letters[0]["truncated"] is True
+        # the same durable subscription again: had the poison not been acknowledged,
+        # the broker would hand it to this bus now
+        async with bus_with(tmp_path, options) as again:
+            await again.wait_for(lambda: again.state == "connected")
+            await emu.connection.send(client, good.replace("NOT_READY", "READY"))
+            await again.recorded("agent.state_changed")
+            await anyio.sleep(0.5)
+            assert again.bad_input("bad_json") == 0
+            assert len(again.source.ctx.refusals.dead_letters.read()) == 1
+    assert h.recorder.of("agent.state_changed")[0]["data"]["state"] == "not_ready"
+    assert again.recorder.of("agent.state_changed")[-1]["data"]["state"] == "available"

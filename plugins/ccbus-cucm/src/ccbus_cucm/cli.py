@@ -15,25 +15,15 @@ emulator then rings them from random numbers when ``--ring-every`` is set.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import anyio
 import click
 
-from ccbus import parse_duration
+from ccbus import click_duration
 
 from .simulator import CucmEmulator, parse_agents
 
 __all__ = ["simulate_cucm"]
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
 
 
 @click.command(name="cucm")
@@ -48,12 +38,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
               show_default=True, help="Event pattern: '#'-separated or JSON.")
 @click.option("--agents", default="1001-1020", show_default=True,
               help="Extensions CUCM knows (others get USER_NOT_FOUND).")
-@click.option("--ring-every", default=None, callback=_duration,
+@click.option("--ring-every", default=None, callback=click_duration,
               help="Offer an inbound call to a random logged-in agent this often.")
-@click.option("--outage-every", default=None, callback=_duration,
+@click.option("--outage-every", default=None, callback=click_duration,
               help="Go OUT_OF_SERVICE this often (for --outage-for).")
-@click.option("--outage-for", default="20s", callback=_duration, show_default=True)
-@click.option("--run-for", default=None, callback=_duration,
+@click.option("--outage-for", default="20s", callback=click_duration, show_default=True)
+@click.option("--run-for", default=None, callback=click_duration,
               help="Stop after this long (default: until interrupted).")
 def simulate_cucm(
     broker: str, username: str | None, password: str | None, connector_queue: str,

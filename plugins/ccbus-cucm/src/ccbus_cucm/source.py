@@ -18,9 +18,10 @@ A :class:`CucmSource` is both the ``cucm`` source and the way the
    pattern), answers the command it is correlated with, and is emitted as
    ``cucm.<Kind>`` plus canonical events (a device's status, and the
    connector's outage alerts, only when it changes), then acknowledged.
-   A message that cannot be read is logged with the reason, counted
-   (``ccbus_source_bad_input_total{reason=...}``) and acknowledged: it would
-   never read better on redelivery.
+   Reading and mapping run inside ``ctx.convert``: a message that cannot be
+   read (or whose mapping raises) is a dead letter in the source's
+   ``dead-letters.jsonl``, counted (``ccbus_source_bad_input_total{reason=...}``),
+   logged, and acknowledged: it would never read better on redelivery.
 5. **Commands** (:meth:`CucmSource.command`): refused at once, with the
    reason, unless the connector is IN_SERVICE; recorded in the
    :class:`~ccbus_cucm.ledger.Ledger` before they are sent; sent as a
@@ -47,7 +48,13 @@ import anyio
 import anyio.to_thread
 from ccbus_stomp import NotConnectedError, StompConnection, StompMessage, queue, topic
 
-from ccbus import Event, PermanentActionError, RetryableActionError, SourceContext
+from ccbus import (
+    Event,
+    PermanentActionError,
+    RefusedInput,
+    RetryableActionError,
+    SourceContext,
+)
 
 from .ledger import Ledger
 from .mapping import DeviceStatuses, to_events
@@ -155,7 +162,8 @@ class CucmSource:
         self.ledger: Ledger | None = None
         #: device statuses already reported: each keepalive's answer repeats the connector's
         self.devices = DeviceStatuses()
-        #: hellos, commands_sent, answers, late_answers, refused, timeouts, bad_input, ...
+        #: hellos, commands_sent, answers, late_answers, refused, timeouts, ...; what was
+        #: refused as input is in ``ctx.refusals.counts`` (and on /metrics)
         self.stats: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ state
@@ -284,38 +292,50 @@ class CucmSource:
     # ------------------------------------------------------------------ receiving
 
     async def _handle(self, message: StompMessage) -> None:
+        """Read, map and emit one message from the client topic (the caller acks it).
+
+        Reading and mapping run inside ``ctx.convert``: whatever they raise (a
+        :class:`ProtocolError`, a body that is not text, a bug in the mapping on one
+        payload) makes the message a dead letter, counted by reason on ``/metrics``,
+        and it is acknowledged like any other: it would never read better on
+        redelivery.  The session (System answers, command answers) and ``emit``
+        stay outside: a failure to record the events is the bus's, not the message's.
+        """
         received = datetime.now(UTC)
-        try:
-            text = message.text()
-            parsed = parse_event(text)
-        except UnicodeDecodeError as err:
-            # text() reads UTF-8 and the modified UTF-8 of a Java TextMessage (emoji as
-            # surrogate halves, NUL as C0 80): what is left is really broken
-            self._bad_input("not_utf8", f"body is neither UTF-8 nor Java's modified UTF-8: {err}",
-                            message)
+        read = await self.ctx.convert(
+            message.body, lambda: self._read(message, received),
+            destination=message.destination, message_id=message.message_id,
+        )
+        if read is None:
             return
-        except ProtocolError as err:
-            self._bad_input(err.reason, str(err), message)
-            return
+        parsed, events = read
         if parsed.kind == "System":
             self._system(parsed)
         await self._correlate(parsed, message)
-        events = to_events(
-            parsed, source=self.ctx.name, message_id=message.message_id or uuid.uuid4().hex,
-            received=received, raw=text,
-            devices=self.devices,
-        )
         for event in events:
             await self.ctx.emit(event)
         self.devices.record(events)
 
-    def _bad_input(self, reason: str, detail: str, message: StompMessage) -> None:
-        self.stats["bad_input"] += 1
-        self.ctx.count_bad_input(reason)
-        self.log.warning(
-            "cucm %s: dropped a message on %s (%s): %s; body starts %r", self.ctx.name,
-            message.destination, reason, detail, message.body[:80],
+    def _read(self, message: StompMessage, received: datetime
+              ) -> tuple[CucmMessage, list[Event]]:
+        """The event in ``message`` and the ccbus events it maps to; RefusedInput says why not."""
+        try:
+            text = message.text()
+        except UnicodeDecodeError as err:
+            # text() reads UTF-8 and the modified UTF-8 of a Java TextMessage (emoji as
+            # surrogate halves, NUL as C0 80): what is left is really broken
+            raise RefusedInput(
+                "not_utf8", f"body is neither UTF-8 nor Java's modified UTF-8: {err}"
+            ) from None
+        try:
+            parsed = parse_event(text)
+        except ProtocolError as err:
+            raise RefusedInput(err.reason, str(err)) from None
+        events = to_events(
+            parsed, source=self.ctx.name, message_id=message.message_id or uuid.uuid4().hex,
+            received=received, raw=text, devices=self.devices,
         )
+        return parsed, events
 
     def _system(self, parsed: CucmMessage) -> None:
         status = (parsed.state or "").upper()
