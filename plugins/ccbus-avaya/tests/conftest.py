@@ -128,6 +128,10 @@ class BusHarness:
     def state(self) -> str:
         return self.bus.sources["av"].state
 
+    def bad_input(self, reason: str) -> float:
+        """``ccbus_source_bad_input_total{source="av",reason=...}`` as the bus counts it."""
+        return self.bus.counters.get("source_bad_input", source="av", reason=reason)
+
     async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
         with anyio.fail_after(within):
             while not predicate():  # noqa: ASYNC110 - polling the bus's own counters

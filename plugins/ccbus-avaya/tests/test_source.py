@@ -267,9 +267,10 @@ async def test_schema_breaking_messages_are_counted_logged_and_kept(
         await sim.publish_raw('{"event": "surprise"}')
         await publish_numbers(sim, agent_body, range(2))
         await assert_delivered(h, range(2))
-        intake = h.source.intake
-        rejected = dict(intake.rejected)
-        letters = intake.dead_letters.read()
+        refusals = h.source.ctx.refusals
+        rejected = dict(refusals.counts)
+        letters = refusals.dead_letters.read()
+        counted = {r: h.bad_input(r) for r in rejected}
     assert rejected == {
         "unknown_field": 2,
         "unknown_event": 1,
@@ -289,9 +290,10 @@ async def test_schema_breaking_messages_are_counted_logged_and_kept(
     assert "AgentState: undeclared field(s) mood" in letters[0]["detail"]
     assert '"mood": "grumpy"' in letters[0]["message"]
     assert letters[4]["message"] == "{not json"
+    assert counted == rejected  # on /metrics: ccbus_source_bad_input_total{source,reason}
     assert h.source.connections == 1  # none of it cost the connection
     assert h.recorder.types().count("avaya.AgentState") == 2  # only the valid ones
-    logged = [r.getMessage() for r in caplog.records if "rejected a message" in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if "refused a message" in r.getMessage()]
     assert len(logged) == 7 and "(unknown_event)" in logged[2]
 
 
@@ -325,7 +327,7 @@ async def test_all_thirteen_body_events_travel_the_wire(
     assert {t for t in h.recorder.types() if t.startswith("avaya.")} == {
         f"avaya.{name}" for name in all_doc_notifications
     }
-    assert h.source.intake.rejected == {}
+    assert h.source.ctx.refusals.counts == {}
 
 
 async def test_a_caller_who_hangs_up_while_another_party_is_only_invited_abandoned(
@@ -353,7 +355,7 @@ async def test_a_caller_who_hangs_up_while_another_party_is_only_invited_abandon
         ("call.abandoned", call.engagement_id),
         ("call.ended", call.engagement_id),
     ]
-    assert h.source.intake.rejected == {}
+    assert h.source.ctx.refusals.counts == {}
 
 
 async def test_an_oversized_message_is_counted_dead_lettered_and_the_source_reconnects(
@@ -374,9 +376,10 @@ async def test_an_oversized_message_is_counted_dead_lettered_and_the_source_reco
         await sim.wait_connected(count=2, within=10)
         await publish_numbers(sim, agent_body, range(2, 5))
         await assert_delivered(h, range(2, 5), within=10)
-        rejected = dict(h.source.intake.rejected)
-        letters = h.source.intake.dead_letters.read()
-    assert rejected == {"message_too_big": 1}
+        rejected = dict(h.source.ctx.refusals.counts)
+        letters = h.source.ctx.refusals.dead_letters.read()
+        counted = h.bad_input("message_too_big")
+    assert rejected == {"message_too_big": 1} and counted == 1
     [letter] = letters
     assert letter["reason"] == "message_too_big"
     # the simulator compresses (permessage-deflate): the size is known only up to the limit
@@ -453,3 +456,36 @@ async def test_one_lost_pong_does_not_cost_the_subscription(
     assert sim.stats.closed_no_ping == 0
     assert AuthStatus.UNKNOWN_SUBSCRIPTION not in sim.stats.auth
     assert sim.stats.subscriptions_created == 1
+
+
+#: Valid JSON nested 100,000 levels deep, inside a notification's body (issue #17 item 2).
+DEEP = "[" * 100_000 + "]" * 100_000
+POISON = '{"correlationId": "poison", "body": {"event": "AgentState", "deep": ' + DEEP + "}}"
+
+
+async def test_a_poison_message_is_dead_lettered_counted_and_the_next_one_arrives(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+) -> None:
+    """Issue #17 items 2 and 6: a body too deep to decode is one dead letter, counted on
+    /metrics; the source is not restarted, the connection stays, the next notification
+    arrives."""
+    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+        await sim.wait_connected()
+        await h.wait_for(lambda: h.state == "connected")
+        assert await sim.publish_raw(POISON) == 1
+        await publish_numbers(sim, agent_body, range(1))
+        await assert_delivered(h, range(1))
+        letters = h.source.ctx.refusals.dead_letters.read()
+        counted = h.bad_input("invalid_json")
+        runtime = h.bus.sources["av"]
+        restarts, state = runtime.restarts, runtime.state
+    [letter] = letters
+    assert letter["reason"] == "invalid_json"
+    assert "nested too deeply" in str(letter["detail"])
+    assert letter["message"] == POISON[: 64 * 1024] and letter["truncated"] is True
+    assert counted == 1  # ccbus_source_bad_input_total{source="av",reason="invalid_json"}
+    assert (restarts, state) == (0, "connected")  # run() never raised
+    # nothing to redeliver: the message was taken, the connection and subscription kept
+    assert h.source.connections == 1 and sim.stats.connections == 1
+    assert sim.stats.subscriptions_created == 1
+    assert h.recorder.numbers() == ["0"]

@@ -69,12 +69,14 @@ async def test_notifications_posted_to_the_listener_take_the_same_path(
                 ],
             )
         await h.wait_for(lambda: "2" in h.recorder.numbers())
-        rejected = dict(h.source.intake.rejected)
+        rejected = dict(h.source.ctx.refusals.counts)
+        counted = {r: h.bad_input(r) for r in ("invalid_json", "unknown_event", "unauthorized")}
     assert sim.stats.webhook_posts == 16 and sim.stats.webhook_failures == 0
     assert (no_token.status_code, bad_json.status_code) == (401, 400)
     assert (mixed.status_code, mixed.json()) == (202, {"accepted": 1, "rejected": 1})
     assert h.recorder.numbers().count("1") == 2  # the re-posted duplicate was dropped
-    assert rejected == {"invalid_json": 1, "unknown_event": 1}
+    assert rejected == {"invalid_json": 1, "unknown_event": 1, "unauthorized": 1}
+    assert counted == rejected  # on /metrics: ccbus_source_bad_input_total{source,reason}
     canonical = [t for t in h.recorder.types() if not t.startswith("avaya.")]
     assert "agent.state_changed" in canonical and "call.started" in canonical
 
@@ -97,3 +99,36 @@ def test_the_secret_is_added_to_the_callback_url() -> None:
         "https://x.example/hook?a=1&token=new"
     )
     assert json.loads(json.dumps(with_token("http://h/p", "t"))) == "http://h/p?token=t"
+
+
+async def test_a_poison_post_is_answered_dead_lettered_and_counted(
+    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+) -> None:
+    """Issue #17 items 2 and 6 over the webhook: a body nested 100,000 levels deep gets a
+    final answer (400, not a 5xx Avaya would retry), a dead letter and a counter; the next
+    post is accepted."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    poison = b'{"correlationId": "poison", "body": {"event": "AgentState", "deep": ' + deep + b"}}"
+    port = free_port()
+    async with (
+        simulator() as sim,
+        bus_with(tmp_path, webhook_options(sim, port, fast), listen=f"127.0.0.1:{port}") as h,
+    ):
+        await h.wait_for(lambda: h.state == "subscribed")
+        url = f"http://127.0.0.1:{port}/avaya/av?token=s3cret-token"
+        async with httpx.AsyncClient(trust_env=False) as http:
+            answer = await http.post(url, content=poison)
+            good = await http.post(url, json={"correlationId": "g1", "body": agent_body(3)})
+        await h.wait_for(lambda: "3" in h.recorder.numbers())
+        letters = h.source.ctx.refusals.dead_letters.read()
+        counted = h.bad_input("invalid_json")
+        runtime = h.bus.sources["av"]
+        restarts, state = runtime.restarts, runtime.state
+    assert answer.status_code == 400
+    assert (good.status_code, good.json()) == (202, {"accepted": 1, "rejected": 0})
+    [letter] = letters
+    assert letter["reason"] == "invalid_json" and "nested too deeply" in str(letter["detail"])
+    assert letter["message"] == poison[: 64 * 1024].decode() and letter["truncated"] is True
+    assert counted == 1
+    assert (restarts, state) == (0, "subscribed")
+    assert sim.stats.subscriptions_created == 1

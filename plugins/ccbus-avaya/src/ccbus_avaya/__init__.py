@@ -9,7 +9,7 @@ job lives in its own module:
 ``subscription``      the Notification API's subscription REST call
 ``source``            the WebSocket connection loop (subscribe, authenticate, ping, renew)
 ``webhook_transport`` the same notifications posted to ccbus's HTTP listener
-``intake``            validate, map and emit one notification; count and keep rejects
+``intake``            decode, validate and map one message inside ``ctx.convert``; emit
 ``mapping``           native ``avaya.*`` events and the canonical ones
 ``simulator``         Avaya's side, for tests, the demo, the benchmark and admins
 ``scenarios``         realistic agent and engagement sequences for the simulator

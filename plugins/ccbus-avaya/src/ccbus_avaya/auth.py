@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import httpx
 
-from .errors import Misconfigured, Transient
+from .errors import BadCredentials, Transient
 
 __all__ = ["Token", "TokenProvider"]
 
@@ -87,7 +87,7 @@ class TokenProvider:
         except httpx.HTTPError as err:
             raise Transient(f"token endpoint {self.token_url}: {_describe(err)}") from None
         if response.status_code in (400, 401, 403):
-            raise Misconfigured(
+            raise BadCredentials(
                 f"token endpoint {self.token_url} refused the client credentials "
                 f"(HTTP {response.status_code}: {_oauth_error(response)}); "
                 "check client_id, client_secret and token_url"

@@ -25,7 +25,7 @@ import anyio
 import click
 import httpx
 
-from ccbus import parse_duration
+from ccbus import click_duration
 
 from .protocol import AuthStatus
 from .simulator import (
@@ -52,13 +52,6 @@ FAULTS = (
 )
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
-
-
 @click.group(name="avaya", invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
@@ -66,14 +59,14 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
 @click.option("--client-id", default=DEFAULT_CLIENT_ID, show_default=True)
 @click.option("--client-secret", default=DEFAULT_CLIENT_SECRET, show_default=True)
 @click.option(
-    "--expires-in", default="15m", callback=_duration, show_default=True,
+    "--expires-in", default="15m", callback=click_duration, show_default=True,
     help="Subscription lifetime.",
 )
 @click.option(
     "--ping-interval", default=300, show_default=True,
     help="Seconds without a ping before a connection is closed.",
 )
-@click.option("--token-ttl", default="1h", callback=_duration, show_default=True)
+@click.option("--token-ttl", default="1h", callback=click_duration, show_default=True)
 @click.option(
     "--scenario",
     type=click.Choice([*SCENARIOS, "none"]),
@@ -82,7 +75,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
     help="What to play once a client is connected.",
 )
 @click.option(
-    "--every", default="15s", callback=_duration, show_default=True,
+    "--every", default="15s", callback=click_duration, show_default=True,
     help="Pause between runs of the scenario (0: play once).",
 )
 @click.option("--speed", default=1.0, show_default=True, help="2 plays twice as fast.")

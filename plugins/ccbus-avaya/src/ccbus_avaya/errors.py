@@ -13,24 +13,37 @@ before the next attempt from the exception's class alone:
     the server says our request or credentials are wrong; retrying fast
     cannot help, so it is logged once, the state becomes ``misconfigured``
     and the source retries slowly (``misconfigured_retry``).
+    ``BadCredentials``, the token endpoint refusing the client credentials,
+    is one of these.
+
+They sit in the core's tree (:mod:`ccbus.errors`): ``Transient`` and
+``RetryNow`` are :class:`~ccbus.SourceNotReady`, ``Misconfigured`` a
+:class:`~ccbus.SourceError`, ``BadCredentials`` also a
+:class:`~ccbus.SourceAuthFailed`.
 """
 
 from __future__ import annotations
 
-__all__ = ["AvayaError", "Misconfigured", "RetryNow", "Transient"]
+from ccbus import SourceAuthFailed, SourceError, SourceNotReady
+
+__all__ = ["AvayaError", "BadCredentials", "Misconfigured", "RetryNow", "Transient"]
 
 
-class AvayaError(Exception):
+class AvayaError(SourceError):
     """Base of the plugin's own errors."""
 
 
-class Transient(AvayaError):
+class Transient(AvayaError, SourceNotReady):
     """Retry after a backoff delay."""
 
 
-class RetryNow(AvayaError):
+class RetryNow(AvayaError, SourceNotReady):
     """Retry at once: a stale token or subscription was dropped and will be replaced."""
 
 
 class Misconfigured(AvayaError):
     """Our configuration or requests are wrong; retry slowly, and say so once."""
+
+
+class BadCredentials(Misconfigured, SourceAuthFailed):
+    """The token endpoint refused ``client_id``/``client_secret``: fix them (retried slowly)."""

@@ -19,6 +19,10 @@ and what the source does when a step fails (the exception classes of
 ``CONNECTION_FAILED_CONSTRAINT_VIOLATION``  log once with the server's words, state
                                        ``misconfigured``, retry every ``misconfigured_retry``
 connection closed or dropped           retry after backoff (same subscription if still valid)
+a message it cannot use                decoded and mapped inside ``ctx.convert``: whatever it
+                                       raises makes it a dead letter (``invalid_json``,
+                                       ``unknown_field``..., ``unreadable``), counted on
+                                       ``/metrics``; the connection carries on
 a message over ``max_message_bytes``   websockets closes with 1009 before we see it: count it
                                        (``message_too_big``), dead-letter its size, retry after
                                        backoff
@@ -61,18 +65,17 @@ from websockets.exceptions import (
 )
 from websockets.frames import CloseCode
 
-from ccbus import Backoff, SourceContext, decode_json
+from ccbus import Backoff, SourceContext
 
 from .auth import Token, TokenProvider
 from .errors import Misconfigured, RetryNow, Transient
-from .intake import INVALID, Intake
+from .intake import Converted, Intake
 from .options import AvayaOptions
 from .protocol import (
     AuthStatus,
     Problem,
     ServerMessage,
     authentication_message,
-    classify_server_message,
     ping_message,
 )
 from .subscription import Subscription, SubscriptionClient
@@ -336,14 +339,25 @@ class WebSocketSource(AvayaSourceBase):
     async def _authentication_response(self, session: Session) -> dict[str, Any]:
         while True:
             raw = await session.ws.recv()
-            doc = await self.intake.decode(raw)
-            kind = classify_server_message(doc) if doc is not INVALID else None
-            if kind is ServerMessage.AUTHENTICATION_RESPONSE:
-                return dict(doc)
-            if kind is ServerMessage.NOTIFICATION:  # not expected before confirmation; keep it
-                await self.intake.notification(doc, raw)
-            elif kind is ServerMessage.UNKNOWN:
-                await self.intake.reject([_unknown(doc)], raw)
+            message = await self._convert(session, raw)
+            if message is None:
+                continue  # refused: counted, logged and kept by the core
+            if message.kind is ServerMessage.AUTHENTICATION_RESPONSE:
+                return dict(message.doc)
+            if message.kind is ServerMessage.NOTIFICATION:  # not expected yet; keep it
+                await self.intake.emit(message.events)
+
+    async def _convert(self, session: Session, raw: str | bytes) -> Converted | None:
+        """Decode, classify and map one message in ``ctx.convert``; None if it was refused.
+
+        Whatever a single message raises there (too deep a nesting, a schema
+        break, a bug in a mapping) makes it a dead letter, counted on
+        ``/metrics``, and the connection carries on.
+        """
+        intake = self.intake
+        return await self.ctx.convert(
+            raw, lambda: intake.convert(raw), subscription=session.subscription.id
+        )
 
     async def _on_status(self, session: Session, doc: dict[str, Any], started: float) -> None:
         """Act on an ``authenticationResponse`` (at connect time or later)."""
@@ -402,20 +416,16 @@ class WebSocketSource(AvayaSourceBase):
         try:
             async for raw in ws:
                 session.last_seen = time.monotonic()
-                try:
-                    doc = decode_json(raw)
-                except ValueError:  # includes UnicodeDecodeError
-                    await intake.decode(raw)  # counts, logs and keeps it
-                    continue
-                kind = classify_server_message(doc)
-                if kind is ServerMessage.NOTIFICATION:
-                    await intake.notification(doc, raw)
-                elif kind is ServerMessage.PONG:
+                message = await self._convert(session, raw)
+                if message is None:
+                    continue  # refused: counted, logged and kept by the core
+                if message.kind is ServerMessage.NOTIFICATION:
+                    await intake.emit(message.events)  # outside convert: a bus failure is ours
+                elif message.kind is ServerMessage.PONG:
                     self.pongs += 1  # last_seen, set above, is what answers the ping
-                elif kind is ServerMessage.AUTHENTICATION_RESPONSE:
-                    await self._on_status(session, doc, math.inf)  # mid-session: never fresh
-                else:
-                    await intake.reject([_unknown(doc)], raw)
+                elif message.kind is ServerMessage.AUTHENTICATION_RESPONSE:
+                    # mid-session: never fresh
+                    await self._on_status(session, message.doc, math.inf)
             failure: Exception = Transient(f"closed by the server ({_code(ws)})")
         except ConnectionClosed as err:
             await self._refused_too_big(err, ws)
@@ -438,7 +448,7 @@ class WebSocketSource(AvayaSourceBase):
         compressed = bool(ws.protocol.extensions)  # permessage-deflate is the only one offered
         problem = _too_big(err, self.options.max_message_bytes, compressed=compressed)
         if problem is not None:
-            await self.intake.reject([problem], "")
+            await self.ctx.refuse(problem.reason, problem.detail)
 
     async def _keepalive(self, session: Session) -> None:
         """Ping every period, whatever the pongs; a ping unanswered too long is a dead link.
@@ -583,15 +593,6 @@ def _is_loopback(url: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _unknown(doc: Any) -> Problem:
-    event = doc.get("event") if isinstance(doc, dict) else None
-    if event is not None:
-        return Problem("unknown_message", f"unexpected message event {event!r:.60}")
-    return Problem(
-        "unknown_message", "neither a notification, a pong nor an authenticationResponse"
-    )
 
 
 def _too_big(err: ConnectionClosed, limit: int, *, compressed: bool = False) -> Problem | None:

@@ -14,17 +14,20 @@ how webhook posts are authenticated, so a ``webhook_secret`` is added to
 the callback URL as ``?token=...`` and every post must carry it back (as
 that query parameter or an ``Authorization: Bearer`` header).
 
-Answers: 202 with counts when the body was read (schema-breaking
-notifications are dead-lettered, not refused, so Avaya does not resend them
-forever), 400 for a body that is not JSON, 401 for a wrong or missing
-secret, 413 for a body over 1 MiB.
+Answers: 202 with counts when the body was read (each notification is
+mapped inside ``ctx.convert``: one that breaks the schema, or that the
+mapping fails on, is dead-lettered, not refused, so Avaya does not resend
+it forever), 400 for a body that is not JSON (dead-lettered as
+``invalid_json``), 401 for a wrong or missing secret (``unauthorized``), 413
+for a body over 1 MiB (``too_large``).  Every refusal is counted on
+``/metrics`` (``ccbus_source_bad_input_total``) by that reason.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import time
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -34,8 +37,6 @@ from starlette.responses import JSONResponse
 from ccbus import SourceContext
 
 from .errors import Misconfigured
-from .intake import INVALID
-from .protocol import Problem, ServerMessage, classify_server_message
 from .source import RETRYABLE, AvayaSourceBase
 
 __all__ = ["WebhookSource", "with_token"]
@@ -60,7 +61,6 @@ class WebhookSource(AvayaSourceBase):
         super().__init__(ctx)
         self.path = self.options.webhook_path or f"/avaya/{ctx.name}"
         self.accepted = 0
-        self.refused = 0
         # routes are collected when the bus builds its HTTP app: add ours now, not in run()
         ctx.add_route(self.path, self.receive, ["POST"])
 
@@ -96,35 +96,38 @@ class WebhookSource(AvayaSourceBase):
 
     async def receive(self, request: Request) -> JSONResponse:
         """One POST from the Notification API: a notification, or a JSON array of them."""
+        peer = request.client.host if request.client else "?"
         if not self._authorized(request):
-            self.refused += 1
-            self.log.warning(
-                "avaya %s: refused a post from %s: missing or wrong token",
-                self.ctx.name,
-                request.client.host if request.client else "?",
-            )
+            # the unauthenticated body is not read, let alone kept
+            await self.ctx.refuse("unauthorized", "missing or wrong token", None, peer=peer)
             return JSONResponse({"error": "unauthorized"}, status_code=401)
         body = await request.body()
         if len(body) > MAX_BODY:
-            self.refused += 1
-            return JSONResponse({"error": f"body larger than {MAX_BODY} bytes"}, status_code=413)
-        doc = await self.intake.decode(body)
-        if doc is INVALID:
-            self.refused += 1
+            detail = f"body larger than {MAX_BODY} bytes"
+            await self.ctx.refuse("too_large", f"{detail} ({len(body)})", None, peer=peer)
+            return JSONResponse({"error": detail}, status_code=413)
+        intake = self.intake
+        doc = await self.ctx.convert(body, lambda: _Doc(intake.decode(body)), peer=peer)
+        if doc is None:
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        items = doc if isinstance(doc, list) else [doc]
+        many = isinstance(doc.value, list)
+        items: list[Any] = doc.value if many else [doc.value]
         accepted = rejected = 0
-        for item in items:
-            raw = body if len(items) == 1 and item is doc else json.dumps(item).encode()
-            kind = classify_server_message(item)
-            if kind is ServerMessage.NOTIFICATION and await self.intake.notification(item, raw):
-                accepted += 1
+        for index, item in enumerate(items):
+            # a single notification is mapped with the body as sent (its digest is the id
+            # when it carries none); an item of an array is dead-lettered with the whole post
+            raw = None if many else body
+            events = await self.ctx.convert(
+                body,
+                lambda: intake.convert_posted(item, raw),  # noqa: B023 - awaited at once
+                peer=peer,
+                **({"item": index} if many else {}),
+            )
+            if events is None:
+                rejected += 1
                 continue
-            if kind is not ServerMessage.NOTIFICATION:
-                await self.intake.reject(
-                    [Problem("unknown_message", "a webhook post carries notifications only")], raw
-                )
-            rejected += 1
+            await intake.emit(events)  # outside convert: a failure to record is the bus's
+            accepted += 1
         self.accepted += accepted
         return JSONResponse({"accepted": accepted, "rejected": rejected}, status_code=202)
 
@@ -137,3 +140,12 @@ class WebhookSource(AvayaSourceBase):
         if header.lower().startswith("bearer "):
             given = given or header[7:]
         return hmac.compare_digest(given.encode(), secret.encode())
+
+
+class _Doc:
+    """A decoded body, boxed: ``ctx.convert`` returns None for a refusal, and JSON has null."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
