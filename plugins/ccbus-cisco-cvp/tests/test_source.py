@@ -94,7 +94,7 @@ async def test_malformed_frames_are_counted_logged_kept_and_acked(
         "invalid_json": 1, "missing_field": 1, "bad_enum": 1, "wrong_type": 1,
         "wrong_channel": 1, "unknown_event_type": 1, "not_an_object": 1, "bad_encoding": 1,
     }
-    assert (f"cvp cvp: rejected a message (invalid_json) from topic /topic/{prefix}/cvp/calls/"
+    assert (f"source cvp: refused a message (invalid_json) from topic /topic/{prefix}/cvp/calls/"
             "started, messageId ID:") in caplog.text
     assert "wrong_channel" in caplog.text and "belongs on 'cvp/calls/ended'" in caplog.text
     letters = c.source.dead_letters.read()
@@ -245,6 +245,76 @@ async def test_a_mapping_failure_is_kept_not_redelivered_forever(
         assert c.source.rejected == {"mapping_error": 1}
         assert calls == ["G00001", "G00002"]  # not redelivered
     assert "cannot map a valid call.started" in caplog.text
+
+
+async def test_a_poison_body_is_a_dead_letter_acked_and_counted_and_the_next_one_arrives(
+    activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, collect: Any, tmp_path: Path,
+) -> None:
+    """Valid JSON nested 100,000 levels deep (issue #17): refused, kept, counted on the bus's
+    ``source_bad_input``, acknowledged; the source is not restarted and goes on."""
+    prefix = unique_name("cvp")
+    options = jms_options(activemq, prefix)
+    poison = "[" * 100_000 + "]" * 100_000
+    async with bus_with(tmp_path, options) as h:
+        await h.wait_for(lambda: h.bus.sources["cvp"].state == "connected")
+        async with jms_peer(activemq) as peer:
+            await peer.send(f"topic:{prefix}/cvp/calls/started", poison)
+            await peer.send(f"topic:{prefix}/cvp/calls/started", json.dumps(started(1)))
+        await h.wait_for(lambda: {"cvp.call.started", "call.started"} <= set(h.recorder.types()))
+        source = h.source
+        await h.wait_for(lambda: source.dead_letters.written == 1)
+        await source.connection.flush_acks()
+        assert source.connection.stats["acked"] == 2  # the poison too
+        runtime = h.bus.sources["cvp"]
+        assert runtime.restarts == 0 and runtime.state == "connected"
+        assert h.bus.counters.get("source_restarts", source="cvp") == 0
+        assert h.bus.counters.get("source_bad_input", source="cvp", reason="invalid_json") == 1
+        assert source.rejected == {"invalid_json": 1}
+        [letter] = source.dead_letters.read()
+        assert letter["reason"] == "invalid_json" and "nested too deeply" in letter["detail"]
+        assert letter["topic"] == f"/topic/{prefix}/cvp/calls/started"
+        assert letter["message"].startswith("[[[[") and letter["truncated"] is True
+    assert [c["key"] for c in h.recorder.calls if c["type"] == "cvp.call.started"] == ["G00001"]
+    # acknowledged: the durable subscription holds nothing for the next start
+    async with collect(tmp_path / "again", options) as c:
+        await c.wait_for(lambda: "connected" in c.states)
+        await anyio.sleep(1.0)  # give a wrong redelivery the time to show up
+        assert c.events == [] and c.source.connection.stats["received"] == 0
+
+
+async def test_a_syslog_message_that_breaks_the_parser_is_a_dead_letter_not_a_restart(
+    tmp_path: Path, bus_with: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any exception while reading one message (a RecursionError injected into the syslog
+    parser here) refuses that message; the source is not restarted and takes the next."""
+    import socket
+
+    from ccbus_cisco_cvp import source as source_module
+
+    original = source_module.parse
+
+    def parse(raw: bytes) -> dict[str, Any]:
+        if b"poison" in raw:
+            raise RecursionError("maximum recursion depth exceeded")
+        return original(raw)
+
+    monkeypatch.setattr(source_module, "parse", parse)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with bus_with(tmp_path, {"syslog": {"udp": f"127.0.0.1:{port}"}}) as h:
+        await h.wait_for(lambda: h.bus.sources["cvp"].state == "listening")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"<14>poison", ("127.0.0.1", port))
+            await h.wait_for(lambda: h.source.dead_letters.written == 1)
+            sock.sendto(b"<14>good", ("127.0.0.1", port))
+        await h.wait_for(lambda: "cvp.syslog" in h.recorder.types())
+        assert h.bus.sources["cvp"].restarts == 0
+        assert h.bus.counters.get("source_bad_input", source="cvp", reason="unreadable") == 1
+        [letter] = h.source.dead_letters.read()
+        assert letter["reason"] == "unreadable" and letter["message"] == "<14>poison"
+        assert letter["detail"].startswith("RecursionError")
+    assert h.recorder.keys("cvp.syslog") == ["good"]
 
 
 async def test_a_syslog_only_source_needs_no_broker(tmp_path: Path, collect: Any) -> None:

@@ -178,7 +178,7 @@ async def test_garbage_datagrams_are_counted_logged_kept_and_the_listener_goes_o
         await c.wait_for(lambda: c.source.dead_letters.written == 2)
     assert c.source.rejected == {"no_priority": 1, "bad_structured_data": 1}
     assert c.events[0].data["message"] == "still alive"
-    assert "cvp cvp: rejected a message (no_priority) from peer udp 127.0.0.1:" in caplog.text
+    assert "source cvp: refused a message (no_priority) from peer udp 127.0.0.1:" in caplog.text
     letters = c.source.dead_letters.read()
     assert [r["reason"] for r in letters] == ["no_priority", "bad_structured_data"]
     assert letters[0]["peer"].startswith("udp 127.0.0.1:")

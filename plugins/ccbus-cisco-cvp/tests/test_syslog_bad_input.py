@@ -201,9 +201,9 @@ def test_bad_syslog_input_is_refused_counted_and_good_messages_still_arrive(
         reasons = [json.loads(line)["reason"] for line in letters.splitlines()]
         assert sorted(reasons) == sorted(r for r, n in expected.items() for _ in range(int(n)))
         text = log.read_text()
-        assert "rejected a message (slow_message) from peer tcp 127.0.0.1:" in text
+        assert "refused a message (slow_message) from peer tcp 127.0.0.1:" in text
         assert "TCP message not complete within 1s" in text
-        assert "rejected a message (too_many_connections)" in text
+        assert "refused a message (too_many_connections)" in text
         assert "nothing sent for 3s" in text
         for message in ("after the junk", "slot a", "slot b", "still fine over -T",
                         "still fine over -d"):

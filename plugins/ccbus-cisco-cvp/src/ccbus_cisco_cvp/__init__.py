@@ -8,7 +8,6 @@ job lives in its own module:
 ``source``       JMS topics through ActiveMQ's STOMP connector, and the syslog listeners
 ``syslog``       RFC 5424 / RFC 3164 parsing and RFC 6587 TCP framing
 ``mapping``      native ``cvp.*`` events and the canonical ones
-``deadletters``  the file of rejected messages, each with its reason
 ``scenarios``    realistic call flows and system events
 ``simulator``    publishes scenarios to ActiveMQ and sends them as syslog
 ``cli``          ``ccbus simulate cvp``

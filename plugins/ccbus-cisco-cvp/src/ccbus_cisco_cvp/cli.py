@@ -19,26 +19,18 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import click
 from ccbus_stomp import StompOptions
 
-from ccbus import parse_duration
+from ccbus import click_duration
 
 from .scenarios import contact_center, malformed, syslog_lines
 from .simulator import CvpSimulator
 
 __all__ = ["simulate_cvp"]
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
 
 
 def _syslog_target(value: str) -> tuple[str, tuple[str, int]]:
@@ -62,9 +54,9 @@ def _syslog_target(value: str) -> tuple[str, tuple[str, int]]:
 @click.option("--syslog", "syslog", multiple=True,
               help="Also send syslog: udp://host:port or tcp://host:port (repeatable).")
 @click.option("--calls", default=20, show_default=True, help="Calls per run of the scenario.")
-@click.option("--every", default="15s", callback=_duration, show_default=True,
+@click.option("--every", default="15s", callback=click_duration, show_default=True,
               help="Pause between runs (0: play once and exit).")
-@click.option("--pause", default="0.2s", callback=_duration, show_default=True,
+@click.option("--pause", default="0.2s", callback=click_duration, show_default=True,
               help="Pause between events.")
 @click.option("--seed", default=None, type=int, help="Random seed (the same calls every time).")
 @click.option("--malformed", is_flag=True, help="Also publish malformed bodies.")

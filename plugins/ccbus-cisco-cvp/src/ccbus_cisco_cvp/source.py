@@ -10,9 +10,10 @@ recorded when the connection, the bus or the machine went down.
 Bodies are read as UTF-8 or as the modified UTF-8 a Java publisher's
 TextMessage arrives in (``StompMessage.text()``: emoji as surrogate pairs,
 NUL as ``C0 80``).  A message that cannot be used (neither, not JSON, against the schema, on
-the wrong topic) is counted under its reason, logged with the source, topic
-and reason (the first ten of each reason, then every hundredth, so a broken
-publisher cannot flood the journal), kept in the dead-letter file with its
+the wrong topic, or anything at all raised while decoding or mapping it) is refused
+through the core's ``ctx.convert``/``ctx.refuse``: counted under its reason on ``/metrics``
+(``ccbus_source_bad_input_total``), logged with the source, topic and reason (rate-limited,
+so a broken publisher cannot flood the journal), kept in the dead-letter file with its
 reason, and then acknowledged: redelivering it would not make it better.
 
 Syslog: UDP and TCP listeners; see :mod:`ccbus_cisco_cvp.syslog`.
@@ -31,9 +32,8 @@ from anyio.abc import SocketStream, TaskStatus, UDPSocket
 from anyio.streams.stapled import MultiListener
 from ccbus_stomp import StompConnection, StompMessage, topic
 
-from ccbus import Event, SourceContext, decode_json, parse_timestamp
+from ccbus import Event, RefusedInput, SourceContext, decode_json, parse_timestamp
 
-from .deadletters import DeadLetterFile
 from .mapping import VENDOR, Mapper
 from .options import CvpOptions
 from .protocol import CHANNELS, Channel, Problem, validate
@@ -51,12 +51,11 @@ class CvpSource:
         self.ctx = ctx
         self.options: CvpOptions = ctx.options
         self.mapper = Mapper(ctx.name, remember_calls=self.options.remember_calls)
-        self.dead_letters = DeadLetterFile(ctx.state_dir / "dead-letters.jsonl")
-        #: messages received per channel key (and "syslog"), events emitted, rejects per reason
+        #: messages received per channel key (and "syslog"), events emitted
         self.received: Counter[str] = Counter()
         self.emitted = 0
-        self.rejected: Counter[str] = Counter()
-        #: datagrams dropped because the bus fell behind (UDP cannot wait)
+        #: datagrams dropped because the bus fell behind (UDP cannot wait); also counted
+        #: on ``/metrics`` as ``syslog_overflow``, but not kept as dead letters
         self.syslog_dropped = 0
         self.connection: StompConnection | None = None
         #: subscription id -> channel
@@ -65,6 +64,16 @@ class CvpSource:
         self.tcp_port: int | None = None
         self.listening = anyio.Event()
         self._tcp_open = 0
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Refused messages by reason (the core's count, the same as on ``/metrics``)."""
+        return self.ctx.refusals.counts
+
+    @property
+    def dead_letters(self) -> Any:
+        """The core's dead-letter file of this source (``<state_dir>/dead-letters.jsonl``)."""
+        return self.ctx.refusals.dead_letters
 
     async def run(self) -> None:
         """Serve until cancelled; a failure is raised as itself, not wrapped in task groups,
@@ -110,68 +119,53 @@ class CvpSource:
                 await self.handle(conn, message)
 
     async def handle(self, conn: StompConnection, message: StompMessage) -> None:
-        """One message: emit its events and ack it, or count, log, keep and ack it."""
+        """One message: emit its events and ack it; or refuse it (a dead letter) and ack it.
+
+        Decoding, the schema check and the mapping run inside ``ctx.convert``: whatever
+        they raise makes the message a dead letter instead of stopping the source (which
+        would restart, be handed the same unacknowledged message, and stop again).
+        ``emit`` and the ack stay outside: a failure to record events is the bus's.
+        """
         channel = self.channels.get(message.subscription)
         self.received[channel.key if channel else "unknown"] += 1
         received = datetime.now(UTC)
-        where = {"topic": message.destination, "messageId": message.message_id}
-        try:
-            doc = decode_json(message.text())
-        except UnicodeDecodeError as err:
-            await self.reject([Problem("bad_encoding", f"body is neither UTF-8 nor Java's "
-                                       f"modified UTF-8: {err}")],
-                              message.body, **where)
-        except ValueError as err:
-            await self.reject([Problem("invalid_json", f"body is not JSON: {err}")],
-                              message.body, **where)
-        else:
-            own, problems = validate(doc, channel if self.options.strict_channel else None)
-            if problems or own is None:
-                await self.reject(problems, message.body, **where)
-            else:
-                try:
-                    events = self.mapper.map(
-                        doc, own, event_id=message.message_id or uuid.uuid4().hex,
-                        topic=message.destination.removeprefix("/topic/"), received=received,
-                    )
-                except Exception as err:  # noqa: BLE001 - a mapping bug must not loop forever
-                    # raising would restart the source and the broker would redeliver the
-                    # same message: a poison loop. Keep it instead, with the traceback logged.
-                    self.ctx.log.exception("cvp %s: cannot map a valid %s", self.ctx.name,
-                                           own.event_type)
-                    await self.reject([Problem("mapping_error", f"{type(err).__name__}: {err}")],
-                                      message.body, **where)
-                else:
-                    emit = self.ctx.emit
-                    for event in events:
-                        await emit(event)
-                    self.emitted += len(events)
+        events = await self.ctx.convert(
+            message.body, lambda: self._events(message, channel, received),
+            topic=message.destination, messageId=message.message_id,
+        )
+        if events:
+            emit = self.ctx.emit
+            for event in events:
+                await emit(event)
+            self.emitted += len(events)
         await conn.ack(message)
 
-    async def reject(self, problems: list[Problem], raw: bytes, **where: str | None) -> None:
-        """Count, log and dead-letter a message that cannot be used."""
-        reasons = sorted({p.reason for p in problems})
-        count_bad_input = getattr(self.ctx, "count_bad_input", None)
-        for reason in reasons:
-            self.rejected[reason] += 1
-            if count_bad_input is not None:
-                count_bad_input(reason)
-        detail = "; ".join(p.detail for p in problems[:5])
-        if len(problems) > 5:
-            detail += f"; and {len(problems) - 5} more"
-        first = reasons[0]
-        count = self.rejected[first]
-        if count <= LOG_FIRST or count % LOG_EVERY == 0:
-            origin = ", ".join(f"{k} {v}" for k, v in where.items() if v)
-            self.ctx.log.warning(
-                "cvp %s: rejected a message (%s) from %s: %s [%d %s so far; kept in %s]",
-                self.ctx.name, ", ".join(reasons), origin or "?", detail, count, first,
-                self.dead_letters.path,
-            )
+    def _events(self, message: StompMessage, channel: Channel | None,
+                received: datetime) -> list[Event]:
+        """Decode, check and map one JMS message; :class:`RefusedInput` says why not."""
         try:
-            await self.dead_letters.add(",".join(reasons), detail, raw, **where)
-        except OSError as err:  # a full disk must not stop the source
-            self.ctx.log.error("cvp %s: cannot write dead letter: %s", self.ctx.name, err)
+            text = message.text()
+        except UnicodeDecodeError as err:
+            raise RefusedInput("bad_encoding", "body is neither UTF-8 nor Java's modified "
+                                               f"UTF-8: {err}") from None
+        try:
+            doc = decode_json(text)
+        except ValueError as err:
+            raise RefusedInput("invalid_json", f"body is not JSON: {err}") from None
+        own, problems = validate(doc, channel if self.options.strict_channel else None)
+        if problems or own is None:
+            raise _refused(problems)
+        try:
+            return self.mapper.map(
+                doc, own, event_id=message.message_id or uuid.uuid4().hex,
+                topic=message.destination.removeprefix("/topic/"), received=received,
+            )
+        except Exception as err:
+            # a bug in this plugin's mapping, not bad input: say so with the traceback,
+            # and keep the message under its own reason
+            self.ctx.log.exception("cvp %s: cannot map a valid %s", self.ctx.name,
+                                   own.event_type)
+            raise RefusedInput("mapping_error", f"{type(err).__name__}: {err}") from err
 
     # ------------------------------------------------------------------ syslog
 
@@ -217,10 +211,10 @@ class CvpSource:
                 try:
                     queue.send_nowait((data, f"udp {peer_host}:{peer_port}"))
                 except anyio.WouldBlock:
+                    # counted, not dead-lettered: writing each one down would slow the
+                    # receiver exactly when it is already behind
                     self.syslog_dropped += 1
-                    count_bad_input = getattr(self.ctx, "count_bad_input", None)
-                    if count_bad_input is not None:
-                        count_bad_input("syslog_overflow")
+                    self.ctx.count_bad_input("syslog_overflow")
                     if self.syslog_dropped <= LOG_FIRST or self.syslog_dropped % LOG_EVERY == 0:
                         self.ctx.log.warning(
                             "cvp %s: syslog queue full (%d): dropped a datagram from %s "
@@ -243,9 +237,9 @@ class CvpSource:
         try:
             async with stream:
                 if self._tcp_open > options.max_connections:
-                    await self.reject([Problem("too_many_connections",
-                                               f"more than {options.max_connections} syslog "
-                                               "TCP connections: refused")], b"", peer=peer)
+                    await self.ctx.refuse("too_many_connections",
+                                          f"more than {options.max_connections} syslog "
+                                          "TCP connections: refused", b"", peer=peer)
                     return
                 await self._tcp_messages(stream, peer)
         except (anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError):
@@ -278,7 +272,7 @@ class CvpSource:
             try:
                 messages = framer.feed(chunk)
             except SyslogError as err:
-                await self.reject([Problem(err.reason, str(err))], framer.buffer[:1024], peer=peer)
+                await self.ctx.refuse(err.reason, str(err), framer.buffer[:1024], peer=peer)
                 return  # the stream is out of step: close it, the sender reconnects
             for data in messages:
                 await self.syslog_message(data, peer)  # TCP waits: back-pressure
@@ -294,25 +288,32 @@ class CvpSource:
             self.ctx.log.info("cvp %s: closed the syslog connection from %s: nothing sent "
                               "for %gs", self.ctx.name, peer, options.idle_timeout)
             return
-        await self.reject([Problem("slow_message",
-                                   f"TCP message not complete within {options.read_timeout:g}s "
-                                   f"({len(partial)} bytes received): disconnected")],
-                          partial[:1024], peer=peer)
+        await self.ctx.refuse("slow_message",
+                              f"TCP message not complete within {options.read_timeout:g}s "
+                              f"({len(partial)} bytes received): disconnected",
+                              partial[:1024], peer=peer)
 
     async def syslog_message(self, data: bytes, peer: str) -> None:
-        """Parse one syslog message and emit ``cvp.syslog``; or count, log and keep it."""
+        """Parse one syslog message and emit ``cvp.syslog``; or refuse it (a dead letter)."""
         self.received["syslog"] += 1
         received = datetime.now(UTC)
+        event = await self.ctx.convert(
+            data, lambda: self._syslog_event(data, peer, received), peer=peer
+        )
+        if event is not None:
+            await self.ctx.emit(event)
+            self.emitted += 1
+
+    def _syslog_event(self, data: bytes, peer: str, received: datetime) -> Event:
         try:
             fields = parse(data)
         except SyslogError as err:
-            await self.reject([Problem(err.reason, str(err))], data, peer=peer)
-            return
+            raise RefusedInput(err.reason, str(err)) from None
         fields["peer"] = peer
         moment = None
         if fields["format"] == "rfc5424":
             moment = parse_timestamp(fields.get("timestamp"))
-        event = Event(
+        return Event(
             type=f"{VENDOR}.syslog",
             source=self.ctx.name,
             subject=fields.get("host") or peer.split(" ", 1)[1].rsplit(":", 1)[0],
@@ -321,8 +322,17 @@ class CvpSource:
             receivedat=received,
             data=fields,
         )
-        await self.ctx.emit(event)
-        self.emitted += 1
+
+
+def _refused(problems: list[Problem]) -> RefusedInput:
+    """One refusal for a payload against the schema: the first problem's reason (the
+    counter's label), and up to five problems as the detail."""
+    if not problems:
+        return RefusedInput("unknown_event_type", "payload matches no CVP message")
+    detail = "; ".join(p.detail for p in problems[:5])
+    if len(problems) > 5:
+        detail += f"; and {len(problems) - 5} more"
+    return RefusedInput(problems[0].reason, detail)
 
 
 def _cause(group: ExceptionGroup[Exception]) -> Exception:
