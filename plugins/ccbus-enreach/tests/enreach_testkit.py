@@ -105,6 +105,14 @@ class BusHarness:
     def state(self) -> str:
         return self.bus.sources["rte"].state
 
+    def bad_input(self) -> dict[str, float]:
+        """``ccbus_source_bad_input_total{source="rte",reason}`` as the bus counts it, by reason."""
+        return {
+            labels["reason"]: value
+            for name, labels, value in self.bus.counters.snapshot()
+            if name == "source_bad_input" and labels.get("source") == "rte"
+        }
+
     async def wait_for(self, predicate: Callable[[], bool], within: float = 20.0) -> None:
         with anyio.fail_after(within):
             while not predicate():  # noqa: ASYNC110 - polling the bus's own counters

@@ -16,7 +16,7 @@ from ccbus_enreach.mapping import user_status_state
 from ccbus_enreach.options import EnreachOptions
 from ccbus_enreach.protocol import EVENT_ALIASES, EVENTS, example_payload
 
-from ccbus import CANONICAL_EVENTS, Event, SourceContext
+from ccbus import CANONICAL_EVENTS, Event, RefusedInput, SourceContext
 
 USER = "a1eeb030-ff4b-ea11-ac9c-00155d4fdcf3"
 QUEUE = "c9eeb030-ff4b-ea11-ac9c-00155d4fdcf3"
@@ -258,14 +258,48 @@ def test_unknown_events_are_emitted_and_counted(
     ],
 )
 @pytest.mark.anyio
-async def test_malformed_messages_are_counted_and_kept(
-    intake: Intake, arguments: list[Any], caplog: pytest.LogCaptureFixture
+async def test_malformed_messages_are_refused_counted_and_kept(
+    intake: Intake, arguments: list[Any], caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    assert intake.events(arguments) == []
-    assert intake.dropped["malformed"] == 1
-    assert "enreach rte: malformed:" in caplog.text
-    await intake.flush_letters()
-    [letter] = intake.dead_letters.read()
+    with pytest.raises(RefusedInput) as refused:
+        intake.events(arguments)
+    assert refused.value.reason == "malformed"
+    await intake.batch([arguments])  # inside ctx.convert: refused, not raised
+    refusals = intake.ctx.refusals
+    assert refusals.counts == {"malformed": 1}
+    assert intake.dropped == {}
+    assert "source rte: refused a message (malformed) from method MessageReceived" in caplog.text
+    [letter] = refusals.dead_letters.read()
     assert letter["reason"] == "malformed"
     assert json.loads(str(letter["message"])) == arguments
+    assert (tmp_path / "dead-letters.jsonl").exists()
 
+
+@pytest.mark.anyio
+async def test_a_mapping_that_raises_refuses_that_message_and_the_next_is_mapped(
+    intake: Intake,
+) -> None:
+    emitted: list[Event] = []
+
+    async def emit(event: Event) -> None:
+        emitted.append(event)
+
+    intake.ctx.emit = emit
+    original = intake.mapper.map
+
+    def buggy(name: str, event_id: str, *args: Any) -> Any:  # a mapping bug on one payload
+        if event_id == "bad-1":
+            raise KeyError("Talking")
+        return original(name, event_id, *args)
+
+    intake.mapper.map = buggy  # type: ignore[method-assign]
+    bad = message("UserStatus", Id="bad-1")
+    await intake.batch([bad, message("UserStatus", Id="good-1")])
+    assert intake.ctx.refusals.counts == {"unreadable": 1}
+    [letter] = intake.ctx.refusals.dead_letters.read()
+    assert letter["reason"] == "unreadable"
+    assert letter["detail"] == "KeyError: 'Talking'"
+    assert json.loads(str(letter["message"])) == bad
+    assert {e.type for e in emitted} == {"enreach.UserStatus", "agent.state_changed"}
+    assert intake.messages == 2
+    assert intake.emitted == len(emitted) == 2

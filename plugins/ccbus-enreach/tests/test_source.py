@@ -120,15 +120,57 @@ async def test_malformed_frames_and_messages_are_counted_and_the_connection_surv
             assert await sim.publish("UserStatus", ANNA) == 1
             await bus.wait_for(lambda: "enreach.UserStatus" in bus.recorder.types())
             source = bus.source
-            await bus.wait_for(lambda: source.intake.dropped["malformed_frame"] == 2)
-            assert source.intake.dropped["malformed"] == 1
+            refusals = source.ctx.refusals
+            await bus.wait_for(lambda: refusals.counts["malformed_frame"] == 2)
+            assert refusals.counts["malformed"] == 1
             assert source.intake.dropped["unknown_event"] == 1
             assert "enreach.UserMood" in bus.recorder.types()
             assert source.connections == 1  # the same connection all along
-            await bus.wait_for(lambda: len(source.intake.dead_letters.read()) == 3)
-            reasons = [d["reason"] for d in source.intake.dead_letters.read()]
+            await bus.wait_for(lambda: len(refusals.dead_letters.read()) == 3)
+            reasons = [d["reason"] for d in refusals.dead_letters.read()]
             assert sorted(reasons) == ["malformed", "malformed_frame", "malformed_frame"]
-    assert "enreach rte: malformed_frame: unreadable hub message" in caplog.text
+            assert bus.bad_input() == {"malformed": 1, "malformed_frame": 2}
+            assert source.status()["dropped"] == {
+                "unknown_event": 1, "malformed": 1, "malformed_frame": 2,
+            }
+    assert "source rte: refused a message (malformed_frame)" in caplog.text
+    assert "unreadable hub message" in caplog.text
+
+
+async def test_a_poison_message_is_a_dead_letter_and_the_next_one_arrives(
+    tmp_path: Any, bus_with: Any
+) -> None:
+    """Valid JSON nested 100,000 levels deep, as a MessageReceived call: refused, counted on
+    /metrics and kept; the same connection (no restart) delivers the good event after it."""
+    deep = "[" * 100_000 + "]" * 100_000
+    poison = '{"type":1,"target":"MessageReceived","arguments":[' + deep + "]}\x1e"
+    async with RteSimulator() as sim:
+        async with bus_with(tmp_path, options(sim)) as bus:
+            await connected(bus, sim)
+            source = bus.source
+            assert await sim.publish_raw(poison) == 1
+            assert await sim.publish("UserStatus", ANNA, {"Talking": True}) == 1
+            await bus.wait_for(lambda: "agent.state_changed" in bus.recorder.types())
+            assert bus.recorder.types() == ["enreach.UserStatus", "agent.state_changed"]
+            # not restarted: the same source, the same connection, never reconnecting
+            assert bus.source is source
+            assert bus.state == "connected"
+            assert source.connections == 1 and sim.stats.connections == 1
+            assert bus.bus.counters.get("source_reconnects", source="rte") == 0
+            assert source.failures == {}
+            # refused once, counted on /metrics, kept as a dead letter with its reason
+            assert bus.bad_input() == {"malformed_frame": 1}
+            [letter] = source.ctx.refusals.dead_letters.read()
+            assert letter["reason"] == "malformed_frame"
+            assert letter["detail"].startswith("unreadable hub message (ValueError: ")
+            assert letter["message"].startswith('{"type":1,"target":"MessageReceived"')
+            assert letter["truncated"] is True
+            # dealt with once, not handed over again: later traffic finds nothing left of it
+            assert await sim.publish("QueueStatus", SALES) == 1
+            await bus.wait_for(lambda: "queue.status" in bus.recorder.types())
+            assert bus.bad_input() == {"malformed_frame": 1}
+            assert len(source.ctx.refusals.dead_letters.read()) == 1
+            assert source.connections == 1
 
 
 async def test_a_silent_hub_is_noticed_and_left(tmp_path: Any, bus_with: Any) -> None:

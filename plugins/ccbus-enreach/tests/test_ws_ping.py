@@ -64,7 +64,7 @@ async def test_the_source_answers_protocol_pings_and_keeps_receiving(
             await bus.wait_for(lambda: "enreach.UserStatus" in bus.recorder.types())
             # the same connection all along, and pings were not taken for hub messages
             assert bus.source.connections == 1
-            assert bus.source.intake.dropped["malformed_frame"] == 0
+            assert bus.source.ctx.refusals.counts["malformed_frame"] == 0
 
 
 async def test_a_client_that_answers_pings_keeps_its_connection() -> None:

@@ -33,24 +33,13 @@ import anyio
 import click
 import httpx
 
-from ccbus import parse_duration
+from ccbus import click_duration
 
 from .simulator import DEFAULT_SECRET, DEFAULT_USERNAME, SCENARIOS, RteSimulator
 
 __all__ = ["enreach_group", "simulate_enreach"]
 
 FAULTS = ("restart", "drop", "deny", "publish", "scenario", "blast", "status")
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
-
-
-def _optional_duration(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
-    return None if value is None else _duration(ctx, param, value)
 
 
 # ---------------------------------------------------------------------------
@@ -62,21 +51,21 @@ def _optional_duration(ctx: click.Context, param: click.Parameter, value: Any) -
 @click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
 @click.option("--username", default=DEFAULT_USERNAME, show_default=True)
 @click.option("--secret", default=DEFAULT_SECRET, show_default=True)
-@click.option("--token-ttl", default="1h", callback=_duration, show_default=True)
+@click.option("--token-ttl", default="1h", callback=click_duration, show_default=True)
 @click.option(
-    "--keepalive", default="15s", callback=_duration, show_default=True,
+    "--keepalive", default="15s", callback=click_duration, show_default=True,
     help="Hub ping period.",
 )
 @click.option(
-    "--client-timeout", default="30s", callback=_duration, show_default=True,
+    "--client-timeout", default="30s", callback=click_duration, show_default=True,
     help="Drop a client silent this long.",
 )
 @click.option(
-    "--ws-ping-every", default=None, callback=_optional_duration,
+    "--ws-ping-every", default=None, callback=click_duration,
     help="Send WebSocket clients an RFC 6455 ping this often (default: never).",
 )
 @click.option(
-    "--ws-pong-within", default="10s", callback=_duration, show_default=True,
+    "--ws-pong-within", default="10s", callback=click_duration, show_default=True,
     help="With --ws-ping-every: close a connection whose pong is this late.",
 )
 @click.option(
@@ -91,7 +80,7 @@ def _optional_duration(ctx: click.Context, param: click.Parameter, value: Any) -
     help="What to play while a client is subscribed.",
 )
 @click.option(
-    "--every", default="15s", callback=_duration, show_default=True,
+    "--every", default="15s", callback=click_duration, show_default=True,
     help="Pause between runs of the scenario (0: play once).",
 )
 @click.option("--speed", default=1.0, show_default=True, help="2 plays twice as fast.")

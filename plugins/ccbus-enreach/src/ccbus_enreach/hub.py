@@ -19,8 +19,12 @@ thread touch the event loop's objects directly:
   receive thread: signalrcore does not, so :mod:`.transport` gives it a
   WebSocket client that does, installed before the connection starts.
 
-A frame the JSON hub protocol cannot read would end signalrcore's receive
-thread; :class:`TolerantJsonHubProtocol` counts and skips it instead.  It
+A frame the JSON hub protocol cannot read (whatever the exception: not JSON,
+nested a hundred thousand levels deep, not a SignalR message) would end
+signalrcore's receive thread; :class:`TolerantJsonHubProtocol` reports it
+(``on_malformed``, for the source to refuse in the loop) and skips it instead.
+A ``MessageReceived`` invocation's arguments reach the hand-off as a
+:class:`Received` list that keeps the frame's text, for a dead letter.  It
 also notes when anything last arrived, which is how a silent, half-dead
 connection is noticed (signalrcore has no server timeout of its own).
 """
@@ -60,7 +64,7 @@ from .errors import HubError, Transient, Unauthorized
 from .protocol import MESSAGE_RECEIVED
 from .transport import install as install_ponging_transport
 
-__all__ = ["Handoff", "HubSession", "TolerantJsonHubProtocol"]
+__all__ = ["Handoff", "HubSession", "Received", "TolerantJsonHubProtocol"]
 
 log = logging.getLogger(__name__)
 # signalrcore logs each failure twice at WARNING ("AuthHubConnection", then the bare
@@ -179,11 +183,41 @@ class TolerantJsonHubProtocol(JsonHubProtocol):  # type: ignore[misc]
                 doc = decode_json(record)
                 if not isinstance(doc, dict):
                     raise ValueError(f"a hub message must be an object, not {type(doc).__name__}")
-                if doc:
-                    result.append(self.get_message(doc))
-            except (ValueError, TypeError, KeyError) as err:
-                self.on_malformed(record, f"{type(err).__name__}: {err}")
+                if not doc:
+                    continue
+                message = self.get_message(doc)
+                arguments = getattr(message, "arguments", None)
+                if getattr(message, "target", None) == MESSAGE_RECEIVED and isinstance(
+                    arguments, list
+                ):
+                    message.arguments = Received(arguments, record)
+                result.append(message)
+            except Exception as err:  # noqa: BLE001 - one frame must never end the thread
+                self.on_malformed(record, _why(err))
         return result
+
+
+class Received(list[Any]):
+    """A ``MessageReceived`` argument list, with the frame it came in (``raw``).
+
+    A list still (what the hub sent), so readers of the hand-off see the
+    arguments; ``raw`` is what a dead letter keeps when the message is refused.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, arguments: list[Any], raw: str) -> None:
+        super().__init__(arguments)
+        self.raw = raw
+
+
+def _why(err: BaseException) -> str:
+    """``Type: text`` of an exception, even one whose ``str()`` fails (a RecursionError can)."""
+    try:
+        text = str(err)
+    except Exception:  # noqa: BLE001
+        text = ""
+    return f"{type(err).__name__}: {text}"[:500] if text else type(err).__name__
 
 
 @dataclass(eq=False, slots=True)

@@ -1,12 +1,22 @@
 """``MessageReceived`` payloads in, events out: check, drop duplicates and expired ones, map, emit.
 
-Every message that cannot be used is counted under its reason, logged with
-that reason and the source's name (the first ten of each reason, then every
-hundredth, so a misbehaving hub cannot flood the journal) and, when it is
-malformed, kept in the dead-letter file.  Nothing here raises for bad input:
-the source keeps running.
+Each message is checked and mapped inside ccbus's ``ctx.convert`` (see
+:mod:`ccbus.sources.refused`): whatever that raises makes the message a dead
+letter instead of stopping the source.  Refused messages are counted on
+``/metrics`` as ``ccbus_source_bad_input_total{source,reason}``, logged
+(rate-limited) and kept in ``dead-letters.jsonl`` in the source's state
+directory, with the frame as the hub sent it:
 
 * ``malformed``: not ``[{"subscription": ..., "data": {...}}]``, or no event type;
+* ``malformed_frame``: a frame the JSON hub protocol could not read at all
+  (reported by the receive thread, see :class:`~ccbus_enreach.hub.TolerantJsonHubProtocol`);
+* ``unreadable``: checking or mapping the message raised (a bug, or a payload
+  no one foresaw).
+
+Messages that are fine but not routed are only counted (``dropped``, in the
+source's status) and logged with their reason and the source's name (the
+first ten of each reason, then every hundredth):
+
 * ``unknown_event``: a well-formed event the document does not list; it is
   still emitted as ``enreach.<EventType>`` (rules may want it), and counted;
 * ``duplicate``: an ``Id`` seen among the last ``dedup_size`` events;
@@ -20,12 +30,13 @@ import hashlib
 import json
 import re
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from ccbus import SourceContext
+from ccbus import Event, RefusedInput, SourceContext
 
-from .deadletters import DeadLetterFile
 from .mapping import Mapper, timestamp
 from .protocol import canonical_event_name, field
 
@@ -46,43 +57,50 @@ class Intake:
     ) -> None:
         self.ctx = ctx
         self.mapper = Mapper(ctx.name)
-        self.dead_letters = DeadLetterFile(ctx.state_dir / "dead-letters.jsonl")
         self.dedup_size = dedup_size
         self.drop_expired = drop_expired
         self._seen: OrderedDict[str, None] = OrderedDict()
-        #: messages mapped, events emitted, and dropped messages per reason
+        #: messages mapped, events emitted, and messages not routed per reason (refused
+        #: ones are in ``ctx.refusals.counts``)
         self.messages = 0
         self.emitted = 0
         self.dropped: Counter[str] = Counter()
         #: native events per type (what arrived, for tests and diagnosis)
         self.by_type: Counter[str] = Counter()
-        self.pending_letters: list[tuple[str, str, str]] = []
 
-    async def batch(self, batch: list[Any]) -> None:
-        """Handle what the receive thread queued, in order."""
-        emit = self.ctx.emit
+    async def batch(self, batch: Iterable[Any]) -> None:
+        """Handle what the receive thread queued, in order.
+
+        Each message is checked and mapped inside ``ctx.convert``: one that
+        raises is a dead letter, and the next one is handled.  ``emit`` stays
+        outside: a failure to record events is the bus's, not the message's.
+        """
+        ctx = self.ctx
         for arguments in batch:
-            for event in self.events(arguments):
-                await emit(event)
+            events: list[Event] | None = await ctx.convert(
+                _raw(arguments), partial(self.events, arguments), method="MessageReceived"
+            )
+            for event in events or ():
+                await ctx.emit(event)
                 self.emitted += 1
-        if self.pending_letters:
-            await self.flush_letters()
 
-    def events(self, arguments: Any) -> list[Any]:
-        """The events of one ``MessageReceived`` call (its argument list), or none."""
+    def events(self, arguments: Any) -> list[Event]:
+        """The events of one ``MessageReceived`` call (its argument list), or none.
+
+        Raises :class:`~ccbus.RefusedInput` (``malformed``) for a message that
+        is not one; call it inside ``ctx.convert``, as :meth:`batch` does.
+        """
         received = datetime.now(UTC)
         message = arguments[0] if isinstance(arguments, list) and len(arguments) == 1 else None
         data = field(message, "Data") if isinstance(message, dict) else None
         if not isinstance(data, dict):
-            self._drop("malformed", "expected one argument {subscription, data}", arguments)
-            return []
+            raise RefusedInput("malformed", "expected one argument {subscription, data}")
         subscription = field(message, "Subscription")  # type: ignore[arg-type]
         if not isinstance(subscription, dict):
             subscription = {}
         raw_name = field(data, "EventType") or field(subscription, "EventType")
         if not isinstance(raw_name, str) or not _NAME.match(raw_name):
-            self._drop("malformed", f"no usable EventType ({raw_name!r:.40})", arguments)
-            return []
+            raise RefusedInput("malformed", f"no usable EventType ({raw_name!r:.40})")
         name = canonical_event_name(raw_name)
         if name is None:
             self._count("unknown_event", f"event {raw_name!r} is not in the RTE document")
@@ -120,7 +138,7 @@ class Intake:
         self.by_type[name] += 1
         return self.mapper.map(name, event_id, subject, data, received, moment, entity_type)
 
-    # -- counting and keeping -----------------------------------------------------------
+    # -- counting and refusing -----------------------------------------------------------
 
     def _count(self, reason: str, detail: str, *, level: str = "warning") -> bool:
         self.dropped[reason] += 1
@@ -132,27 +150,20 @@ class Intake:
             return True
         return False
 
-    def _drop(self, reason: str, detail: str, message: Any) -> None:
-        self._count(reason, detail)
-        self.keep(reason, detail, json.dumps(message, default=str)[:65536])
-
-    def malformed_frame(self, record: str, why: str) -> None:
+    async def malformed_frame(self, record: str, why: str) -> None:
         """A frame the hub protocol could not read (reported from the receive thread)."""
-        self._count("malformed_frame", f"unreadable hub message ({why})")
-        self.keep("malformed_frame", why, record[:65536])
+        await self.ctx.refuse("malformed_frame", f"unreadable hub message ({why})", record)
 
-    def keep(self, reason: str, detail: str, raw: str) -> None:
-        """Queue a dead letter; :meth:`flush_letters` writes it through a worker thread."""
-        self.pending_letters.append((reason, detail, raw))
 
-    async def flush_letters(self) -> None:
-        """Write the dead letters gathered so far (the loop never waits on the disk inline)."""
-        letters, self.pending_letters = self.pending_letters, []
-        for reason, detail, raw in letters:
-            try:
-                await self.dead_letters.add(reason, detail, raw)
-            except OSError as err:  # a full disk must not stop the source
-                self.ctx.log.error("enreach %s: cannot write dead letter: %s", self.ctx.name, err)
+def _raw(arguments: Any) -> str:
+    """The message as a dead letter keeps it: the frame it came in, else its JSON."""
+    raw = getattr(arguments, "raw", None)
+    if isinstance(raw, str):
+        return raw
+    try:
+        return json.dumps(arguments, default=str)
+    except Exception:  # noqa: BLE001 - too deep to write out: say what it was
+        return repr(type(arguments))
 
 
 def _text(value: Any) -> str | None:

@@ -187,7 +187,8 @@ class EnreachSource:
                 if self._failure is None:
                     self._failure = Transient("the hub closed the connection")
                 tg.cancel_scope.cancel()
-            # what arrived before the end is still routed
+            # what arrived before the end is still routed (or refused)
+            await self._refuse_malformed()
             await self.intake.batch(session.handoff.take_nowait())
         finally:
             self._tg = None
@@ -212,29 +213,29 @@ class EnreachSource:
         while True:
             batch = await session.handoff.get_batch()
             if self._malformed:
-                self._take_malformed()
+                await self._refuse_malformed()
             if not batch:
                 return
             # a batch taken is routed whole, even when the connection ends meanwhile
             with anyio.CancelScope(shield=True):
                 await self.intake.batch(batch)
 
-    def _take_malformed(self) -> None:
-        while self._malformed:
-            record, why = self._malformed.popleft()
-            self.intake.malformed_frame(record, why)
+    async def _refuse_malformed(self) -> None:
+        """Refuse (count, log, dead-letter) the frames the receive thread could not read."""
+        with anyio.CancelScope(shield=True):  # a frame taken is refused, even when cancelled
+            while self._malformed:
+                record, why = self._malformed.popleft()
+                await self.intake.malformed_frame(record, why)
 
     async def _keepalive(self, session: HubSession) -> None:
-        """Ping the hub; notice a hub that went silent; write dead letters of bad frames."""
+        """Ping the hub; notice a hub that went silent; refuse the frames it could not read."""
         options = self.options
         tick = min(options.ping_every, options.server_timeout / 4, 1.0)
         last_ping = time.monotonic()
         while True:
             await anyio.sleep(tick)
             if self._malformed:
-                self._take_malformed()
-            if self.intake.pending_letters:
-                await self.intake.flush_letters()
+                await self._refuse_malformed()
             silent = session.silent_for()
             if silent > options.server_timeout:
                 raise Transient(
@@ -392,7 +393,7 @@ class EnreachSource:
             "failures": dict(self.failures),
             "messages": self.intake.messages,
             "emitted": self.intake.emitted,
-            "dropped": dict(self.intake.dropped),
+            "dropped": {**self.intake.dropped, **self.ctx.refusals.counts},
             "recoveries": [round(s, 3) for s in self.recoveries],
             "backpressure_waits": self.session.handoff.waits if self.session else 0,
         }
