@@ -15,9 +15,11 @@ docstring says so; the bus awaits it.
 
 ``ccbus new-plugin NAME`` writes a working plugin that implements several
 of these.  ``tests/test_plugins.py`` keeps this module, the docs and the
-tests in step: every hook needs a docstring and a place in the README
-(``test_every_hook_is_documented_in_its_spec_and_in_the_readme``) and a test
-that implements it (``test_every_hook_is_exercised_by_a_test``).  A hook that
+tests in step: every hook needs a docstring, a place in the README and a
+``## name(`` heading in ``docs/plugin-hooks.md``
+(``test_every_hook_is_documented_in_its_spec_and_in_the_docs``), a test named
+``test_hook_<name>`` that implements it (``test_every_hook_is_exercised_by_a_test``),
+and only public types in its signature (``test_hook_signatures_use_public_types``).  A hook that
 raises is a problem naming its plugin (``PluginHost.problems``), never a
 crash of the whole CLI.
 """
@@ -53,7 +55,7 @@ __all__ = ["hookimpl", "hookspec"]
 def register_sources() -> list[SourceSpec]:
     """Source kinds this plugin provides.
 
-    :return: a list of :class:`ccbus.sources.api.SourceSpec`; each ``name`` is
+    :return: a list of :class:`ccbus.SourceSpec`; each ``name`` is
         what configs write as ``plugin:``.  Names must be unique across
         plugins; a clash is reported by ``ccbus plugins`` and ``ccbus check``.
     """
@@ -63,7 +65,7 @@ def register_sources() -> list[SourceSpec]:
 def register_actions() -> list[ActionSpec]:
     """Actions this plugin provides, callable from a rule's ``do:`` list.
 
-    :return: a list of :class:`ccbus.actions.api.ActionSpec`.  Vendor actions use
+    :return: a list of :class:`ccbus.ActionSpec`.  Vendor actions use
         a dotted name (``enreach.subscribe``).
     """
 
@@ -94,7 +96,7 @@ def register_simulators() -> list[click.Command]:
 def register_demo_sources() -> list[DemoSource]:
     """Sources ``ccbus demo`` runs live against their simulators, next to the replay.
 
-    :return: a list of :class:`ccbus.sources.api.DemoSource`; each brings its own
+    :return: a list of :class:`ccbus.DemoSource`; each brings its own
         simulator up on loopback for the demo's duration, so the demo shows the
         plugin's real protocol path without any vendor system.
     """
@@ -115,7 +117,7 @@ def check_config(config: LoadedConfig) -> list[str]:
 
     Called by ``ccbus check`` and by ``ccbus run`` before any source starts.
 
-    :param config: the loaded :class:`ccbus.config.file.LoadedConfig` (``config.config``
+    :param config: the loaded :class:`ccbus.LoadedConfig` (``config.config``
         is the validated model, ``config.where("targets", name)`` gives ``file:line``).
     :return: problems, each one line naming file, line and key, never a secret.
     """

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import builtins
+import collections.abc
 import inspect
 import re
+import types
+import typing
 from pathlib import Path
 
 import click
@@ -11,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 from support import REPO, write
 
-from ccbus import ActionSpec, Options, SourceSpec, hookimpl, hookspecs
+import ccbus
+from ccbus import ActionSpec, DemoSource, Options, SourceSpec, hookimpl, hookspecs
 from ccbus.cli.app import attach_plugins, cli
 from ccbus.plugins import PluginHost
-from ccbus.sources.api import DemoSource
 
 
 @pytest.fixture
@@ -92,24 +97,79 @@ def test_name_clashes_keep_the_first_and_say_so() -> None:
 
 HOOKS = sorted(name for name, obj in inspect.getmembers(hookspecs, inspect.isfunction)
                if hasattr(obj, "ccbus_spec"))
+HOOKS_DOC = REPO / "docs" / "plugin-hooks.md"
 
 
-def test_every_hook_is_documented_in_its_spec_and_in_the_readme() -> None:
+def test_every_hook_is_documented_in_its_spec_and_in_the_docs() -> None:
+    """Like datasette's: a docstring, a ``## name(args)`` heading per hook, and the README's list."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
+    docs = HOOKS_DOC.read_text(encoding="utf-8")
+    headings = re.findall(r"^## (\w+)\((.*)\)$", docs, re.M)
     assert len(HOOKS) == 9
+    assert sorted(name for name, _ in headings) == HOOKS, "one heading per hook, no others"
+    for name, args in headings:
+        params = list(inspect.signature(getattr(hookspecs, name)).parameters)
+        assert args == ", ".join(params), f"docs/plugin-hooks.md: ## {name}({', '.join(params)})"
     for name in HOOKS:
         doc = inspect.getdoc(getattr(hookspecs, name)) or ""
         assert len(doc) > 40, f"hook {name} needs a docstring that says what and why"
         assert f"`{name}`" in readme, f"hook {name} is missing from the README's plugin section"
+    assert "](docs/plugin-hooks.md)" in readme
 
 
 def test_every_hook_is_exercised_by_a_test() -> None:
-    tests = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "tests").glob("test_*.py")
-                      if p.name != "test_plugins.py")
-    template = "\n".join(p.read_text(encoding="utf-8")
-                         for p in (REPO / "ccbus" / "cli" / "templates").rglob("*") if p.is_file())
+    """Like datasette's: each hook has a ``test_hook_<name>`` (tests/test_hooks.py)."""
+    tests = set()
+    for path in (REPO / "tests").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        tests |= {node.name for node in ast.walk(tree)
+                  if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+    missing = [name for name in HOOKS if f"test_hook_{name}" not in tests]
+    assert missing == [], f"no test_hook_<name> for {missing}"
+
+
+#: Names a hook's signature may use besides ``ccbus.__all__``.
+ALLOWED_TYPE_MODULES = (builtins, typing, collections.abc)
+
+
+def test_hook_signatures_use_public_types() -> None:
+    """Everything a hook receives or returns is importable from ``ccbus`` (or click, typing)."""
     for name in HOOKS:
-        assert re.search(rf"\b{name}\b", tests + template), f"no test implements hook {name}"
+        signature = inspect.signature(getattr(hookspecs, name))
+        annotations = [p.annotation for p in signature.parameters.values()]
+        annotations.append(signature.return_annotation)
+        for annotation in annotations:
+            assert isinstance(annotation, str), (name, annotation)  # from __future__ import
+            for word in re.findall(r"[A-Za-z_][\w.]*", annotation):
+                head, _, attr = word.partition(".")
+                if head == "click":
+                    assert hasattr(click, attr), (name, word)
+                elif word != "None" and word not in ccbus.__all__:
+                    assert any(hasattr(m, word) for m in ALLOWED_TYPE_MODULES), (
+                        f"hook {name} names {word}, which is not in ccbus.__all__")
+
+
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def test_hook_docs_examples_import_only_public_names_and_register_cleanly() -> None:
+    """Each example in docs/plugin-hooks.md is a plugin: it loads with no problem."""
+    blocks = PYTHON_BLOCK.findall(HOOKS_DOC.read_text(encoding="utf-8"))
+    assert len(blocks) == len(HOOKS)
+    for number, block in enumerate(blocks, 1):
+        tree = ast.parse(block)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ccbus"):
+                assert node.module == "ccbus", f"example {number} imports from {node.module}"
+                assert {a.name for a in node.names} <= set(ccbus.__all__), number
+        module = types.ModuleType(f"docs_example_{number}")
+        exec(compile(tree, f"docs/plugin-hooks.md example {number}", "exec"), module.__dict__)
+        host = PluginHost(autoload=False, extra=[module])
+        host.simulators(), host.demo_sources()
+        host.add_commands(click.Group())  # not ccbus's own: the examples stay out of it
+        assert (host.failures, host.problems) == ([], []), number
+        implemented = {h.name for h in host.pm.get_hookcallers(module) or []}
+        assert len(implemented) == 1, (number, implemented)
 
 
 def test_function_clashes_are_reported_and_builtins_win() -> None:
