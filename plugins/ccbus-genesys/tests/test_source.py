@@ -73,9 +73,9 @@ async def test_poison_records_are_dead_lettered_and_the_partition_goes_on(
         await wait_for(lambda: source.records == len(records))
         await wait_for(lambda: source.committed.get(_tp(kafka, AGENT_STATE, 0)) == len(records))
     assert [e.data["seq"] for e in run.events if e.type == "genesys.EventAgentReady"] == [0, 1]
-    assert source.rejected == {"invalid_json": 2, "not_an_object": 1, "no_event_name": 2,
-                               "empty_value": 1}
-    letters = source.dead_letters.read()
+    assert source.ctx.refusals.counts == {"invalid_json": 2, "not_an_object": 1,
+                                          "no_event_name": 2, "empty_value": 1}
+    letters = source.ctx.refusals.dead_letters.read()
     assert [(d["reason"], d["topic"], d["partition"], d["offset"]) for d in letters] == [
         (reason, kafka.topic(AGENT_STATE), 0, offset)
         for offset, (_, reason) in enumerate(records) if reason != "ok"
@@ -83,6 +83,94 @@ async def test_poison_records_are_dead_lettered_and_the_partition_goes_on(
     assert letters[0]["message"] == "{not json" and letters[0]["key"] == key
     assert "'id' is missing" in letters[3]["detail"]
     assert await kafka.committed(options["group_id"], AGENT_STATE) == {0: len(records)}
+
+
+async def test_a_deeply_nested_record_is_a_dead_letter_on_the_metrics_and_committed(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    """Valid JSON nested 100,000 levels, then a good record: through a real bus."""
+    poison = b"[" * 100_000 + b"]" * 100_000
+    await kafka.send(AGENT_STATE, f"{TENANT}:a1", poison, partition=0)
+    await kafka.send(AGENT_STATE, f"{TENANT}:a1", agent_step(1).payload, partition=0)
+    options = kafka.options()
+    tp = _tp(kafka, AGENT_STATE, 0)
+    async with running_bus(tmp_path, options) as harness:
+        source = harness.source
+        await wait_for(lambda: "genesys.EventAgentReady" in harness.recorder.types())
+        await wait_for(lambda: source.committed.get(tp) == 2)  # the poison committed past
+        bus = harness.bus
+        runtime = bus.sources["gen"]
+        # not restarted: the same source, never reconnecting, no failed attempt
+        assert harness.source is source and harness.state == "connected"
+        assert runtime.reconnects == 0 and bus.counters.get("source_reconnects", source="gen") == 0
+        assert source.counts["failures"] == 0
+        # a dead letter with its reason, counted for /metrics
+        letters = source.ctx.refusals.dead_letters.read()
+        assert [(d["reason"], d["offset"]) for d in letters] == [("invalid_json", 0)]
+        assert "nested too deeply" in letters[0]["detail"] and letters[0]["truncated"]
+        assert bus.counters.get("source_bad_input", source="gen", reason="invalid_json") == 1
+        assert source.emitted == 2  # the good record's native and canonical events
+    assert await kafka.committed(options["group_id"], AGENT_STATE) == {0: 2}
+    # acknowledged, so not redelivered: the group's next member reads only what is new
+    await kafka.send(AGENT_STATE, f"{TENANT}:a1", agent_step(2).payload, partition=0)
+    async with collecting_source(tmp_path / "again", options) as run:
+        await wait_for(lambda: run.source.committed.get(tp) == 3)
+    assert run.source.records == 1 and not run.source.ctx.refusals.counts
+    assert [e.data["seq"] for e in run.events if e.type == "genesys.EventAgentReady"] == [2]
+
+
+async def test_a_refused_record_read_again_after_a_crash_is_not_dead_lettered_twice(
+    kafka: Kafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a ``kill -9``: nothing committed, the recorded marks on disk; read again."""
+    from ccbus_genesys.source import GenesysSource
+
+    await kafka.send(AGENT_STATE, f"{TENANT}:a1", b"{not json", partition=0)
+    await kafka.send(AGENT_STATE, f"{TENANT}:a1", agent_step(1).payload, partition=0)
+    options = kafka.options()
+
+    async def never_commit(self: GenesysSource, partitions: Any) -> None:
+        return None  # the process dies before any commit reaches the group
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GenesysSource, "_commit", never_commit)
+        async with collecting_source(tmp_path, options) as first:
+            await wait_for(lambda: first.source.records == 2)
+    assert first.source.ctx.refusals.counts == {"invalid_json": 1}
+    assert len(first.events) == 2  # the good record's native and canonical events
+    assert await kafka.committed(options["group_id"], AGENT_STATE) == {}
+
+    async with collecting_source(tmp_path, options) as again:
+        await wait_for(lambda: again.source.committed.get(_tp(kafka, AGENT_STATE, 0)) == 2)
+    # both were dealt with before the "crash": mapped again, nothing emitted or refused again
+    assert again.source.counts["already_recorded"] == 2
+    assert not again.events and not again.source.ctx.refusals.counts
+    assert len(again.source.ctx.refusals.dead_letters.read()) == 1
+
+
+async def test_a_mapping_failure_refuses_the_record_only(
+    kafka: Kafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the mapping for one payload: that record is a dead letter, the next flows."""
+    from ccbus_genesys.mapping import Mapper
+
+    real_map = Mapper.map
+
+    def buggy_map(self: Mapper, name: str, doc: dict[str, Any], *args: Any) -> Any:
+        if doc.get("seq") == 0:
+            raise KeyError("AgentID")
+        return real_map(self, name, doc, *args)
+
+    monkeypatch.setattr(Mapper, "map", buggy_map)
+    for n in range(2):
+        await kafka.send(AGENT_STATE, f"{TENANT}:a1", agent_step(n).payload, partition=0)
+    async with collecting_source(tmp_path, kafka.options()) as run:
+        await wait_for(lambda: run.source.committed.get(_tp(kafka, AGENT_STATE, 0)) == 2)
+    assert run.source.ctx.refusals.counts == {"unreadable": 1}
+    [letter] = run.source.ctx.refusals.dead_letters.read()
+    assert letter["offset"] == 0 and letter["detail"] == "KeyError: 'AgentID'"
+    assert [e.data["seq"] for e in run.events if e.type == "genesys.EventAgentReady"] == [1]
+    assert run.source.counts["failures"] == 0
 
 
 async def test_unknown_names_and_bad_keys_pass_through_counted(

@@ -23,20 +23,13 @@ import sys
 import anyio
 import click
 
-from ccbus import parse_duration
+from ccbus import click_duration
 
 from .catalog import AGENT_STATE, CALL_THREAD, DEFAULT_TOPICS
 from .scenarios import SCENARIOS, agent_flaps
 from .simulator import GenesysSimulator
 
 __all__ = ["simulate_genesys"]
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
 
 
 @click.group(name="genesys", invoke_without_command=True)
@@ -47,7 +40,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option("--prefix", default="", help="Topic name prefix.")
 @click.option("--scenario", type=click.Choice([*SCENARIOS, "none"]), default="contact-center",
               show_default=True, help="What to play.")
-@click.option("--every", default="15s", callback=_duration, show_default=True,
+@click.option("--every", default="15s", callback=click_duration, show_default=True,
               help="Pause between runs of the scenario (0: play once).")
 @click.option("--speed", default=1.0, show_default=True, help="2 plays twice as fast.")
 @click.option("--blast", default=0, show_default=True,

@@ -4,7 +4,8 @@ At-least-once, as the core promises: an offset is committed only for
 records whose events have been handed to ``ctx.emit`` *and* for which
 ``emit`` returned, i.e. whose actions are recorded in the outbox.  So::
 
-    getmany()  ->  for each record: decode, map, await emit(...) for each event,
+    getmany()  ->  for each record: ctx.convert(decode, map), then
+                                    await emit(...) for each event,
                                     done[tp] = offset + 1
                ->  commit(done)      (after every poll)
 
@@ -28,11 +29,18 @@ old poll that were not processed are dropped and read again from the
 committed offset.  Nothing is committed twice, and nothing past what was
 recorded is ever committed.
 
-Bad records never stop a partition: an undecodable value, a payload that is
-not a JSON object, or one without an event name is counted, logged with
+Bad records never stop a partition: each record is decoded and mapped inside
+``ctx.convert`` (:mod:`ccbus.sources.refused`), so an undecodable value, a
+payload that is not a JSON object, one without an event name, or anything
+else that raises while decoding or mapping it, is refused: counted in
+``ccbus_source_bad_input_total{source,reason}``, logged with
 topic/partition/offset, written to the dead-letter file and committed past.
-aiokafka's own deserializers are not used at all, because an exception in
-one re-raises forever for the same record (aiokafka #744).
+A refused record counts as dealt with: its offset is marked like a recorded
+one, so read again after a kill it is not dead-lettered a second time.
+``emit`` stays outside ``convert``: a failure to record events is the bus's
+and is never committed past.  aiokafka's own deserializers are not used at
+all, because an exception in one re-raises forever for the same record
+(aiokafka #744).
 
 The connection itself is aiokafka's: it reconnects to brokers on its own.
 A failure of the whole consumer (cannot bootstrap, authentication refused)
@@ -43,6 +51,7 @@ starts a new consumer, forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections import Counter
@@ -54,10 +63,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from ccbus import Backoff, SourceContext, decode_json
+from ccbus import Backoff, RefusedInput, SourceContext, decode_json
 
-from .deadletters import DeadLetterFile
-from .mapping import Mapper, NativeRecord, parse_key, valid_event_name
+from .mapping import Key, Mapped, Mapper, NativeRecord, parse_key, valid_event_name
 from .options import GenesysOptions
 from .recorded import RecordedOffsets
 
@@ -87,14 +95,13 @@ class GenesysSource:
         self.topics = self.options.topics()
         self.tenants = frozenset(self.options.tenants)
         self.mapper = Mapper(ctx.name, max_calls=self.options.max_tracked_calls)
-        self.dead_letters = DeadLetterFile(ctx.state_dir / "dead-letters.jsonl")
         self.recorded = RecordedOffsets(ctx.state_dir / "recorded", self.options.group_id)
         self.backoff = Backoff(initial=self.options.backoff_initial, cap=self.options.backoff_cap)
         self.consumer: AIOKafkaConsumer | None = None
-        #: records read, events emitted, records per outcome, unknown names, failures
+        #: records read, events emitted, unknown names, failures; refused records are
+        #: counted by reason in ``ctx.refusals.counts`` (and on /metrics)
         self.records = 0
         self.emitted = 0
-        self.rejected: Counter[str] = Counter()
         self.unknown: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         #: per partition: the next offset to commit (everything before it is recorded)
@@ -168,6 +175,7 @@ class GenesysSource:
                         break  # revoked meanwhile: the new owner reads the rest again
                     again = self.recorded.covers(tp, record.offset)
                     await self._handle(record, again=again)
+                    # recorded, filtered or refused: dealt with either way
                     self.done[tp] = record.offset + 1
                     self.recorded.note(tp, record.offset + 1)
         finally:
@@ -205,14 +213,15 @@ class GenesysSource:
     # -- one record -------------------------------------------------------------------
 
     async def _handle(self, record: Any, *, again: bool = False) -> None:
-        """Decode, filter, map and emit one record; or count, log and dead-letter it.
+        """Decode, filter, map and emit one record; or refuse it (a dead letter).
 
-        ``again``: the record's events were recorded before a crash; it is still
-        mapped, so that the call-thread memory is what it would have been, but
-        nothing is emitted.
+        ``again``: the record was dealt with before a crash (its events recorded, or
+        the record refused and dead-lettered); it is still mapped, so that the
+        call-thread memory is what it would have been, but nothing is emitted and
+        nothing is refused a second time.
         """
         self.records += 1
-        key = parse_key(record.key)
+        key = parse_key(record.key)  # total: a key that does not parse is a Key all the same
         if self.tenants and key.tenant not in self.tenants:
             self.counts["filtered"] += 1
             return
@@ -225,37 +234,18 @@ class GenesysSource:
                     self.ctx.name, record.topic, record.partition, record.offset,
                     key.raw, self.counts["bad_keys"],
                 )
-        value = record.value
-        if value is None:
-            await self._reject(record, "empty_value", "the record has no value (a tombstone)")
-            return
-        try:
-            doc = decode_json(value)
-        except ValueError as err:  # includes UnicodeDecodeError
-            await self._reject(record, "invalid_json", str(err))
-            return
-        if not isinstance(doc, dict):
-            await self._reject(record, "not_an_object", f"the value is a JSON {_kind(doc)}")
-            return
-        name = doc.get(self.options.event_field)
-        if not valid_event_name(name):
-            await self._reject(
-                record, "no_event_name",
-                f"field {self.options.event_field!r} is {_show(name)}, not an event name",
-            )
-            return
-        where = NativeRecord(
-            topic=record.topic,
-            kind=self.topics[record.topic],
-            partition=record.partition,
-            offset=record.offset,
-            timestamp=record.timestamp,
-            key=key,
-        )
-        mapped = self.mapper.map(name, doc, where, datetime.now(UTC))
         if again:
+            # refused the first time if this raises: dead-lettered then, not now
+            with contextlib.suppress(Exception):
+                self._convert(record, key)
             self.counts["already_recorded"] += 1
             return
+        converted = await self.ctx.convert(
+            record.value, lambda: self._convert(record, key), **_where(record)
+        )
+        if converted is None:
+            return  # refused: counted, logged and dead-lettered by ctx.convert
+        name, mapped = converted
         if not mapped.known:
             self.unknown[name] += 1
             if self._should_log(self.unknown[name]):
@@ -270,26 +260,36 @@ class GenesysSource:
             await emit(event)
         self.emitted += len(mapped.events)
 
-    async def _reject(self, record: Any, reason: str, detail: str) -> None:
-        self.rejected[reason] += 1
-        count = self.rejected[reason]
-        where = {
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": None if record.key is None else record.key.decode("utf-8", "replace"),
-            "timestamp": record.timestamp,
-        }
-        if self._should_log(count):
-            self.log.warning(
-                "genesys %s: dead-lettered record %s/%d@%d (%s): %s [%d %s so far; kept in %s]",
-                self.ctx.name, record.topic, record.partition, record.offset, reason,
-                detail[:200], count, reason, self.dead_letters.path,
-            )
+    def _convert(self, record: Any, key: Key) -> tuple[str, Mapped]:
+        """The event name and the events of one record's value.
+
+        Raises :class:`RefusedInput` (with the reason counted on /metrics) when the
+        value cannot be used; anything else it raises refuses the record too.
+        """
+        value = record.value
+        if value is None:
+            raise RefusedInput("empty_value", "the record has no value (a tombstone)")
         try:
-            await self.dead_letters.add(reason, detail, record.value, where)
-        except OSError as err:  # a full disk must not stop the partition
-            self.log.error("genesys %s: cannot write dead letter: %s", self.ctx.name, err)
+            doc = decode_json(value)
+        except ValueError as err:  # includes UnicodeDecodeError and nesting too deep
+            raise RefusedInput("invalid_json", str(err)) from None
+        if not isinstance(doc, dict):
+            raise RefusedInput("not_an_object", f"the value is a JSON {_kind(doc)}")
+        name = doc.get(self.options.event_field)
+        if not valid_event_name(name):
+            raise RefusedInput(
+                "no_event_name",
+                f"field {self.options.event_field!r} is {_show(name)}, not an event name",
+            )
+        where = NativeRecord(
+            topic=record.topic,
+            kind=self.topics[record.topic],
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp,
+            key=key,
+        )
+        return name, self.mapper.map(name, doc, where, datetime.now(UTC))
 
     @staticmethod
     def _should_log(count: int) -> bool:
@@ -371,6 +371,17 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.source._assigned(set(assigned))
+
+
+def _where(record: Any) -> dict[str, Any]:
+    """Where a record came from, for its dead letter: enough to fetch it from the broker."""
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": None if record.key is None else record.key.decode("utf-8", "replace"),
+        "timestamp": record.timestamp,
+    }
 
 
 def _describe(err: BaseException) -> str:
