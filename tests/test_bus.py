@@ -19,10 +19,11 @@ import httpx
 import pytest
 from support import write
 
-from ccbus import ActionSpec, Event, Options, SourceSpec, hookimpl
+from ccbus import Event, Options, SourceSpec, hookimpl
 from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
 from ccbus.runtime.bus import Bus
+from ccbus.testing import BusHarness, Recorder, running_bus
 
 pytestmark = pytest.mark.anyio
 
@@ -32,11 +33,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class Recorder:
-    """A test plugin: action `record` keeps its calls; source `fail-twice` fails, then emits."""
+class FailTwice:
+    """A test plugin: source `fail-twice` fails twice, then emits; lifecycle hooks noted."""
 
     def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
         self.runs = 0
         self.lifecycle: list[str] = []
 
@@ -50,74 +50,35 @@ class Recorder:
         self.lifecycle.append("shutdown")
 
     @hookimpl
-    def register_actions(self) -> list[ActionSpec]:
-        recorder = self
-
-        class Params(Options):
-            value: Any = None
-
-        async def run(params: Params, ctx: Any) -> None:
-            recorder.calls.append(
-                {"value": params.value, "rule": ctx.rule, "key": ctx.idempotency_key}
-            )
-
-        return [ActionSpec(name="record", params=Params, run=run, shorthand="value")]
-
-    @hookimpl
     def register_sources(self) -> list[SourceSpec]:
-        recorder = self
+        plugin = self
 
         class Flaky:
             def __init__(self, ctx: Any) -> None:
                 self.ctx = ctx
 
             async def run(self) -> None:
-                recorder.runs += 1
-                if recorder.runs <= 2:
-                    raise ConnectionError(f"broker away (attempt {recorder.runs})")
+                plugin.runs += 1
+                if plugin.runs <= 2:
+                    raise ConnectionError(f"broker away (attempt {plugin.runs})")
                 await self.ctx.emit(Event(type="flaky.up", source=self.ctx.name))
 
         return [SourceSpec(name="fail-twice", options=Options, factory=Flaky)]
 
 
-def make_bus(tmp_path: Path, config: str, recorder: Recorder, **kwargs: Any) -> Bus:
-    path = write(tmp_path / "ccbus.yaml", config)
-    return Bus(load_config(path), PluginHost(autoload=False, extra=[recorder]), **kwargs)
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
-
-
 async def test_webhook_source_with_hmac_over_real_http(tmp_path: Path) -> None:
-    write(
-        tmp_path / "rules" / "r.yaml",
-        """
-        rules:
-          - name: got-it
-            on: crm.*
-            do: [record: "{ticket}"]
-    """,
-    )
-    recorder = Recorder()
-    bus = make_bus(
+    async with running_bus(
         tmp_path,
-        """
-        http: {listen: "127.0.0.1:0"}
-        sources:
-          crm:
-            plugin: webhook
-            options: {hmac_secret: s3cret-s3cret}
-    """,
-        recorder,
-        persist_state=False,
-    )
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bus.run)
-        await bus.started.wait()
-        url = f"http://127.0.0.1:{bus.http_port}/events/crm"
+        sources={"crm": {"plugin": "webhook", "options": {"hmac_secret": "s3cret-s3cret"}}},
+        rules="""
+            rules:
+              - name: got-it
+                on: crm.*
+                do: [record: "{ticket}"]
+        """,
+        listen="127.0.0.1:0",
+    ) as bus:
+        url = f"{bus.url}/events/crm"
         body = json.dumps(
             [
                 {"type": "crm.TicketOpened", "data": {"ticket": "T-1"}},
@@ -161,14 +122,14 @@ async def test_webhook_source_with_hmac_over_real_http(tmp_path: Path) -> None:
                     ).hexdigest(),
                 },
             )
-            health = await client.get(f"http://127.0.0.1:{bus.http_port}/health")
-        await wait_for(lambda: len(recorder.calls) == 2)
-        bus.stop()
+            health = await client.get(f"{bus.url}/health")
+        await bus.recorder.wait_count(2)
     assert ok.status_code == 202 and ok.json() == {"accepted": 2}
     assert forged.status_code == 401 and replayed.status_code == 401
     assert garbage.status_code == 400 and "invalid JSON" in garbage.json()["error"]
     assert health.json()["sources"]["crm"]["state"] == "listening"
-    assert [c["value"] for c in recorder.calls] == ["T-1", "T-2"]
+    assert bus.recorder.values() == ["T-1", "T-2"]
+    assert bus.bad_input("unauthorized") == 2 and bus.bad_input("invalid_json") == 1
 
 
 async def test_replay_skips_malformed_lines_with_file_and_line(tmp_path: Path, caplog) -> None:
@@ -182,22 +143,16 @@ async def test_replay_skips_malformed_lines_with_file_and_line(tmp_path: Path, c
         {"type": "x.A", "data": {"n": 3}}
     """,
     )
-    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: x.A, do: [record: '{n}']}]\n")
-    recorder = Recorder()
-    bus = make_bus(
+    async with running_bus(
         tmp_path,
-        f"""
-        http: {{enabled: false}}
-        sources:
-          rec: {{plugin: replay, options: {{path: {events.name}}}}}
-    """,
-        recorder,
-        persist_state=False,
-    )
-    await bus.run(until_sources_finish=True, watch_rules=False)
-    assert [c["value"] for c in recorder.calls] == [1, 3]
-    assert bus.sources["rec"].source.bad_lines == 2  # type: ignore[attr-defined]
-    assert bus.counters.get("source_bad_input", source="rec", reason="bad_line") == 2
+        sources={"rec": {"plugin": "replay", "options": {"path": events.name}}},
+        rules="rules: [{name: r, on: x.A, do: [record: '{n}']}]",
+    ) as bus:
+        await bus.sources_finished()
+        await bus.recorder.wait_count(2)
+    assert bus.recorder.values() == [1, 3]
+    assert bus.source().bad_lines == 2
+    assert bus.bad_input("bad_line") == 2
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"{events}:2: invalid JSON" in m for m in messages)
     assert any(f"{events}:3: not an event" in m for m in messages)
@@ -205,101 +160,86 @@ async def test_replay_skips_malformed_lines_with_file_and_line(tmp_path: Path, c
 
 async def test_failing_source_is_restarted_with_backoff(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("ccbus.sources.backoff.Backoff.next_delay", lambda self: 0.01)
-    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: flaky.up, do: [record: up]}]\n")
-    recorder = Recorder()
-    bus = make_bus(
+    plugin = FailTwice()
+    async with running_bus(
         tmp_path,
-        """
-        http: {enabled: false}
-        sources: {flaky: {plugin: fail-twice}}
-    """,
-        recorder,
-        persist_state=False,
-    )
-    await bus.run(until_sources_finish=True, watch_rules=False)
-    assert recorder.lifecycle == ["startup with 1 rules", "shutdown"]
-    assert recorder.runs == 3 and bus.sources["flaky"].restarts == 2
-    assert "broker away (attempt 2)" in bus.sources["flaky"].last_error
-    assert [c["value"] for c in recorder.calls] == ["up"]
+        sources={"flaky": {"plugin": "fail-twice"}},
+        rules="rules: [{name: r, on: flaky.up, do: [record: up]}]",
+        plugins=[plugin],
+    ) as bus:
+        await bus.sources_finished()
+        await bus.recorder.wait_count(1)
+        assert plugin.lifecycle == ["startup with 1 rules"]
+    assert plugin.lifecycle == ["startup with 1 rules", "shutdown"]
+    assert plugin.runs == 3 and bus.bus.sources["flaky"].restarts == 2
+    assert "broker away (attempt 2)" in bus.bus.sources["flaky"].last_error
+    assert bus.recorder.values() == ["up"]
 
 
 async def test_for_timer_fires_in_real_time_and_survives_restart(tmp_path: Path) -> None:
-    write(
-        tmp_path / "rules" / "r.yaml",
-        """
+    rules = """
         rules:
           - name: held
             on: s.state
             if: up == False
             for: {per: host, duration: 1.5s}
             do: [record: "{host} down"]
-    """,
-    )
-    config = "http: {enabled: false}\nstate_dir: state\n"
+    """
     recorder = Recorder()
-    first = make_bus(tmp_path, config, recorder)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: first.run(watch_rules=False))
-        await first.started.wait()
+    async with running_bus(tmp_path, rules=rules, recorder=recorder, persist_state=True) as first:
         await first.publish(Event(type="s.state", source="t", data={"host": "h1", "up": False}))
-        first.stop()  # "crash" long before the timer is due
+    # stopped ("crashed") long before the timer is due
     assert recorder.calls == []
 
-    second = make_bus(tmp_path, config, recorder)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: second.run(watch_rules=False))
-        await wait_for(lambda: recorder.calls, timeout=5)
-        second.stop()
-    assert recorder.calls[0]["value"] == "h1 down"
+    async with running_bus(tmp_path, rules=rules, recorder=recorder, persist_state=True):
+        await recorder.wait_count(1, timeout=5)
+    assert recorder.calls[0].value == "h1 down"
 
 
 async def test_rule_file_change_hot_reloads_and_broken_edit_keeps_old_rules(
     tmp_path: Path, caplog
 ) -> None:
     caplog.set_level(logging.INFO)
-    rules = write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: a, do: [record: one]}]\n")
-    recorder = Recorder()
-    bus = make_bus(tmp_path, "http: {enabled: false}\n", recorder, persist_state=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bus.run)
-        await bus.started.wait()
+    async with running_bus(
+        tmp_path, rules="rules: [{name: r, on: a, do: [record: one]}]\n", watch_rules=True
+    ) as harness:
+        bus, rules = harness.bus, harness.rules_file
         await anyio.sleep(0.3)  # let the watcher start
         await bus.publish(Event(type="a", source="t"))
         rules.write_text("rules: [{name: r, on: a, do: [record: two]}]\n")
-        await wait_for(lambda: "two" in bus.engine.index.rules[0].actions[0].params.source)
+        await harness.wait_until(
+            lambda: "two" in bus.engine.index.rules[0].actions[0].params.source
+        )
         await bus.publish(Event(type="a", source="t"))
         rules.write_text("rules: [{name: r, on: a, do: [record: three]}\n")  # broken YAML
-        await wait_for(
+        await harness.wait_until(
             lambda: any("keeping its previous" in r.getMessage() for r in caplog.records)
         )
         await bus.publish(Event(type="a", source="t"))
-        await wait_for(lambda: len(recorder.calls) == 3)
-        bus.stop()
-    assert [c["value"] for c in recorder.calls] == ["one", "two", "two"]
+        await harness.recorder.wait_count(3)
+    assert harness.recorder.values() == ["one", "two", "two"]
     assert any("changed: r" in r.getMessage() for r in caplog.records)
 
 
 async def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
-    rules = write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: a, do: [record: one]}]\n")
     recorder = Recorder()
-    bus = make_bus(tmp_path, "http: {enabled: false}\n", recorder, persist_state=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: bus.run(handle_signals=True, watch_rules=False))
-        await bus.started.wait()
-        rules.write_text("rules: [{name: r, on: a, do: [record: two]}]\n")
+    async with running_bus(tmp_path, rules="rules: [{name: r, on: a, do: [record: one]}]\n",
+                           recorder=recorder, handle_signals=True) as harness:
+        bus = harness.bus
+        harness.rules_file.write_text("rules: [{name: r, on: a, do: [record: two]}]\n")
         os.kill(os.getpid(), signal.SIGHUP)
-        await wait_for(lambda: "two" in bus.engine.index.rules[0].actions[0].params.source)
+        await harness.wait_until(
+            lambda: "two" in bus.engine.index.rules[0].actions[0].params.source
+        )
         for _ in range(50):
             await bus.publish(Event(type="a", source="t"))
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the bus stops itself; the block waits for it
     assert len(recorder.calls) == 50  # queued actions ran before the bus stopped
-    assert len({c["key"] for c in recorder.calls}) == 50
+    assert len({c.key for c in recorder.calls}) == 50
 
 
 async def test_an_action_that_raises_is_counted_not_fatal(tmp_path: Path) -> None:
-    write(
-        tmp_path / "rules" / "r.yaml",
-        """
+    rules = """
         rules:
           - name: bad-then-good
             on: a
@@ -307,28 +247,23 @@ async def test_an_action_that_raises_is_counted_not_fatal(tmp_path: Path) -> Non
           - name: b
             on: b
             do: [record: "{1 / 0}", record: fine]
-    """,
-    )
-    recorder = Recorder()
-    bus = make_bus(tmp_path, "http: {enabled: false}\n", recorder, persist_state=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: bus.run(watch_rules=False))
-        await bus.started.wait()
+    """
+    async with running_bus(tmp_path, rules=rules) as harness:
+        bus = harness.bus
         await bus.publish(Event(type="a", source="t"))
-        await wait_for(lambda: recorder.calls)
-        bus.stop()
-    assert [c["value"] for c in recorder.calls] == ["fine"]
+        await harness.recorder.wait_count(1)
+    assert harness.recorder.values() == ["fine"]
     assert bus.engine.stats["b"].errors == 1
     assert "ZeroDivisionError" in bus.engine.stats["b"].last_error
 
 
 @pytest.mark.parametrize(
     "delivery",
-    ["{outbox: true}", "{outbox: true, synchronous: full}", "{outbox: false}"],
+    [{"outbox": True}, {"outbox": True, "synchronous": "full"}, {"outbox": False}],
     ids=["outbox", "outbox-synchronous-full", "memory"],
 )
 async def test_reloads_while_events_flow_never_drop_or_double_an_event(
-    tmp_path: Path, delivery: str
+    tmp_path: Path, delivery: dict[str, Any]
 ) -> None:
     """Rules are swapped between two events, never during one: N in, N calls out.
 
@@ -337,52 +272,45 @@ async def test_reloads_while_events_flow_never_drop_or_double_an_event(
     """
     total, reloads_wanted = 400, 25
     conditions = ("n >= 0", "n > -1")  # both true: each reload swaps in a different rule
-    rules = write(tmp_path / "rules" / "r.yaml", "")
 
-    def save(version: int) -> None:
-        rules.write_text(
-            f"rules: [{{name: r, on: a, if: '{conditions[version % 2]}', do: [record: '{{n}}']}}]\n"
-        )
+    def rules(version: int) -> str:
+        return f"rules: [{{name: r, on: a, if: '{conditions[version % 2]}', do: [record: '{{n}}']}}]\n"
 
-    save(0)
     recorder = Recorder()
-    bus = make_bus(
-        tmp_path, f"http: {{enabled: false}}\ndelivery: {delivery}\n", recorder, persist_state=False
-    )
     published = anyio.Event()
     sources: list[str] = []
 
-    async def publish_all() -> None:
+    async def publish_all(bus: Bus) -> None:
         for n in range(total):
             await bus.publish(Event(type="a", source="t", data={"n": n}))
             await anyio.lowlevel.checkpoint()  # let the reloader in between any two events
         published.set()
 
-    async def reload_meanwhile() -> None:
+    async def reload_meanwhile(harness: BusHarness) -> None:
+        bus = harness.bus
         version = 0
         while not published.is_set():
             version += 1
-            save(version)
+            harness.rules_file.write_text(rules(version))
             bus.load_rules()
             sources.append(bus.engine.index.rules[0].condition.source)
             await anyio.lowlevel.checkpoint()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: bus.run(watch_rules=False))
-        await bus.started.wait()
+    async with running_bus(tmp_path, rules=rules(0), recorder=recorder,
+                           delivery=delivery) as harness:
+        bus = harness.bus
         async with anyio.create_task_group() as flow:
-            flow.start_soon(reload_meanwhile)
-            flow.start_soon(publish_all)
-        await wait_for(lambda: len(recorder.calls) >= total, timeout=20)
+            flow.start_soon(reload_meanwhile, harness)
+            flow.start_soon(publish_all, bus)
+        await recorder.wait_count(total, timeout=20)
         await anyio.sleep(0.2)  # a doubled call would arrive now
-        bus.stop()
     assert len(sources) >= reloads_wanted and set(sources) == set(conditions)
     assert bus.counters.total("rule_reloads") >= reloads_wanted + 1
-    values = sorted(int(c["value"]) for c in recorder.calls)
+    values = sorted(int(c.value) for c in recorder.calls)
     doubled = sorted({v for v in values if values.count(v) > 1})
     dropped = sorted(set(range(total)) - set(values))
     assert values == list(range(total)), f"doubled: {doubled}; dropped: {dropped}"
-    assert len({c["key"] for c in recorder.calls}) == total
+    assert len({c.key for c in recorder.calls}) == total
 
 
 async def test_replay_at_speed_1_keeps_real_gaps_unless_max_pause_caps_them(
@@ -397,19 +325,17 @@ async def test_replay_at_speed_1_keeps_real_gaps_unless_max_pause_caps_them(
             {{"type": "x.A", "time": "2024-05-01T{gap}Z", "data": {{"n": 2}}}}
         """)
         recorder = Recorder()
-        bus = make_bus(
-            tmp_path,
-            f"""
+        config = write(tmp_path / "ccbus.yaml", f"""
             http: {{enabled: false}}
             sources:
               rec: {{plugin: replay, options: {{path: events.jsonl, {options}}}}}
-        """,
-            recorder,
-            persist_state=False,
-        )
+        """)
+        # not running_bus: this is the path `ccbus replay` takes, until the sources finish
+        bus = Bus(load_config(config), PluginHost(autoload=False, extra=[recorder]),
+                  persist_state=False)
         started = time.monotonic()
         await bus.run(until_sources_finish=True, watch_rules=False)
-        assert [c["value"] for c in recorder.calls] == [1, 2]
+        assert recorder.values() == [1, 2]
         return time.monotonic() - started, bus.sources["rec"].source
 
     took, source = await replay("08:00:00.6", "speed: 1")
@@ -433,11 +359,7 @@ async def test_run_tunes_the_interpreter_for_throughput_and_restores_it(tmp_path
 
     gc_before, switch_before = gc.get_threshold(), sys.getswitchinterval()
     assert gc_before != GC_THRESHOLDS and switch_before != SWITCH_INTERVAL
-    bus = make_bus(tmp_path, "http: {enabled: false}\n", Recorder(), persist_state=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: bus.run(watch_rules=False))
-        await bus.started.wait()
+    async with running_bus(tmp_path):
         during = gc.get_threshold(), sys.getswitchinterval()
-        bus.stop()
     assert during == (GC_THRESHOLDS, SWITCH_INTERVAL)
     assert (gc.get_threshold(), sys.getswitchinterval()) == (gc_before, switch_before)

@@ -103,8 +103,9 @@ def test_no_core_module_imports_the_public_facade() -> None:
 #: ``api`` modules) and built-in plugins that use those stages, so they are split.
 LAYERS: list[tuple[str, ...]] = [
     ("ccbus.cli", "ccbus.__main__"),
+    ("ccbus.testing",),  # the pytest plugin for plugin authors runs a whole bus
     ("ccbus.runtime",),
-    ("ccbus.plugins", "ccbus.testing"),
+    ("ccbus.plugins",),
     ("ccbus.actions.emit", "ccbus.actions.log", "ccbus.actions.notify", "ccbus.actions.webhook",
      "ccbus.sources.replay", "ccbus.sources.webhook"),
     ("ccbus.hookspecs",),

@@ -15,10 +15,10 @@ import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import free_port, write
-from test_bus import Recorder, make_bus, wait_for
+from test_bus import FailTwice
 
 from ccbus import Event, Options, SourceSpec, hookimpl
+from ccbus.testing import running_bus
 
 pytestmark = pytest.mark.anyio
 
@@ -28,16 +28,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class Scripted(Recorder):
-    """Adds source ``scripted``: its states follow what the test sets in ``script``."""
+class Scripted:
+    """Source ``scripted``: its states follow what the test sends to ``states``."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.states, self._states = anyio.create_memory_object_stream[str](10)
 
     @hookimpl
     def register_sources(self) -> list[SourceSpec]:
-        specs = super().register_sources()
         states = self._states
 
         class Source:
@@ -48,7 +46,7 @@ class Scripted(Recorder):
                 async for state in states:
                     self.ctx.set_state(state)
 
-        return [*specs, SourceSpec(name="scripted", options=Options, factory=Source)]
+        return [SourceSpec(name="scripted", options=Options, factory=Source)]
 
 
 def metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -61,8 +59,7 @@ def metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_readyz_metrics_and_traces_over_http(tmp_path: Path) -> None:
-    port = free_port()
-    write(tmp_path / "rules" / "r.yaml", """
+    rules = """
         rules:
           - name: big-calls
             on: call.*
@@ -72,24 +69,23 @@ async def test_readyz_metrics_and_traces_over_http(tmp_path: Path) -> None:
             on: call.ended
             if: missing_field > 1
             do: [record: never]
-    """)
+    """
     plugin = Scripted()
-    bus = make_bus(tmp_path, f"""
-        sources:
-          flaky: {{plugin: fail-twice}}
-          pbx: {{plugin: scripted}}
-        http: {{listen: "127.0.0.1:{port}"}}
-        traces: 3
-        delivery: {{backoff_initial: 0.01, backoff_cap: 0.02}}
-    """, plugin, persist_state=False)
-    base = f"http://127.0.0.1:{port}"
-    async with anyio.create_task_group() as tg, httpx.AsyncClient(base_url=base) as client:
-        tg.start_soon(lambda: bus.run(watch_rules=False))
-        await bus.started.wait()
+    async with running_bus(
+        tmp_path,
+        sources={"flaky": {"plugin": "fail-twice"}, "pbx": {"plugin": "scripted"}},
+        rules=rules,
+        plugins=[FailTwice(), plugin],
+        listen="127.0.0.1:0",
+        outbox=True,
+        delivery={"backoff_initial": 0.01, "backoff_cap": 0.02},
+        config={"traces": 3},
+    ) as harness, httpx.AsyncClient(base_url=harness.url) as client:
+        bus, base = harness.bus, harness.url
         assert (await client.get("/healthz")).json() == {"status": "alive"}
 
         await plugin.states.send("connecting")
-        await wait_for(lambda: bus.sources["pbx"].state == "connecting")
+        await harness.wait_until(lambda: bus.sources["pbx"].state == "connecting")
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert "pbx" in ready.json()["not_ready"]
@@ -98,22 +94,22 @@ async def test_readyz_metrics_and_traces_over_http(tmp_path: Path) -> None:
         await plugin.states.send("reconnecting")
         await plugin.states.send("degraded")
         # the fail-twice source is restarted twice by the bus, then finishes
-        await wait_for(lambda: bus.sources["flaky"].state == "finished", timeout=30)
-        await wait_for(lambda: bus.sources["pbx"].state == "degraded")
+        await harness.wait_until(lambda: bus.sources["flaky"].state == "finished", timeout=30)
+        await harness.wait_until(lambda: bus.sources["pbx"].state == "degraded")
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["status"] == "degraded" and ready.json()["degraded"] == ["pbx"]
         await plugin.states.send("connected")
-        await wait_for(lambda: bus.sources["pbx"].state == "connected")
+        await harness.wait_until(lambda: bus.sources["pbx"].state == "connected")
         assert (await client.get("/readyz")).json()["status"] == "ready"
 
         for n, amount in enumerate([5, 20, 30, 40, 50]):
             await bus.publish(Event(type="call.ended", source="pbx", id=f"c{n}",
                                     data={"amount": amount}))
-        await wait_for(lambda: len(plugin.calls) == 4)
-        await wait_for(lambda: bus.counters.get("actions", action="record", outcome="ok") == 4)
+        await harness.recorder.wait_count(4)
+        await harness.wait_until(lambda: bus.counters.get("actions", action="record", outcome="ok") == 4)
         # delivered calls leave the outbox in batches, a moment after delivery
-        await wait_for(lambda: bus.delivery_store.pending_count() == 0, timeout=10)
+        await harness.wait_until(lambda: bus.delivery_store.pending_count() == 0, timeout=10)
 
         text = (await client.get("/metrics")).text
         m = metrics(text)
@@ -152,12 +148,12 @@ async def test_readyz_metrics_and_traces_over_http(tmp_path: Path) -> None:
             [str(Path(sys.executable).parent / "ccbus"), "status", "--url", base], check=False)
         assert status.returncode == 0, status.stderr
         assert "pbx (scripted): connected, 1 reconnect(s)" in status.stdout.decode()
-        bus.stop()
 
 
 async def test_trace_limit_zero_records_nothing(tmp_path: Path) -> None:
-    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: a, do: [record: x]}]\n")
-    bus = make_bus(tmp_path, "http: {enabled: false}\ntraces: 0\n", Recorder(),
-                   persist_state=False)
-    assert bus.engine.tracer is None
-    assert bus.traces.runs("r") is None
+    async with running_bus(tmp_path, rules="rules: [{name: r, on: a, do: [record: x]}]",
+                           config={"traces": 0}) as harness:
+        await harness.publish("a")
+        await harness.recorder.wait_count(1)
+    assert harness.bus.engine.tracer is None
+    assert harness.bus.traces.runs("r") is None
