@@ -15,16 +15,20 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 from chromium import Chromium
 from support import free_port, write
-from test_bus import make_bus, wait_for
 from test_observability import Scripted
 
 from ccbus import Event
+from ccbus.config.file import load_config
+from ccbus.plugins import PluginHost
+from ccbus.runtime.bus import Bus
+from ccbus.testing import Recorder
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -32,6 +36,19 @@ ARTIFACTS = Path(os.environ.get("CCBUS_TEST_ARTIFACTS",
                                 Path(tempfile.gettempdir()) / "ccbus-test-artifacts"))
 VISIBLE_EVENTS = "[...document.querySelectorAll('tr.event')].filter(r => !r.hidden)"
 TRACE_RUNS = "[...document.querySelectorAll('#trace-runs .run')]"
+
+
+def make_bus(tmp_path: Path, config: str, plugin: Any, **kwargs: Any) -> Bus:
+    """A bus over ``config`` with ``plugin`` (the scripted source) and a ``record`` action."""
+    path = write(tmp_path / "ccbus.yaml", config)
+    return Bus(load_config(path), PluginHost(autoload=False, extra=[plugin, Recorder()]),
+               **kwargs)
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)
 
 
 async def click(page: Chromium, selector: str) -> None:
