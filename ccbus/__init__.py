@@ -18,7 +18,8 @@ By role, in the order data flows:
   ``check_config`` receives) and :func:`load_config` (for a plugin's own commands);
 * hooks: :data:`hookimpl`, and :class:`BusView` (what ``startup``/``shutdown`` receive);
 * simulators: :func:`serve_asgi` (serve an ASGI app on a bound socket, as the
-  listener does).
+  listener does), :func:`simulator_control_routes` and :func:`simulator_control`
+  (the ``/_sim`` fault-injection endpoint, ``ccbus simulate ... inject``, and its client).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ccbus.observe.listener import serve_asgi
 from ccbus.observe.view import BusView
 from ccbus.sources.api import DemoSource, Source, SourceContext, SourceSpec
 from ccbus.sources.backoff import Backoff
+from ccbus.sources.simulator import simulator_control, simulator_control_routes
 from ccbus.version import __version__
 
 __all__ = [
@@ -84,4 +86,6 @@ __all__ = [
     "parse_duration",
     "parse_timestamp",
     "serve_asgi",
+    "simulator_control",
+    "simulator_control_routes",
 ]

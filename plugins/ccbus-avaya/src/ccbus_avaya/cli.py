@@ -23,9 +23,8 @@ from typing import Any
 
 import anyio
 import click
-import httpx
 
-from ccbus import click_duration
+from ccbus import click_duration, simulator_control
 
 from .protocol import AuthStatus
 from .simulator import (
@@ -194,11 +193,10 @@ def inject(fault: str, value: str | None, url: str, count: int) -> None:
         params = {"name": value or "contact-center"}
     elif fault == "blast":
         params = {"count": int(value or 10_000)}
-    with httpx.Client(trust_env=False, timeout=120) as client:
-        if fault == "status":
-            response = client.get(f"{base}/_sim/status")
-        else:
-            response = client.post(f"{base}/_sim/{fault}", json=params)
-    click.echo(json.dumps(response.json(), indent=2))
-    if response.status_code >= 400:
+    try:
+        code, answer = simulator_control(base, fault, params)
+    except OSError as err:
+        raise click.ClickException(f"cannot reach the simulator at {base}: {err}") from None
+    click.echo(json.dumps(answer, indent=2))
+    if code >= 400:
         sys.exit(1)

@@ -65,7 +65,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ccbus import serve_asgi
+from ccbus import serve_asgi, simulator_control_routes
 
 from .protocol import (
     BODY_EVENTS,
@@ -541,8 +541,7 @@ class AvayaSimulator:
             ),
             WebSocketRoute(WS_PATH + "/{account_id}/{subscription_id}", self._websocket),
             WebSocketRoute(WS_PATH, self._websocket),
-            Route("/_sim/status", self._control_status, methods=["GET"]),
-            Route("/_sim/{action}", self._control, methods=["POST"]),
+            *simulator_control_routes(self._control_actions(), self.status),
         ]
         return Starlette(routes=routes)
 
@@ -759,36 +758,17 @@ class AvayaSimulator:
 
     # -- control API (``ccbus simulate avaya inject ...``) --------------------------------
 
-    async def _control_status(self, request: Request) -> JSONResponse:
-        return JSONResponse(
-            {
-                "stats": self.stats.as_dict(),
-                "sessions": len(self.connected_sessions()),
-                "subscriptions": {s.id: s.answer() for s in self.subscriptions.values()},
-                "pongs": self.pongs,
-            }
-        )
-
-    async def _control(self, request: Request) -> JSONResponse:
-        action = request.path_params["action"]
-        try:
-            raw = await request.body()
-            params: Any = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        if not isinstance(params, dict):
-            return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
-        handler = self._control_actions().get(action)
-        if handler is None:
-            known = ", ".join(sorted(self._control_actions()))
-            return JSONResponse({"error": f"unknown action {action!r}; known: {known}"}, 404)
-        try:
-            result = await handler(params)
-        except (ValueError, KeyError, TypeError) as err:
-            return JSONResponse({"error": f"{type(err).__name__}: {err}"}, status_code=400)
-        return JSONResponse({"ok": True, **result})
+    def status(self) -> dict[str, Any]:
+        """Counters, connected sessions, subscriptions and pongs: ``GET /_sim/status``."""
+        return {
+            "stats": self.stats.as_dict(),
+            "sessions": len(self.connected_sessions()),
+            "subscriptions": {s.id: s.answer() for s in self.subscriptions.values()},
+            "pongs": self.pongs,
+        }
 
     def _control_actions(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
+        """``POST /_sim/<action>``: what ``ccbus simulate avaya inject`` calls."""
         async def drop(p: dict[str, Any]) -> dict[str, Any]:
             return {"closed": self.drop_connections(int(p.get("code", 1011)))}
 

@@ -33,7 +33,7 @@ import anyio
 import click
 import httpx
 
-from ccbus import click_duration
+from ccbus import click_duration, simulator_control
 
 from .simulator import DEFAULT_SECRET, DEFAULT_USERNAME, SCENARIOS, RteSimulator
 
@@ -186,13 +186,12 @@ def inject(fault: str, values: tuple[str, ...], url: str, fields: str | None) ->
         params = {"name": values[0] if values else "contact-center"}
     elif fault == "blast":
         params = {"count": int(values[0]) if values else 10_000}
-    with httpx.Client(trust_env=False, timeout=120) as client:
-        if fault == "status":
-            response = client.get(f"{base}/_sim/status")
-        else:
-            response = client.post(f"{base}/_sim/{fault}", json=params)
-    click.echo(json.dumps(response.json(), indent=2))
-    if response.status_code >= 400:
+    try:
+        code, answer = simulator_control(base, fault, params)
+    except OSError as err:
+        raise click.ClickException(f"cannot reach the simulator at {base}: {err}") from None
+    click.echo(json.dumps(answer, indent=2))
+    if code >= 400:
         sys.exit(1)
 
 

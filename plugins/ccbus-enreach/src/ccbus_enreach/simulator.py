@@ -70,7 +70,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ccbus import serve_asgi
+from ccbus import serve_asgi, simulator_control_routes
 
 from .protocol import (
     EVENT_ALIASES,
@@ -535,8 +535,7 @@ class RteSimulator:
                 Route("/token/{userid}/rte", self._token, methods=["GET"]),
                 Route(HUB_PATH + "/negotiate", self._negotiate, methods=["POST"]),
                 WebSocketRoute(HUB_PATH, self._websocket),
-                Route("/_sim/status", self._control_status, methods=["GET"]),
-                Route("/_sim/{action}", self._control, methods=["POST"]),
+                *simulator_control_routes(self._control_actions(), self.status),
             ]
         )
 
@@ -832,6 +831,7 @@ class RteSimulator:
     # -- control API (``ccbus simulate enreach inject ...``) -------------------------------
 
     def status(self) -> dict[str, Any]:
+        """Counters, WebSocket pings and connected clients: ``GET /_sim/status``."""
         pings = self.ping_stats
         return {
             "stats": self.stats.as_dict(),
@@ -847,29 +847,8 @@ class RteSimulator:
             ],
         }
 
-    async def _control_status(self, request: Request) -> JSONResponse:
-        return JSONResponse(self.status())
-
-    async def _control(self, request: Request) -> JSONResponse:
-        action = request.path_params["action"]
-        try:
-            raw = await request.body()
-            params: Any = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        if not isinstance(params, dict):
-            return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
-        handler = self._control_actions().get(action)
-        if handler is None:
-            known = ", ".join(sorted(self._control_actions()))
-            return JSONResponse({"error": f"unknown action {action!r}; known: {known}"}, 404)
-        try:
-            result = await handler(params)
-        except (ValueError, KeyError, TypeError) as err:
-            return JSONResponse({"error": f"{type(err).__name__}: {err}"}, status_code=400)
-        return JSONResponse({"ok": True, **result})
-
     def _control_actions(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
+        """``POST /_sim/<action>``: what ``ccbus simulate enreach inject`` calls."""
         async def restart(p: dict[str, Any]) -> dict[str, Any]:
             return {"closed": await self.restart()}
 
