@@ -9,6 +9,13 @@ the engine for firings, render each firing's ``do:`` parameters from the
 event, validate them against the action's schema, and expand ``emit``
 calls into derived events that are routed in the same step (with a hop
 limit, so two rules that emit each other's events cannot loop forever).
+
+Depth alone does not bound the work: a rule with K ``emit`` actions of the
+type it listens to fans out K + K² + ... events within the hop limit.  So one
+event may cause at most :data:`MAX_DERIVED` derived events in all, whatever
+their depth; each emit past that is dropped, counted by rule
+(``ccbus_emit_dropped_total{reason="fan_out"}``, and ``reason="depth"`` for the
+hop limit) and logged at most once a minute per rule, naming the event.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from ccbus.errors import EvaluationError
 from ccbus.events.envelope import Event
+from ccbus.observe.logs import LogEvery
 from ccbus.records import Invocation, RenderFailure, Run
 from ccbus.rules.engine import Engine, Firing
 from ccbus.rules.expressions import EnvelopeView
@@ -35,6 +43,10 @@ log = logging.getLogger("ccbus.pipeline")
 
 #: How many generations of ``emit`` an event may start.
 MAX_HOPS = 8
+#: How many derived events one event may cause in all, every generation counted.
+MAX_DERIVED = 100
+#: Seconds between two log lines about dropped emits of one rule.
+DROP_LOG_INTERVAL = 60.0
 HOPS_EXTENSION = "ccbushops"
 
 
@@ -46,6 +58,10 @@ class Outcome:
     invocations: list[Invocation] = field(default_factory=list)
     duplicates: int = 0
     render_errors: list[RenderFailure] = field(default_factory=list)
+    #: Derived events routed for this outcome's event(s).
+    derived: int = 0
+    #: Emits dropped, by (rule, reason): ``depth`` (hop limit) or ``fan_out`` (:data:`MAX_DERIVED`).
+    emits_dropped: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -69,6 +85,8 @@ class Pipeline:
         self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.duplicates = 0
         self.hop_limit_drops = 0
+        self.fan_out_drops = 0
+        self._drop_log = LogEvery(DROP_LOG_INTERVAL)  # per rule and reason
 
     def process(self, event: Event, now: float) -> Outcome:
         """Route one event (and whatever it emits); returns the action calls."""
@@ -109,16 +127,39 @@ class Pipeline:
             for derived in inline(invocation.params, event, invocation.rule):
                 if hops > MAX_HOPS:
                     self.hop_limit_drops += 1
-                    log.warning(
-                        "rule %s: emit of %s dropped: events emitted %d generations deep "
-                        "(rules emitting each other's events?)",
-                        invocation.rule,
-                        derived.type,
-                        hops,
-                    )
+                    self._dropped(outcome, invocation, derived, "depth",
+                                  f"events emitted {hops} generations deep, past the limit "
+                                  f"of {MAX_HOPS} (rules emitting each other's events?)")
                     continue
+                if outcome.derived >= MAX_DERIVED:
+                    self.fan_out_drops += 1
+                    self._dropped(outcome, invocation, derived, "fan_out",
+                                  f"one event may cause at most {MAX_DERIVED} derived events "
+                                  "(a rule emitting several events of its own type?)")
+                    continue
+                outcome.derived += 1
                 derived.extensions[HOPS_EXTENSION] = hops
                 self._step(derived, self.engine.route(derived, now), now, outcome)
+
+    def _dropped(
+        self, outcome: Outcome, invocation: Invocation, derived: Event, reason: str, why: str
+    ) -> None:
+        """Count a dropped emit on the outcome (the bus adds it to /metrics); log it
+        at most once a minute per rule and reason."""
+        key = (invocation.rule, reason)
+        outcome.emits_dropped[key] = outcome.emits_dropped.get(key, 0) + 1
+        held_back = self._drop_log.due(key)
+        if held_back is not None:
+            log.warning(
+                "rule %s: emit of %s dropped while routing event %s id=%s: %s "
+                "(counted in ccbus_emit_dropped_total; logged at most once a minute%s)",
+                invocation.rule,
+                derived.type,
+                invocation.event.type,
+                invocation.event.id,
+                why,
+                f", {held_back} more since the last line" if held_back else "",
+            )
 
     def continue_after(
         self, rule: Rule, event: Event, index: int, result: Any, now: float

@@ -28,6 +28,7 @@ from ccbus.config.yamlfile import load_yaml
 from ccbus.delivery.store import StateDirError
 from ccbus.errors import ConfigError, EvaluationError
 from ccbus.events.files import BadLine, read_events
+from ccbus.events.jsondecode import decode_json
 from ccbus.observe.logs import Redactor, setup_logging
 from ccbus.pipeline import Outcome, Pipeline
 from ccbus.plugins import PluginHost
@@ -492,6 +493,8 @@ def try_(
 
     With ``-c``, rules see the config's ``secrets:`` (``secret("name")``) as
     they would in ``ccbus run``; secret values are masked in what is shown.
+    An event that cannot be read (not JSON, nested too deeply, not an event)
+    is reported with its line and the exit status is 1, after the others ran.
     """
     plugins = _plugins(ctx)
     loaded = _workspace(config, rules)
@@ -501,9 +504,11 @@ def try_(
     redact = Redactor(loaded.secrets).text
     _fail([str(e) for e in ruleset.errors])
     pipeline = Pipeline(Engine(ruleset.rules), observer=None)
+    unreadable = 0
     for item in _events_in(event_file):
         if isinstance(item, BadLine):
             _fail([str(item)])
+            unreadable += 1
             continue
         clock.current = item.time.timestamp()
         timers = pipeline.process_due(clock.current)
@@ -526,7 +531,9 @@ def try_(
         when = datetime.fromtimestamp(deadline, UTC).isoformat()
         click.echo(f"'for' timer of {rule_name} armed for {key!r}: would fire at {when} "
                    "unless a later event resets it")
-    if ruleset.errors:
+    if unreadable:
+        click.echo(f"{unreadable} event(s) could not be read.", err=True)
+    if ruleset.errors or unreadable:
         sys.exit(1)
 
 
@@ -538,10 +545,15 @@ def _show_calls(outcome: Outcome, redact: Callable[[str], str]) -> None:
 
 
 def _events_in(path: Path) -> list[Any]:
+    """The events of ``path``, a :class:`BadLine` for each that cannot be one.
+
+    Decoded like the wire (:func:`decode_json`): a document nested too deeply is
+    a bad line with a reason, not a ``RecursionError`` traceback.
+    """
     text = path.read_text(encoding="utf-8")
     try:  # one pretty-printed JSON object is common for a single event
-        doc = json.loads(text)
-    except json.JSONDecodeError:
+        doc = decode_json(text)
+    except ValueError:  # JSON Lines, or not JSON: read line by line, each with its reason
         return list(read_events(path, source="try"))
     docs = doc if isinstance(doc, list) else [doc]
     from ccbus.events.envelope import Event

@@ -136,7 +136,21 @@ def load_config(
     works in a shell without the service's ``$CREDENTIALS_DIRECTORY``.
 
     Raises :class:`ConfigErrors` listing every problem found, not just the first.
+    A file too costly to read (see :mod:`ccbus.config.yamlfile`) is one such
+    problem, and so, as a last line, is Python running out of recursion or
+    memory anywhere in here: SIGHUP reads this file in the running service.
     """
+    try:
+        return _load_config(path, environ, only)
+    except (RecursionError, MemoryError) as err:
+        raise ConfigErrors(
+            [ConfigError(f"refused: too costly to load ({type(err).__name__})", str(path))]
+        ) from None
+
+
+def _load_config(
+    path: Path, environ: dict[str, str] | None, only: Collection[str] | None
+) -> LoadedConfig:
     environ = dict(os.environ) if environ is None else environ
     root = load_yaml(path)
     if root is None:

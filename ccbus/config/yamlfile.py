@@ -5,6 +5,19 @@ the line and column of each key and item, so that a schema error deep in a
 config (``sources.cvp.options.hots``) or a rule can be reported as
 ``ccbus.yaml:14:7``.  Duplicate keys, which PyYAML silently overwrites, are
 errors.
+
+A file on disk is input like any other, and the running service reads it
+again on SIGHUP and whenever a rule file is saved, so what one file may cost
+is bounded *before* anything walks it: at most :data:`MAX_FILE_BYTES`, nesting
+at most :data:`MAX_DEPTH` levels deep, and at most :data:`MAX_NODES` values
+once every alias is counted as the values it repeats.  The last two are
+counted while the file is composed, which costs time in proportion to the
+file's bytes, so a 900-byte "billion laughs" file of nested aliases is refused
+at the alias that crosses the limit (with its line) instead of being expanded
+by whatever reads the tree later; and an alias used inside its own anchor (a
+recursive structure, which every walker would follow forever) is refused too.
+Python's recursion and memory errors are turned into a located
+:class:`ConfigError` as a last line, so no file can stop the process.
 """
 
 from __future__ import annotations
@@ -18,7 +31,27 @@ import yaml
 
 from ccbus.errors import ConfigError
 
-__all__ = ["LineDict", "LineList", "line_of", "load_yaml", "locate", "location"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
+    "LineDict",
+    "LineList",
+    "line_of",
+    "load_yaml",
+    "locate",
+    "location",
+]
+
+#: The largest config or rule file read (a rule file this size is thousands of rules).
+MAX_FILE_BYTES = 1024 * 1024
+#: The deepest a value may sit in a file, counting every mapping and list around it.
+#: Configs and rules use a handful of levels; the loaders after this one walk the
+#: tree recursively, so this also keeps them far from Python's recursion limit.
+MAX_DEPTH = 64
+#: The most values (mappings, lists, scalars) a file may hold, an alias counting
+#: as every value of the node it repeats.
+MAX_NODES = 100_000
 
 
 class LineDict(dict[Any, Any]):
@@ -48,7 +81,70 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+class _TooCostly(yaml.composer.ComposerError):
+    """A file refused for what reading it would cost (depth, size once expanded, recursion)."""
+
+
 class _LineLoader(yaml.SafeLoader):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0  # of the node being composed: 1 for the document's root
+        self._deepest = 0  # the deepest level reached inside the current anchored node
+        self._nodes = 0  # values so far, aliases expanded
+        self._anchored: dict[str, tuple[int, int]] = {}  # anchor -> (values, height)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        """PyYAML's, counting depth and expanded values as it goes (see the module doc)."""
+        if self.check_event(yaml.AliasEvent):
+            event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+            cost = self._anchored.get(event.anchor)
+            if cost is None and event.anchor in self.anchors:
+                raise _TooCostly(
+                    None,
+                    None,
+                    f"alias *{event.anchor} is used inside its own anchor &{event.anchor}: "
+                    "a recursive structure cannot be read",
+                    event.start_mark,
+                )
+            if cost is not None:
+                values, height = cost
+                self._count(values, self._depth + height, event.start_mark)
+            return super().compose_node(parent, index)
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        self._depth += 1
+        self._count(1, self._depth, event.start_mark)
+        before, outer_deepest = self._nodes - 1, self._deepest
+        self._deepest = self._depth
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if event.anchor is not None:
+            self._anchored[event.anchor] = (self._nodes - before, self._deepest - self._depth)
+        self._deepest = max(self._deepest, outer_deepest)
+        return node
+
+    def _count(self, values: int, depth: int, mark: yaml.Mark) -> None:
+        self._nodes += values
+        self._deepest = max(self._deepest, depth)
+        if depth > MAX_DEPTH:
+            raise _TooCostly(
+                None,
+                None,
+                f"nested more than {MAX_DEPTH} levels deep (lists and mappings inside "
+                f"each other); a config or rule file may nest at most {MAX_DEPTH}",
+                mark,
+            )
+        if self._nodes > MAX_NODES:
+            raise _TooCostly(
+                None,
+                None,
+                f"holds more than {MAX_NODES:,} values once its aliases are expanded "
+                f"(each *alias counts as every value it repeats); a config or rule file "
+                f"may hold at most {MAX_NODES:,}",
+                mark,
+            )
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
         self.flatten_mapping(node)
         result = LineDict()
@@ -103,13 +199,22 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
     path = Path(path)
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:  # never more than the limit, whatever the file
+                raw = handle.read(MAX_FILE_BYTES + 1)
         except OSError as err:
             raise ConfigError(f"cannot read: {err.strerror or err}", str(path)) from None
+        _check_size(len(raw), path)
+        try:
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ConfigError(f"not UTF-8 text: {err.reason}", str(path)) from None
+    _check_size(len(text), path)
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except _TooCostly as err:
+        mark = err.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"refused: {err.problem}", where) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -117,6 +222,18 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
         raise ConfigError(f"invalid YAML: {problem}", where) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"invalid YAML: {err}", str(path)) from None
+    except (RecursionError, MemoryError) as err:  # a last line: the limits above come first
+        reason = f"refused: too costly to read ({type(err).__name__})"
+        raise ConfigError(reason, str(path)) from None
+
+
+def _check_size(size: int, path: Path) -> None:
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"refused: larger than {MAX_FILE_BYTES // 1024} KiB, the most a config or "
+            "rule file may be (split the rules into several files)",
+            str(path),
+        )
 
 
 def locate(root: Any, path: Sequence[Any]) -> tuple[int, int] | None:

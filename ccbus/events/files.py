@@ -2,7 +2,9 @@
 
 Used by the ``replay`` source, ``ccbus replay``, ``ccbus try`` and the demo.
 A line that is not valid JSON, or not an event, is reported with file and
-line and skipped; the rest of the file still counts.
+line and skipped; the rest of the file still counts.  Documents are decoded
+by :func:`~ccbus.events.jsondecode.decode_json`, so one nested deeper than
+the decoder goes is such a line too, never a ``RecursionError``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ccbus.events.envelope import Event
+from ccbus.events.jsondecode import decode_json
 
 __all__ = ["BadLine", "read_events"]
 
@@ -52,9 +55,11 @@ def read_events(path: Path, *, source: str) -> Iterator[Event | BadLine]:
 
 def _parse(path: Path, number: int, text: str, source: str) -> Event | BadLine:
     try:
-        doc = json.loads(text)
+        doc = decode_json(text)
     except json.JSONDecodeError as err:
         return BadLine(path, number, f"invalid JSON: {err.msg} (column {err.colno})")
+    except ValueError as err:  # nested too deeply, NaN, a lone surrogate
+        return BadLine(path, number, f"invalid JSON: {err}")
     try:
         return Event.from_dict(doc, default_source=source)
     except ValueError as err:
@@ -63,9 +68,12 @@ def _parse(path: Path, number: int, text: str, source: str) -> Event | BadLine:
 
 def _from_array(path: Path, text: str, source: str) -> Iterator[Event | BadLine]:
     try:
-        docs = json.loads(text)
+        docs = decode_json(text)
     except json.JSONDecodeError as err:
         yield BadLine(path, err.lineno, f"invalid JSON: {err.msg} (column {err.colno})")
+        return
+    except ValueError as err:  # nested too deeply, NaN, a lone surrogate
+        yield BadLine(path, 1, f"invalid JSON: {err}")
         return
     for index, doc in enumerate(docs):
         try:

@@ -217,6 +217,8 @@ COUNTER_HELP = {
     "http_responses": "Responses of the local HTTP listener, by status code.",
     "config_reload_errors": "Config reloads refused because the new config had errors.",
     "state_flush_errors": "Failures to save rule state.",
+    "emit_dropped": "Derived events not raised, by rule and reason: depth (too many "
+    "generations) or fan_out (one event caused too many derived events).",
 }
 
 

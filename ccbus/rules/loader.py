@@ -2,8 +2,11 @@
 
 Each rule is validated on its own: a broken rule is reported with file,
 line and a one-line reason and skipped, and the rest of the file still
-loads.  Nothing here connects anywhere, so ``ccbus check`` and ``ccbus
-test`` run the same code as ``ccbus run``.
+loads.  A file too costly to read (too large, too deeply nested, an alias
+bomb: see :mod:`ccbus.config.yamlfile`) is refused as a whole with the line
+where reading stopped, like a file that is not YAML.  Nothing here connects
+anywhere, so ``ccbus check`` and ``ccbus test`` run the same code as ``ccbus
+run``.
 """
 
 from __future__ import annotations
@@ -80,7 +83,14 @@ def load_rules(
     seen: dict[str, Rule] = {}
     files = rule_files(paths)
     for path in files:
-        rule_file = _load_file(path, actions, compiler)
+        try:
+            rule_file = _load_file(path, actions, compiler)
+        except (RecursionError, MemoryError) as err:  # a last line: the YAML limits come first
+            rule_file = RuleFile(
+                path,
+                errors=[ConfigError(f"refused: too costly to load ({type(err).__name__})",
+                                    str(path))],
+            )
         for rule in list(rule_file.rules):
             if rule.name in seen:
                 rule_file.errors.append(

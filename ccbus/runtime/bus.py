@@ -251,9 +251,22 @@ class Bus:
     # -- rules ------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: apply the config file's live keys (or refuse the file), then reload rules."""
-        self.reload_config()
-        self.load_rules()
+        """SIGHUP: apply the config file's live keys (or refuse the file), then reload rules.
+
+        Files that are too costly to read are refused by the loaders with a
+        located reason; anything else that still escapes them is logged and
+        counted here, never allowed to stop the process: what is running stays.
+        """
+        try:
+            self.reload_config()
+            self.load_rules()
+        except Exception as err:  # a last line: a reload must never stop the bus
+            self._reload_failed("reload", err)
+
+    def _reload_failed(self, what: str, err: Exception) -> None:
+        self.counters.inc("config_reload_errors")
+        log.error("%s failed: %s: %s; the running config and rules stay",
+                  what, type(err).__name__, str(err)[:300])
 
     def reload_config(self) -> bool:
         """Apply the config file's live keys, or refuse the file (False) and say why."""
@@ -344,6 +357,8 @@ class Bus:
         """
         if not outcome.invocations and not outcome.render_errors:
             return
+        for (rule, reason), dropped in outcome.emits_dropped.items():
+            self.counters.inc("emit_dropped", dropped, rule=rule, reason=reason)
         calls = []
         dry = []
         for invocation in outcome.invocations:
@@ -619,7 +634,10 @@ class Bus:
             return
         async for changes in watchfiles.awatch(*paths, debounce=300, recursive=True):
             if any(Path(p).suffix in (".yaml", ".yml") for _, p in changes):
-                self.load_rules()
+                try:
+                    self.load_rules()
+                except Exception as err:  # a last line, as in reload(): the watcher goes on
+                    self._reload_failed("rules reload", err)
 
     async def _serve_http(
         self,
