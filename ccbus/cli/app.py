@@ -138,7 +138,7 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
     problems += plugins.problems
     compiler = make_compiler(plugins, ManualClock(0))
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
-    problems += [str(e) for e in ruleset.errors]
+    problems += [e.describe() for e in ruleset.errors]
     for failure in plugins.failures:
         click.echo(
             click.style("warning: ", fg="yellow")
@@ -499,7 +499,7 @@ def try_(
     compiler = make_compiler(plugins, clock, loaded.config.secrets)
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
     redact = Redactor(loaded.secrets).text
-    _fail([str(e) for e in ruleset.errors])
+    _fail([e.describe() for e in ruleset.errors])
     pipeline = Pipeline(Engine(ruleset.rules), observer=None)
     for item in _events_in(event_file):
         if isinstance(item, BadLine):
@@ -588,7 +588,7 @@ def test_rules(ctx: click.Context, paths: tuple[Path, ...], verbose: bool) -> No
     passed = failed = 0
     for rule_file in ruleset.files:
         for err in rule_file.errors:
-            _fail([str(err)])
+            _fail([err.describe()])
             failed += 1
         for result in run_file_tests(rule_file, plugins.actions, clock):
             label = f"{result.file}:{result.line} {result.name}"

@@ -1,0 +1,71 @@
+"""``ccbus check`` fails on everything it can know before anything connects (issue #20).
+
+Each case is a mistake an admin makes, written as a file, checked by the real CLI:
+the answer names file, line and column, and says what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+from support import write
+
+from ccbus.cli.app import cli
+from ccbus.plugins import PluginHost
+
+
+def check(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["check", *args],
+                                obj={"plugins": PluginHost(autoload=False)})
+    return result.exit_code, result.output
+
+
+def rules(tmp_path: Path, text: str) -> Path:
+    write(tmp_path / "rules" / "r.yaml", text)
+    return tmp_path / "rules"
+
+
+def test_a_literal_regular_expression_that_does_not_compile_is_refused_with_a_caret(
+    tmp_path: Path,
+) -> None:
+    where = rules(tmp_path, """
+        rules:
+          - name: critical
+            on: system.alert
+            if: matches("crit(ical", severity)
+            do: [log: x]
+    """)
+    code, out = check("--rules", str(where))
+    assert code == 1
+    assert f"{where}/r.yaml:4:5: rule 'critical': matches(): bad regular expression" in out
+    assert "(column 9)" in out
+    assert '    matches("crit(ical", severity)\n            ^' in out
+
+
+def test_an_expression_syntax_error_shows_the_column_and_a_caret(tmp_path: Path) -> None:
+    where = rules(tmp_path, """
+        rules:
+          - name: unfinished
+            on: system.alert
+            if: severity == "critical" and
+            do: [log: x]
+    """)
+    code, out = check("--rules", str(where))
+    assert code == 1
+    assert "invalid syntax (column 27)" in out
+    assert '    severity == "critical" and\n' + " " * 30 + "^" in out
+
+
+def test_a_pattern_that_comes_from_the_event_is_checked_when_it_runs_not_at_load(
+    tmp_path: Path,
+) -> None:
+    where = rules(tmp_path, """
+        rules:
+          - name: from-data
+            on: system.alert
+            if: matches(pattern, severity)
+            do: [log: x]
+    """)
+    code, out = check("--rules", str(where))
+    assert code == 0, out
