@@ -69,3 +69,52 @@ def test_a_pattern_that_comes_from_the_event_is_checked_when_it_runs_not_at_load
     """)
     code, out = check("--rules", str(where))
     assert code == 0, out
+
+
+def try_events(tmp_path: Path, rule_text: str, event: str) -> tuple[int, str]:
+    where = rules(tmp_path, rule_text)
+    events = write(tmp_path / "event.json", event)
+    result = CliRunner().invoke(cli, ["try", "--event", str(events), "--rules", str(where)],
+                                obj={"plugins": PluginHost(autoload=False)})
+    return result.exit_code, result.output
+
+
+def test_try_exits_non_zero_when_a_rule_fails_to_evaluate(tmp_path: Path) -> None:
+    code, out = try_events(tmp_path, """
+        rules:
+          - name: divides
+            on: system.alert
+            if: 10 / count > 1
+            do: [log: x]
+    """, '{"type": "system.alert", "data": {"count": 0}}')
+    assert code == 1, out
+    assert "condition failed" in out and "1 failure(s)" in out
+
+
+def test_try_exits_non_zero_when_an_action_fails_to_render(tmp_path: Path) -> None:
+    code, out = try_events(tmp_path, """
+        rules:
+          - name: renders
+            on: system.alert
+            do: [log: "{10 / count}"]
+    """, '{"type": "system.alert", "data": {"count": 0}}')
+    assert code == 1, out
+    assert "render error" in out
+
+
+def test_try_exits_zero_when_every_rule_evaluates_even_false_or_missing_a_field(
+    tmp_path: Path,
+) -> None:
+    code, out = try_events(tmp_path, """
+        rules:
+          - name: quiet
+            on: system.alert
+            if: severity == "critical"
+            do: [log: x]
+          - name: missing
+            on: system.alert
+            if: hostname == "x"
+            do: [log: x]
+    """, '{"type": "system.alert", "data": {"severity": "minor"}}')
+    assert code == 0, out
+    assert "condition false" in out

@@ -26,7 +26,7 @@ from ccbus.cli.console import ConsoleReporter
 from ccbus.config.file import Config, ConfigErrors, LoadedConfig, load_config
 from ccbus.config.yamlfile import load_yaml
 from ccbus.delivery.store import StateDirError
-from ccbus.errors import ConfigError, EvaluationError
+from ccbus.errors import ConfigError, EvaluationError, MissingField
 from ccbus.events.files import BadLine, read_events
 from ccbus.observe.logs import Redactor, setup_logging
 from ccbus.pipeline import Outcome, Pipeline
@@ -501,16 +501,18 @@ def try_(
     redact = Redactor(loaded.secrets).text
     _fail([e.describe() for e in ruleset.errors])
     pipeline = Pipeline(Engine(ruleset.rules), observer=None)
+    failures = len(ruleset.errors)
     for item in _events_in(event_file):
         if isinstance(item, BadLine):
             _fail([str(item)])
+            failures += 1
             continue
         clock.current = item.time.timestamp()
         timers = pipeline.process_due(clock.current)
         for firing in timers.firings:
             click.echo(click.style(f"'for' timer of {firing.rule.name} fired", fg="green")
                        + f"  (its duration passed before {item.time.isoformat()})")
-        _show_calls(timers, redact)
+        failures += _show_calls(timers, redact)
         click.echo(
             click.style(item.type, fg="cyan", bold=True)
             + f"  id={item.id}"
@@ -520,21 +522,28 @@ def try_(
         if not candidates:
             click.echo("  no rule listens to this type")
         for rule in candidates:
-            click.echo(f"  {rule.name} ({rule.where}): {_condition(rule, item)}")
-        _show_calls(pipeline.process(item, clock.current), redact)
+            verdict, failed = _condition(rule, item)
+            click.echo(f"  {rule.name} ({rule.where}): {verdict}")
+            failures += failed
+        failures += _show_calls(pipeline.process(item, clock.current), redact)
     for deadline, rule_name, key in pipeline.engine.armed_timers():
         when = datetime.fromtimestamp(deadline, UTC).isoformat()
         click.echo(f"'for' timer of {rule_name} armed for {key!r}: would fire at {when} "
                    "unless a later event resets it")
-    if ruleset.errors:
+    if failures:
+        # so that `ccbus try` can gate CI: a rule that fails to evaluate or render fails it
+        click.echo(f"{failures} failure(s): a rule did not load, evaluate or render, "
+                   "or an event could not be read", err=True)
         sys.exit(1)
 
 
-def _show_calls(outcome: Outcome, redact: Callable[[str], str]) -> None:
+def _show_calls(outcome: Outcome, redact: Callable[[str], str]) -> int:
+    """Print the calls an outcome would make; returns how many failed to render."""
     for invocation in outcome.invocations:
         click.echo(f"      would call {redact(invocation.describe())}  [rule {invocation.rule}]")
     for problem in outcome.render_errors:
         click.echo(click.style(f"      render error: {redact(str(problem))}", fg="red"))
+    return len(outcome.render_errors)
 
 
 def _events_in(path: Path) -> list[Any]:
@@ -555,20 +564,24 @@ def _events_in(path: Path) -> list[Any]:
     return out
 
 
-def _condition(rule: Any, event: Any) -> str:
+def _condition(rule: Any, event: Any) -> tuple[str, int]:
+    """What the rule's condition says of ``event``, and 1 when it failed to evaluate (a
+    missing field is "false", as in ``ccbus run``, not a failure)."""
     gate = ""
     if rule.gate is not None:
         kind = rule.gate.kind or "throttle"
         gate = f"; then its '{kind}' gate decides (state is per key, not shown here)"
     if rule.condition is None:
-        return click.style("matches (no condition)" + gate, fg="green")
+        return click.style("matches (no condition)" + gate, fg="green"), 0
     try:
         value = rule.condition.evaluate(event.data, EnvelopeView(event))
+    except MissingField as err:
+        return click.style(f"condition false: {err}", fg="yellow"), 0
     except EvaluationError as err:
-        return click.style(f"condition failed: {err} (counts as false)", fg="yellow")
+        return click.style(f"condition failed: {err} (counts as false)", fg="red"), 1
     if value:
-        return click.style("condition true" + gate, fg="green")
-    return click.style(f"condition false: if {rule.condition.source}", dim=True)
+        return click.style("condition true" + gate, fg="green"), 0
+    return click.style(f"condition false: if {rule.condition.source}", dim=True), 0
 
 
 @cli.command(name="test")
