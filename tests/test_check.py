@@ -118,3 +118,19 @@ def test_try_exits_zero_when_every_rule_evaluates_even_false_or_missing_a_field(
     """, '{"type": "system.alert", "data": {"severity": "minor"}}')
     assert code == 0, out
     assert "condition false" in out
+
+
+def test_dead_letters_options_go_before_or_after_the_subcommand(tmp_path: Path) -> None:
+    from ccbus.delivery.store import SqliteDeliveryStore
+
+    state = tmp_path / "state"
+    state.mkdir()
+    SqliteDeliveryStore(state / "delivery.sqlite3").close()
+    config = write(tmp_path / "ccbus.yaml", f"state_dir: {state}\n")
+    for args in (["dead-letters", "-c", str(config), "list"],
+                 ["dead-letters", "list", "-c", str(config)],
+                 ["dead-letters", "--state-dir", str(state), "list"],
+                 ["dead-letters", "--state-dir", str(state), "purge", "--all"]):
+        result = CliRunner().invoke(cli, args, obj={"plugins": PluginHost(autoload=False)})
+        assert result.exit_code == 0, (args, result.output)
+        assert "dead letter(s)" in result.output, (args, result.output)

@@ -707,6 +707,9 @@ def main() -> None:
 def _delivery_store(config: Path | None, state_dir: Path | None) -> Any:
     from ccbus.delivery.store import SqliteDeliveryStore
 
+    if config is None and state_dir is None:  # given to the group, before the subcommand
+        config, state_dir = click.get_current_context().meta.get(
+            "ccbus.dead_letters", (None, None))
     if state_dir is None:
         if config is None:
             raise click.UsageError("give -c CONFIG or --state-dir DIR")
@@ -729,12 +732,18 @@ state_dir_option = click.option(
 
 
 @cli.group(name="dead-letters")
-def dead_letters() -> None:
+@config_option
+@state_dir_option
+@click.pass_context
+def dead_letters(ctx: click.Context, config: Path | None, state_dir: Path | None) -> None:
     """Calls that failed for good: list, show, retry or purge them.
 
     Works on the state directory's outbox whether ccbus is running or not;
-    a running bus picks retried calls up within a second.
+    a running bus picks retried calls up within a second.  ``-c`` and
+    ``--state-dir`` go before or after the subcommand:
+    ``ccbus dead-letters -c FILE list`` is ``ccbus dead-letters list -c FILE``.
     """
+    ctx.meta["ccbus.dead_letters"] = (config, state_dir)
 
 
 @dead_letters.command(name="list")
