@@ -134,3 +134,19 @@ def test_dead_letters_options_go_before_or_after_the_subcommand(tmp_path: Path) 
         result = CliRunner().invoke(cli, args, obj={"plugins": PluginHost(autoload=False)})
         assert result.exit_code == 0, (args, result.output)
         assert "dead letter(s)" in result.output, (args, result.output)
+
+
+def test_a_yaml_indentation_error_keeps_the_parser_wording_and_says_what_causes_it(
+    tmp_path: Path,
+) -> None:
+    where = rules(tmp_path, """
+        rules:
+          - name: misaligned
+            on: system.alert
+           do: [log: x]
+    """)
+    code, out = check("--rules", str(where))
+    assert code == 1
+    assert f"{where}/r.yaml:4:4:" in out
+    assert "invalid YAML: expected <block end>, but found '<block mapping start>'" in out
+    assert "usually: a line is indented differently from the lines at its level" in out
