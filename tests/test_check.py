@@ -150,3 +150,24 @@ def test_a_yaml_indentation_error_keeps_the_parser_wording_and_says_what_causes_
     assert f"{where}/r.yaml:4:4:" in out
     assert "invalid YAML: expected <block end>, but found '<block mapping start>'" in out
     assert "usually: a line is indented differently from the lines at its level" in out
+
+
+def test_a_notify_target_the_config_does_not_define_fails_check(tmp_path: Path) -> None:
+    rules(tmp_path, """
+        rules:
+          - name: page
+            on: system.alert
+            do:
+              - notify: {to: ops-slak, body: "{severity}"}
+              - notify: {to: [ops-slack, "tag:oncall", "{team}"], body: fine}
+              - notify: "the default target"
+    """)
+    config = write(tmp_path / "ccbus.yaml", """
+        targets:
+          ops-slack: "json://127.0.0.1:9/hook"
+    """)
+    code, out = check("-c", str(config))
+    assert code == 1, out
+    assert (f"{tmp_path}/rules/r.yaml:5: rule 'page': notify: unknown target 'ops-slak' "
+            "(did you mean 'ops-slack'?") in out
+    assert "1 problem(s) found" in out

@@ -33,7 +33,7 @@ from ccbus.pipeline import Outcome, Pipeline
 from ccbus.plugins import PluginHost
 from ccbus.rules.engine import Engine
 from ccbus.rules.expressions import EnvelopeView
-from ccbus.rules.loader import load_rules
+from ccbus.rules.loader import RuleSet, load_rules
 from ccbus.rules.testing import ManualClock, run_file_tests
 from ccbus.runtime.bus import Bus, make_compiler
 from ccbus.runtime.systemd import Notifier
@@ -139,6 +139,8 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
     compiler = make_compiler(plugins, ManualClock(0))
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
     problems += [e.describe() for e in ruleset.errors]
+    if config is not None:
+        problems += _call_problems(ruleset, loaded)
     for failure in plugins.failures:
         click.echo(
             click.style("warning: ", fg="yellow")
@@ -153,6 +155,17 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
         f"OK: {len(loaded.config.sources)} source(s), {len(ruleset.rules)} rule(s) in "
         f"{len(ruleset.files)} file(s)."
     )
+
+
+def _call_problems(ruleset: RuleSet, loaded: LoadedConfig) -> list[str]:
+    """What each action can tell from the config about its calls as written."""
+    problems = []
+    for rule in ruleset.rules:
+        for call in rule.actions:
+            if call.spec.check is not None:
+                problems += [f"{rule.file}:{call.line}: rule {rule.name!r}: {problem}"
+                             for problem in call.spec.check(call.raw or {}, loaded)]
+    return problems
 
 
 @cli.command()

@@ -282,4 +282,5 @@ def _compile_action(
         line=line_of(root, at + keys),
         validated=checked,
         waits_for_previous=PREVIOUS in params.names,
+        raw=raw,
     )
