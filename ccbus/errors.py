@@ -50,10 +50,17 @@ class CcbusError(Exception):
 class ConfigError(CcbusError):
     """A config or rule file is wrong; ``location`` is ``file:line[:col]``."""
 
-    def __init__(self, message: str, location: str | None = None) -> None:
+    def __init__(self, message: str, location: str | None = None, *, detail: str = "") -> None:
         self.message = message
         self.location = location
+        #: Lines shown under the one-line message by ``ccbus check`` and friends (the
+        #: expression with a caret under the column); logs keep to the one line.
+        self.detail = detail
         super().__init__(f"{location}: {message}" if location else message)
+
+    def describe(self) -> str:
+        """The message, and under it the detail, for a person at a terminal."""
+        return f"{self}\n{self.detail}" if self.detail else str(self)
 
 
 class RuleError(ConfigError):
@@ -65,7 +72,23 @@ class ExpressionError(CcbusError):
 
 
 class ExpressionSyntaxError(ExpressionError):
-    """Raised at load time: the text is not an expression the rule grammar allows."""
+    """Raised at load time: the text is not an expression the rule grammar allows.
+
+    ``source`` and ``column`` (1-based) say where, when known: :attr:`caret` shows it.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None,
+                 column: int | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.column = column
+
+    @property
+    def caret(self) -> str:
+        """The expression and a caret under the column, as Python shows a syntax error."""
+        if self.source is None or self.column is None or "\n" in self.source:
+            return ""
+        return f"    {self.source}\n    {' ' * (self.column - 1)}^"
 
 
 class EvaluationError(ExpressionError):

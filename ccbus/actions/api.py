@@ -78,6 +78,11 @@ class ActionSpec:
     :param inline: set only by ``emit``: ``run`` returns events the bus routes
         at once, in the same step, instead of queueing a call.
     :param description: one line for ``ccbus plugins`` and the docs.
+    :param check: ``check(params, config)``: what ``ccbus check`` can know is wrong with
+        one call from the config alone, before anything runs (a target name the config
+        does not define).  ``params`` are as written in the rule (templates not filled
+        in: check only literal values), ``config`` is the :class:`ccbus.LoadedConfig`;
+        returns one-line problems.
     """
 
     name: str
@@ -90,5 +95,6 @@ class ActionSpec:
     #: The delivery lane of a call (``"webhook:crm.example:443"``): calls to one
     #: target share its concurrency limit, so a slow target never holds up others.
     target: Callable[[Any], str] | None = None
+    check: Callable[[Mapping[str, Any], Any], list[str]] | None = None
 
 

@@ -40,7 +40,6 @@ Why the pieces look the way they do:
 from __future__ import annotations
 
 import contextvars
-import difflib
 import logging
 import re
 from collections import OrderedDict
@@ -58,6 +57,7 @@ from pydantic import Field, field_validator
 
 from ccbus.actions.api import ActionContext, ActionSpec
 from ccbus.config.schema import Options
+from ccbus.config.suggest import did_you_mean
 from ccbus.errors import ActionError, PermanentActionError, RetryableActionError
 from ccbus.hookspecs import hookimpl
 
@@ -245,8 +245,8 @@ def _resolve(to: Sequence[str], targets: Mapping[str, str]) -> tuple[list[_Servi
             entry = parse_target(targets[item])
             services.setdefault(item, _Service(label=item, url=entry.url, tags=entry.tags))
         else:
-            close = difflib.get_close_matches(item, list(targets), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = did_you_mean(item, targets)
+            hint = f"did you mean {close!r}? " if close else ""
             known = ", ".join(sorted(targets)) or "none configured"
             raise PermanentActionError(
                 f"notify: unknown target {item!r} ({hint}known targets: {known}; "
@@ -290,6 +290,24 @@ def _raw_url_lane(url: str) -> str:
     scheme, _, rest = _privacy_form(service).partition("://")
     host = rest.split("/", 1)[0].rpartition("@")[2]
     return f"{scheme}://{host}"
+
+
+def check_call(params: Mapping[str, Any], config: Any) -> list[str]:
+    """``ccbus check``: every literal ``to:`` name must be a target the config defines
+    (an unknown one would be a dead letter at 3 a.m.); templates are left to run time."""
+    to = params.get("to", [])
+    items = [to] if isinstance(to, str) else to if isinstance(to, list) else []
+    targets = config.config.targets
+    problems = []
+    for item in (i.strip() for i in items if isinstance(i, str)):
+        if "{" in item or "://" in item or item.lower().startswith("tag:") or item in targets:
+            continue
+        close = did_you_mean(item, targets)
+        hint = f"did you mean {close!r}? " if close else ""
+        known = ", ".join(sorted(targets)) or "none configured"
+        problems.append(f"notify: unknown target {item!r} ({hint}known targets: {known}; "
+                        "or write an apprise URL, or tag:NAME)")
+    return problems
 
 
 def lane(params: NotifyParams) -> str:
@@ -497,6 +515,7 @@ def register_actions() -> list[ActionSpec]:
             shorthand="body",
             description="Send a message to Slack, e-mail, Teams... (apprise URLs in targets:).",
             target=lane,
+            check=check_call,
         )
     ]
 

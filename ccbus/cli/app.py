@@ -26,7 +26,7 @@ from ccbus.cli.console import ConsoleReporter
 from ccbus.config.file import Config, ConfigErrors, LoadedConfig, load_config
 from ccbus.config.yamlfile import load_yaml
 from ccbus.delivery.store import StateDirError
-from ccbus.errors import ConfigError, EvaluationError
+from ccbus.errors import ConfigError, EvaluationError, MissingField
 from ccbus.events.files import BadLine, read_events
 from ccbus.events.jsondecode import decode_json
 from ccbus.observe.logs import Redactor, setup_logging
@@ -34,7 +34,7 @@ from ccbus.pipeline import Outcome, Pipeline
 from ccbus.plugins import PluginHost
 from ccbus.rules.engine import Engine
 from ccbus.rules.expressions import EnvelopeView
-from ccbus.rules.loader import load_rules
+from ccbus.rules.loader import RuleSet, load_rules
 from ccbus.rules.testing import ManualClock, run_file_tests
 from ccbus.runtime.bus import Bus, make_compiler
 from ccbus.runtime.systemd import Notifier
@@ -139,7 +139,9 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
     problems += plugins.problems
     compiler = make_compiler(plugins, ManualClock(0))
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
-    problems += [str(e) for e in ruleset.errors]
+    problems += [e.describe() for e in ruleset.errors]
+    if config is not None:
+        problems += _call_problems(ruleset, loaded)
     for failure in plugins.failures:
         click.echo(
             click.style("warning: ", fg="yellow")
@@ -154,6 +156,17 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
         f"OK: {len(loaded.config.sources)} source(s), {len(ruleset.rules)} rule(s) in "
         f"{len(ruleset.files)} file(s)."
     )
+
+
+def _call_problems(ruleset: RuleSet, loaded: LoadedConfig) -> list[str]:
+    """What each action can tell from the config about its calls as written."""
+    problems = []
+    for rule in ruleset.rules:
+        for call in rule.actions:
+            if call.spec.check is not None:
+                problems += [f"{rule.file}:{call.line}: rule {rule.name!r}: {problem}"
+                             for problem in call.spec.check(call.raw or {}, loaded)]
+    return problems
 
 
 @cli.command()
@@ -502,20 +515,20 @@ def try_(
     compiler = make_compiler(plugins, clock, loaded.config.secrets)
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
     redact = Redactor(loaded.secrets).text
-    _fail([str(e) for e in ruleset.errors])
+    _fail([e.describe() for e in ruleset.errors])
     pipeline = Pipeline(Engine(ruleset.rules), observer=None)
-    unreadable = 0
+    failures = len(ruleset.errors)
     for item in _events_in(event_file):
         if isinstance(item, BadLine):
             _fail([str(item)])
-            unreadable += 1
+            failures += 1
             continue
         clock.current = item.time.timestamp()
         timers = pipeline.process_due(clock.current)
         for firing in timers.firings:
             click.echo(click.style(f"'for' timer of {firing.rule.name} fired", fg="green")
                        + f"  (its duration passed before {item.time.isoformat()})")
-        _show_calls(timers, redact)
+        failures += _show_calls(timers, redact)
         click.echo(
             click.style(item.type, fg="cyan", bold=True)
             + f"  id={item.id}"
@@ -525,23 +538,28 @@ def try_(
         if not candidates:
             click.echo("  no rule listens to this type")
         for rule in candidates:
-            click.echo(f"  {rule.name} ({rule.where}): {_condition(rule, item)}")
-        _show_calls(pipeline.process(item, clock.current), redact)
+            verdict, failed = _condition(rule, item)
+            click.echo(f"  {rule.name} ({rule.where}): {verdict}")
+            failures += failed
+        failures += _show_calls(pipeline.process(item, clock.current), redact)
     for deadline, rule_name, key in pipeline.engine.armed_timers():
         when = datetime.fromtimestamp(deadline, UTC).isoformat()
         click.echo(f"'for' timer of {rule_name} armed for {key!r}: would fire at {when} "
                    "unless a later event resets it")
-    if unreadable:
-        click.echo(f"{unreadable} event(s) could not be read.", err=True)
-    if ruleset.errors or unreadable:
+    if failures:
+        # so that `ccbus try` can gate CI: a rule that fails to evaluate or render fails it
+        click.echo(f"{failures} failure(s): a rule did not load, evaluate or render, "
+                   "or an event could not be read", err=True)
         sys.exit(1)
 
 
-def _show_calls(outcome: Outcome, redact: Callable[[str], str]) -> None:
+def _show_calls(outcome: Outcome, redact: Callable[[str], str]) -> int:
+    """Print the calls an outcome would make; returns how many failed to render."""
     for invocation in outcome.invocations:
         click.echo(f"      would call {redact(invocation.describe())}  [rule {invocation.rule}]")
     for problem in outcome.render_errors:
         click.echo(click.style(f"      render error: {redact(str(problem))}", fg="red"))
+    return len(outcome.render_errors)
 
 
 def _events_in(path: Path) -> list[Any]:
@@ -567,20 +585,24 @@ def _events_in(path: Path) -> list[Any]:
     return out
 
 
-def _condition(rule: Any, event: Any) -> str:
+def _condition(rule: Any, event: Any) -> tuple[str, int]:
+    """What the rule's condition says of ``event``, and 1 when it failed to evaluate (a
+    missing field is "false", as in ``ccbus run``, not a failure)."""
     gate = ""
     if rule.gate is not None:
         kind = rule.gate.kind or "throttle"
         gate = f"; then its '{kind}' gate decides (state is per key, not shown here)"
     if rule.condition is None:
-        return click.style("matches (no condition)" + gate, fg="green")
+        return click.style("matches (no condition)" + gate, fg="green"), 0
     try:
         value = rule.condition.evaluate(event.data, EnvelopeView(event))
+    except MissingField as err:
+        return click.style(f"condition false: {err}", fg="yellow"), 0
     except EvaluationError as err:
-        return click.style(f"condition failed: {err} (counts as false)", fg="yellow")
+        return click.style(f"condition failed: {err} (counts as false)", fg="red"), 1
     if value:
-        return click.style("condition true" + gate, fg="green")
-    return click.style(f"condition false: if {rule.condition.source}", dim=True)
+        return click.style("condition true" + gate, fg="green"), 0
+    return click.style(f"condition false: if {rule.condition.source}", dim=True), 0
 
 
 @cli.command(name="test")
@@ -600,7 +622,7 @@ def test_rules(ctx: click.Context, paths: tuple[Path, ...], verbose: bool) -> No
     passed = failed = 0
     for rule_file in ruleset.files:
         for err in rule_file.errors:
-            _fail([str(err)])
+            _fail([err.describe()])
             failed += 1
         for result in run_file_tests(rule_file, plugins.actions, clock):
             label = f"{result.file}:{result.line} {result.name}"
@@ -706,6 +728,9 @@ def main() -> None:
 def _delivery_store(config: Path | None, state_dir: Path | None) -> Any:
     from ccbus.delivery.store import SqliteDeliveryStore
 
+    if config is None and state_dir is None:  # given to the group, before the subcommand
+        config, state_dir = click.get_current_context().meta.get(
+            "ccbus.dead_letters", (None, None))
     if state_dir is None:
         if config is None:
             raise click.UsageError("give -c CONFIG or --state-dir DIR")
@@ -728,12 +753,18 @@ state_dir_option = click.option(
 
 
 @cli.group(name="dead-letters")
-def dead_letters() -> None:
+@config_option
+@state_dir_option
+@click.pass_context
+def dead_letters(ctx: click.Context, config: Path | None, state_dir: Path | None) -> None:
     """Calls that failed for good: list, show, retry or purge them.
 
     Works on the state directory's outbox whether ccbus is running or not;
-    a running bus picks retried calls up within a second.
+    a running bus picks retried calls up within a second.  ``-c`` and
+    ``--state-dir`` go before or after the subcommand:
+    ``ccbus dead-letters -c FILE list`` is ``ccbus dead-letters list -c FILE``.
     """
+    ctx.meta["ccbus.dead_letters"] = (config, state_dir)
 
 
 @dead_letters.command(name="list")

@@ -194,6 +194,29 @@ _LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_mappi
 _LineLoader.add_constructor("tag:yaml.org,2002:seq", _LineLoader.construct_sequence)
 
 
+#: What usually causes the parser's wording, said in the admin's terms (the parser's
+#: own words stay first: they are what a search engine knows).
+_YAML_HINTS = (
+    ("character '\\t'", "YAML indents with spaces, never tabs"),
+    ("expected <block end>", "a line is indented differently from the lines at its level: "
+     "keys of one item line up, and '- ' items of one list line up"),
+    ("mapping values are not allowed here", "a value holds ': ' or the line above it is "
+     "indented wrongly; put a value with a colon in quotes"),
+    ("could not find expected ':'", "a key line lacks its ':' or a quoted value is not closed"),
+    ("expected ',' or ']'", "a [list] is not closed: add the ']'"),
+    ("expected ',' or '}'", "a {mapping} is not closed: add the '}'"),
+    ("found undefined alias", "'*name' refers to an anchor '&name' that is not defined above"),
+)
+
+
+def _yaml_hint(problem: str) -> str:
+    """One line on what usually causes the parser's ``problem``, or nothing."""
+    for wording, hint in _YAML_HINTS:
+        if wording in problem:
+            return "usually: " + hint
+    return ""
+
+
 def load_yaml(path: Path | str, text: str | None = None) -> Any:
     """Load one YAML document with line information; errors name file, line and column."""
     path = Path(path)
@@ -219,7 +242,9 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = err.problem or err.context or "invalid YAML"
-        raise ConfigError(f"invalid YAML: {problem}", where) from None
+        hint = _yaml_hint(problem)
+        raise ConfigError(f"invalid YAML: {problem}" + (f" ({hint})" if hint else ""),
+                          where) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"invalid YAML: {err}", str(path)) from None
     except (RecursionError, MemoryError) as err:  # a last line: the limits above come first

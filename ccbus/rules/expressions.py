@@ -372,8 +372,7 @@ class _Rewriter:
 
     def fail(self, node: ast.AST, reason: str) -> ExpressionSyntaxError:
         col = getattr(node, "col_offset", None)
-        where = f" (column {col + 1})" if col is not None else ""
-        return ExpressionSyntaxError(f"{reason}{where} in {self.source!r}")
+        return syntax_error(reason, self.source, None if col is None else col + 1)
 
     def visit(self, node: ast.expr, depth: int = 0) -> ast.expr:
         if depth > MAX_NESTING:
@@ -476,6 +475,21 @@ class _Rewriter:
         if attr in simpleeval.DISALLOW_METHODS:
             raise self.fail(node, f"'.{attr}' is not available")
 
+    def _check_literal_args(self, name: str, node: ast.Call) -> None:
+        """A library function may check its literal arguments when the rule loads
+        (``check_literal_args = {index: check}``; a check raises ValueError): a regular
+        expression that cannot compile is refused then, with its column."""
+        checks = getattr(self.functions[name], "check_literal_args", None)
+        if not checks:
+            return
+        for index, check in checks.items():
+            arg = node.args[index] if index < len(node.args) else None
+            if isinstance(arg, ast.Constant):
+                try:
+                    check(arg.value)
+                except ValueError as err:
+                    raise self.fail(arg, f"{name}(): {err}") from None
+
     def _call(self, node: ast.Call, depth: int) -> ast.expr:
         args = [self.visit(a, depth) for a in node.args]
         keywords = []
@@ -490,6 +504,7 @@ class _Rewriter:
                         node, f"unknown function {name!r}{_suggest(name, self.functions)}"
                     )
                 self.used_functions.add(name)
+                self._check_literal_args(name, node)
                 func: ast.expr = ast.Name(id=f"_fn_{name}", ctx=ast.Load())
             case ast.Attribute(value=value, attr=attr):
                 self._check_attr_name(node, attr)
@@ -519,6 +534,15 @@ def _on_line(tree: ast.expr, line: int) -> ast.expr:
             node.lineno = node.end_lineno = line  # type: ignore[attr-defined]
             node.col_offset = node.end_col_offset = 0  # type: ignore[attr-defined]
     return tree
+
+
+def syntax_error(reason: str, source: str, column: int | None) -> ExpressionSyntaxError:
+    """``reason (column N) in 'source'``, one line for logs; the error's ``caret`` shows
+    the source with a caret under the column for a terminal."""
+    if column is None:
+        return ExpressionSyntaxError(f"{reason} in {source!r}")
+    return ExpressionSyntaxError(f"{reason} (column {column}) in {source!r}", source=source,
+                                 column=column)
 
 
 def _call(helper: str, *args: ast.expr) -> ast.Call:
@@ -754,8 +778,8 @@ class ExpressionCompiler:
         try:
             parsed = ast.parse(text, mode="eval")
         except SyntaxError as err:
-            col = f" (column {err.offset})" if err.offset else ""
-            raise ExpressionSyntaxError(f"{err.msg}{col} in {text!r}") from None
+            # offset 0: the text ended where more was expected; point past its end
+            raise syntax_error(err.msg, text, err.offset or len(text) + 1) from None
         except (RecursionError, MemoryError, ValueError) as err:
             raise ExpressionSyntaxError(f"cannot parse {text[:60]!r}...: {err}") from None
         rewriter = _Rewriter(text, self.functions)

@@ -330,7 +330,17 @@ def build_library(
         number,
     ):
         library[func.__name__] = func
+    for func in (matches, extract, sub):  # a literal pattern is compiled when the rule loads
+        setattr(func, "check_literal_args", {0: _check_pattern})  # noqa: B010
     return library
+
+
+def _check_pattern(pattern: object) -> None:
+    """A literal pattern in a rule must compile: say so at load, not at 3 a.m."""
+    try:
+        _regex(pattern)
+    except EvaluationError as err:
+        raise ValueError(str(err)) from None
 
 
 def _hhmm(value: str) -> int:

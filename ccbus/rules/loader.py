@@ -180,14 +180,15 @@ def _compile_rule(
     if not spec.enabled:
         return None
 
-    def fail(message: str, *keys: Any) -> RuleError:
-        return RuleError(f"rule {spec.name!r}: {message}", location(path, root, at + keys))
+    def fail(message: str, *keys: Any, detail: str = "") -> RuleError:
+        return RuleError(f"rule {spec.name!r}: {message}", location(path, root, at + keys),
+                         detail=detail)
 
     def expression(text: str, *keys: Any) -> Any:
         try:
             return compiler.expression(text)
         except ExpressionSyntaxError as err:
-            raise fail(str(err), *keys) from None
+            raise fail(str(err), *keys, detail=err.caret) from None
 
     condition = expression(spec.if_, "if") if spec.if_ is not None else None
     calls = tuple(
@@ -267,7 +268,7 @@ def _compile_action(
     try:
         params = compiler.structure(raw)
     except ExpressionSyntaxError as err:
-        raise fail(f"action {name!r}: {err}", *keys) from None
+        raise fail(f"action {name!r}: {err}", *keys, detail=err.caret) from None
     if index == 0 and PREVIOUS in params.names:
         raise fail(
             f"action {name!r}: '{PREVIOUS}' is the result of the action before; "
@@ -291,4 +292,5 @@ def _compile_action(
         line=line_of(root, at + keys),
         validated=checked,
         waits_for_previous=PREVIOUS in params.names,
+        raw=raw,
     )

@@ -111,6 +111,8 @@ class ActionCall:
     #: True when the parameters read ``previous`` (the result of the action
     #: before): the call is rendered only once that one has succeeded.
     waits_for_previous: bool = False
+    #: The parameters as written (a shorthand scalar expanded), for ``ccbus check``.
+    raw: Any = None
 
 
 @dataclass(frozen=True, slots=True)
