@@ -9,7 +9,7 @@ broker over loopback, and records are produced with aiokafka's producer.
 Every test that takes the ``kafka`` fixture runs twice:
 
 * ``test-broker``: against the plugin's Kafka wire-protocol *test peer*
-  (:mod:`ccbus_genesys.testbroker`), which the fault tests can stop and
+  (:mod:`ccbus_peers.kafka`), which the fault tests can stop and
   inspect;
 * ``real-broker``: against a broker that is not ours.  With
   ``CCBUS_KAFKA_BOOTSTRAP=host:port`` set, that broker (any Kafka; topics and
@@ -46,7 +46,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from ccbus_genesys.catalog import AGENT_STATE, CALL_THREAD, DEFAULT_TOPICS
 from ccbus_genesys.options import GenesysOptions
 from ccbus_genesys.scenarios import Step, stamp
-from ccbus_genesys.testbroker import KafkaTestBroker
+from ccbus_peers.kafka import KafkaTestBroker
 
 from ccbus import ActionSpec, Event, Options, SourceContext, hookimpl
 from ccbus.config.file import load_config

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
-from ccbus_genesys.testbroker import KafkaTestBroker
+from ccbus_peers.kafka import KafkaTestBroker
 from genesys_testkit import FAST, TENANT, agent_step, collecting_source, wait_for
 
 pytestmark = pytest.mark.anyio
