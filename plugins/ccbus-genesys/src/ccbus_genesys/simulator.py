@@ -20,7 +20,7 @@ import anyio
 import click
 from aiokafka import AIOKafkaProducer
 
-from .catalog import DEFAULT_TOPICS
+from .catalogue import DEFAULT_TOPICS
 from .scenarios import Step, stamp
 
 if TYPE_CHECKING:
