@@ -1,7 +1,7 @@
 """CUCM command round trip: a ``cucm.*`` action's command to its correlated answer.
 
 Setup, all on this machine: a private ActiveMQ broker (Debian's package,
-started through ``ccbus_stomp.testing.ActiveMQBroker`` in a temporary
+started through ``ccbus_peers.activemq.ActiveMQBroker`` in a temporary
 directory), the CUCM Connector emulator (``ccbus simulate cucm``'s) consuming
 queue ``Connector1``, and a real bus with a ``cucm`` source that completed
 the handshake and logged agent 1001 in.
@@ -46,8 +46,8 @@ from ccbus_cucm.actions import run_command
 from ccbus_cucm.options import CommandParams
 from ccbus_cucm.protocol import COMMANDS
 from ccbus_cucm.simulator import CucmEmulator
+from ccbus_peers.activemq import ActiveMQBroker
 from ccbus_stomp import StompConnection, StompOptions, queue, topic
-from ccbus_stomp.testing import ActiveMQBroker
 
 from ccbus import ActionContext, Event
 from ccbus.config.file import load_config

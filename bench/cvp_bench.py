@@ -1,6 +1,6 @@
 """CVP benchmark: events/s from ActiveMQ through the bus and a rule, vs a bare stomp.py consumer.
 
-A private ActiveMQ broker (Debian's package, ``ccbus_stomp.testing``) runs
+A private ActiveMQ broker (Debian's package, ``ccbus_peers.activemq``) runs
 on loopback.  Two durable subscriptions are registered on CVP's
 ``cvp/calls/ended`` topic, one per consumer.  Each run, the Java JMS peer
 publishes N CallEndedEvent TextMessages (persistent, as CVP publishes) to the
@@ -56,7 +56,7 @@ from typing import Any
 import anyio
 import stomp
 import yaml
-from ccbus_stomp.testing import ActiveMQBroker, JmsPeer
+from ccbus_peers.activemq import ActiveMQBroker, JmsPeer
 
 from ccbus import ActionSpec, Options, hookimpl
 from ccbus.config.file import load_config

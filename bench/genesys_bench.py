@@ -1,7 +1,7 @@
 """Genesys benchmark: records/s from Kafka through the bus and a rule, against a bare consumer.
 
 The broker is the plugin's Kafka wire-protocol test peer
-(``python -m ccbus_genesys.testbroker``; no Kafka broker package can be
+(``python -m ccbus_peers.kafka``; no Kafka broker package can be
 installed here) in its own process, so it has its own core.  Before the
 clock starts, N agent-state records (``EventAgentReady`` /
 ``EventAgentNotReady`` of 50 agents, JSON, ``{tenant}:{agent}`` keys) are
@@ -82,7 +82,7 @@ rules:
 
 def start_broker() -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "ccbus_genesys.testbroker", "--partitions", "3"],
+        [sys.executable, "-m", "ccbus_peers.kafka", "--partitions", "3"],
         stdout=subprocess.PIPE, text=True,
     )
     assert process.stdout is not None

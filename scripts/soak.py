@@ -66,8 +66,8 @@ import psutil
 from anyio.from_thread import start_blocking_portal
 from ccbus_cisco_cvp.scenarios import Item, contact_center
 from ccbus_cisco_cvp.simulator import CvpSimulator
+from ccbus_peers.activemq import ActiveMQBroker
 from ccbus_stomp import NotConnectedError, StompOptions
-from ccbus_stomp.testing import ActiveMQBroker
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))

@@ -8,7 +8,7 @@ core's own client, the one ``ccbus simulate <plugin> inject`` commands use.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -53,7 +53,8 @@ class Toy:
 
 @asynccontextmanager
 async def serving(toy: Toy) -> AsyncIterator[str]:
-    actions = {"drop": toy.drop, "publish": toy.publish}
+    actions: dict[str, Callable[[dict[str, Any]], Any]] = {"drop": toy.drop,
+                                                         "publish": toy.publish}
     app = Starlette(routes=simulator_control_routes(actions, toy.status))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from ccbus_stomp.testing import activemq_available
+from ccbus_peers.activemq import activemq_available
 from support import REPO
 
 

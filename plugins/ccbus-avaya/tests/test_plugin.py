@@ -17,8 +17,8 @@ from ccbus_avaya.demo import demo_simulator, demo_source
 from ccbus_avaya.options import AvayaOptions
 from click.testing import CliRunner
 
+from ccbus import load_config
 from ccbus.cli.app import attach_plugins, cli, shipped_rules_dir
-from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
 from ccbus.runtime.bus import Bus
 

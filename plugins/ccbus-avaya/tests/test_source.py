@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,30 +34,32 @@ async def publish_numbers(sim: Any, agent_body: Any, numbers: range) -> None:
 async def assert_delivered(harness: Any, numbers: range, within: float = 5.0) -> None:
     """Every numbered AgentState arrived (natively and canonically), each once."""
     wanted = [str(n) for n in numbers]
-    await harness.wait_for(lambda: set(wanted) <= set(harness.recorder.numbers()), within)
+    await harness.wait_until(
+        lambda: set(wanted) <= set(harness.recorder.numbers()), timeout=within
+    )
     got = [n for n in harness.recorder.numbers() if n in wanted]
     assert sorted(got, key=int) == wanted, "each notification exactly once"
 
 
 async def test_confirmed_connection_delivers_native_and_canonical_events(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, caplog: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, caplog: Any, fast: Any
 ) -> None:
     caplog.set_level(logging.INFO, logger="ccbus.runtime.bus")
     async with simulator() as sim:
-        async with bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+        async with avaya_bus({**sim.source_options(), **fast}) as h:
             await sim.wait_connected()
-            await h.wait_for(lambda: h.state == "connected")
+            await h.wait_until(lambda: h.state() == "connected", timeout=5)
             correlation = await sim.publish(agent_body(1, "NOT_READY"))
-            await h.wait_for(lambda: len(h.recorder.calls) == 2)
+            await h.wait_until(lambda: len(h.recorder.calls) == 2, timeout=5)
         # the bus stopped and the source closed its connection (the simulator is still up)
         await sim.wait_for(lambda: not sim.sessions, within=3)
     native, canonical = h.recorder.calls
-    assert (native["type"], native["id"], native["subject"]) == (
+    assert (native.params["type"], native.params["id"], native.params["subject"]) == (
         "avaya.AgentState",
         correlation,
         "agent-1",
     )
-    assert (canonical["type"], canonical["id"]) == (
+    assert (canonical.params["type"], canonical.params["id"]) == (
         "agent.state_changed",
         f"{correlation}:agent.state_changed",
     )
@@ -80,9 +81,8 @@ async def test_confirmed_connection_delivers_native_and_canonical_events(
     ],
 )
 async def test_each_failed_authentication_status_recovers(
-    tmp_path: Path,
     simulator: Any,
-    bus_with: Any,
+    avaya_bus: Any,
     agent_body: Any,
     status: AuthStatus,
     tokens: int,
@@ -91,23 +91,23 @@ async def test_each_failed_authentication_status_recovers(
 ) -> None:
     async with simulator() as sim:
         sim.force_auth_status(status, count=1)
-        async with bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+        async with avaya_bus({**sim.source_options(), **fast}) as h:
             await sim.wait_connected()
             await publish_numbers(sim, agent_body, range(5))
             await assert_delivered(h, range(5))
     assert sim.stats.auth == {status: 1, CONFIRMED: 1}
     assert sim.stats.tokens_issued == tokens
     assert sim.stats.subscriptions_created == subscriptions
-    assert h.source.auth_statuses == {status: 1, CONFIRMED: 1}
+    assert h.source().auth_statuses == {status: 1, CONFIRMED: 1}
 
 
 async def test_internal_server_errors_back_off(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
     options = {**fast, "backoff_initial": 0.2, "backoff_cap": 0.4}
     async with simulator() as sim:
         sim.force_auth_status(AuthStatus.INTERNAL_SERVER_ERROR, count=3)
-        async with bus_with(tmp_path, {**sim.source_options(), **options}) as h:
+        async with avaya_bus({**sim.source_options(), **options}) as h:
             started = time.monotonic()
             await sim.wait_connected(within=5)
             took = time.monotonic() - started
@@ -116,17 +116,17 @@ async def test_internal_server_errors_back_off(
     # three jittered delays of at least 0.1, 0.2 and 0.2 s: no tight loop
     assert took >= 0.45
     assert sim.stats.auth[AuthStatus.INTERNAL_SERVER_ERROR] == 3
-    assert h.source.failures["Transient"] == 3
+    assert h.source().failures["Transient"] == 3
 
 
 async def test_constraint_violation_is_a_configuration_error_said_once_and_retried_slowly(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, caplog: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, caplog: Any, fast: Any
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="ccbus.source.av")
     async with simulator() as sim:
         sim.force_auth_status(AuthStatus.CONSTRAINT_VIOLATION, count=3)
-        async with bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
-            await h.wait_for(lambda: h.state == "misconfigured", within=3)
+        async with avaya_bus({**sim.source_options(), **fast}) as h:
+            await h.wait_until(lambda: h.state() == "misconfigured", timeout=3)
             started = time.monotonic()
             await sim.wait_connected(within=5)
             took = time.monotonic() - started
@@ -140,13 +140,13 @@ async def test_constraint_violation_is_a_configuration_error_said_once_and_retri
     # three refusals, each followed by misconfigured_retry (0.4 s): slow, not spinning
     assert sim.stats.auth[AuthStatus.CONSTRAINT_VIOLATION] == 3
     assert took >= 0.7
-    assert h.source.failures["misconfigured"] == 3
+    assert h.source().failures["misconfigured"] == 3
 
 
 async def test_dropped_connection_reconnects_to_the_same_subscription(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
-    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+    async with simulator() as sim, avaya_bus({**sim.source_options(), **fast}) as h:
         await sim.wait_connected()
         await publish_numbers(sim, agent_body, range(3))
         await assert_delivered(h, range(3))
@@ -156,13 +156,13 @@ async def test_dropped_connection_reconnects_to_the_same_subscription(
         await assert_delivered(h, range(8))
     assert sim.stats.subscriptions_created == 1
     assert sim.stats.tokens_issued == 1
-    assert h.source.failures["Transient"] >= 1
+    assert h.source().failures["Transient"] >= 1
 
 
 async def test_expired_subscription_is_replaced(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
-    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+    async with simulator() as sim, avaya_bus({**sim.source_options(), **fast}) as h:
         await sim.wait_connected()
         assert sim.expire_subscriptions() == 1
         await sim.wait_connected(count=2)
@@ -174,12 +174,12 @@ async def test_expired_subscription_is_replaced(
 
 
 async def test_subscription_is_renewed_before_expiry_without_losing_events(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
     options = {**fast, "renew_before": 0.5}
     async with (
         simulator(expires_in=1.2) as sim,
-        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+        avaya_bus({**sim.source_options(), **options}) as h,
     ):
         await sim.wait_connected()
         # publish steadily across two renewals (at ~0.7 s and ~1.4 s)
@@ -194,43 +194,43 @@ async def test_subscription_is_renewed_before_expiry_without_losing_events(
 
 
 async def test_token_rejected_mid_session_is_replaced(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
-    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+    async with simulator() as sim, avaya_bus({**sim.source_options(), **fast}) as h:
         await sim.wait_connected()
         assert sim.reject_tokens() == 1
         await sim.wait_connected(count=2)
         await publish_numbers(sim, agent_body, range(4))
         await assert_delivered(h, range(4))
     assert sim.stats.tokens_issued == 2
-    assert h.source.auth_statuses[AuthStatus.INVALID_TOKEN] == 1  # the mid-session notice
+    assert h.source().auth_statuses[AuthStatus.INVALID_TOKEN] == 1  # the mid-session notice
     assert sim.stats.subscriptions_created == 1
 
 
 async def test_pings_follow_the_servers_ping_interval_and_get_pongs(
-    tmp_path: Path, simulator: Any, bus_with: Any, fast: Any
+    simulator: Any, avaya_bus: Any, fast: Any
 ) -> None:
     # ping_every is 30 s, but the server wants a ping every second: it must win
     async with (
         simulator(ping_interval=1) as sim,
-        bus_with(tmp_path, {**sim.source_options(), **fast}) as h,
+        avaya_bus({**sim.source_options(), **fast}) as h,
     ):
         await sim.wait_connected()
-        await h.wait_for(lambda: h.source.pongs >= 2, within=3)
+        await h.wait_until(lambda: h.source().pongs >= 2, timeout=3)
     assert sim.stats.pings >= 2
     assert sim.stats.closed_no_ping == 0
     assert sim.stats.connections == 1
 
 
 async def test_missing_pong_means_a_dead_connection(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, caplog: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, caplog: Any, fast: Any
 ) -> None:
     caplog.set_level(logging.WARNING, logger="ccbus.source.av")
     options = {**fast, "ping_every": 0.1, "pong_timeout": 0.2}
-    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **options}) as h:
+    async with simulator() as sim, avaya_bus({**sim.source_options(), **options}) as h:
         await sim.wait_connected()
         sim.set_pongs(False)
-        await h.wait_for(lambda: sim.stats.connections >= 2, within=3)
+        await h.wait_until(lambda: sim.stats.connections >= 2, timeout=3)
         sim.set_pongs(True)
         await sim.wait_connected(count=2)
         await publish_numbers(sim, agent_body, range(3))
@@ -241,9 +241,8 @@ async def test_missing_pong_means_a_dead_connection(
 
 
 async def test_schema_breaking_messages_are_counted_logged_and_kept(
-    tmp_path: Path,
     simulator: Any,
-    bus_with: Any,
+    avaya_bus: Any,
     agent_body: Any,
     notification: Any,
     caplog: Any,
@@ -258,7 +257,7 @@ async def test_schema_breaking_messages_are_counted_logged_and_kept(
     unknown_event["body"]["event"] = "AgentTeleported"
     wrong_type = notification("AgentParticipant")
     wrong_type["body"]["agentInitiatedDisconnect"] = "no"
-    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+    async with simulator() as sim, avaya_bus({**sim.source_options(), **fast}) as h:
         await sim.wait_connected()
         for doc in (extra_field, extra_envelope, unknown_event, wrong_type):
             await sim.publish_notification(doc)
@@ -267,7 +266,7 @@ async def test_schema_breaking_messages_are_counted_logged_and_kept(
         await sim.publish_raw('{"event": "surprise"}')
         await publish_numbers(sim, agent_body, range(2))
         await assert_delivered(h, range(2))
-        refusals = h.source.ctx.refusals
+        refusals = h.source().ctx.refusals
         rejected = dict(refusals.counts)
         letters = refusals.dead_letters.read()
         counted = {r: h.bad_input(r) for r in rejected}
@@ -291,16 +290,16 @@ async def test_schema_breaking_messages_are_counted_logged_and_kept(
     assert '"mood": "grumpy"' in letters[0]["message"]
     assert letters[4]["message"] == "{not json"
     assert counted == rejected  # on /metrics: ccbus_source_bad_input_total{source,reason}
-    assert h.source.connections == 1  # none of it cost the connection
+    assert h.source().connections == 1  # none of it cost the connection
     assert h.recorder.types().count("avaya.AgentState") == 2  # only the valid ones
     logged = [r.getMessage() for r in caplog.records if "refused a message" in r.getMessage()]
     assert len(logged) == 7 and "(unknown_event)" in logged[2]
 
 
 async def test_duplicates_are_processed_once(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
-    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+    async with simulator() as sim, avaya_bus({**sim.source_options(), **fast}) as h:
         await sim.wait_connected()
         body = agent_body(7)
         for _ in range(3):
@@ -311,27 +310,28 @@ async def test_duplicates_are_processed_once(
     assert h.recorder.numbers() == ["7", "8"]
     assert h.recorder.types().count("agent.state_changed") == 2
     assert duplicates == 4  # two copies, each native + canonical
-    assert h.source.intake.notifications == 4  # the source passed all on: the core dropped them
+    assert h.source().intake.notifications == 4  # the source passed all on: the core dropped them
 
 
 async def test_all_thirteen_body_events_travel_the_wire(
-    tmp_path: Path, simulator: Any, bus_with: Any, all_doc_notifications: Any, fast: Any
+    simulator: Any, avaya_bus: Any, all_doc_notifications: Any, fast: Any
 ) -> None:
-    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+    async with simulator() as sim, avaya_bus({**sim.source_options(), **fast}) as h:
         await sim.wait_connected()
         for doc in all_doc_notifications.values():
             await sim.publish(doc["body"])
-        await h.wait_for(
-            lambda: len({t for t in h.recorder.types() if t.startswith("avaya.")}) == 13
+        await h.wait_until(
+            lambda: len({t for t in h.recorder.types() if t.startswith("avaya.")}) == 13,
+            timeout=5,
         )
     assert {t for t in h.recorder.types() if t.startswith("avaya.")} == {
         f"avaya.{name}" for name in all_doc_notifications
     }
-    assert h.source.ctx.refusals.counts == {}
+    assert h.source().ctx.refusals.counts == {}
 
 
 async def test_a_caller_who_hangs_up_while_another_party_is_only_invited_abandoned(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
     """Issue #17 item 10, over the wire: ADDED caller, INVITED party, REMOVED caller."""
     call = scenarios.Call("+15550101")
@@ -343,29 +343,29 @@ async def test_a_caller_who_hangs_up_while_another_party_is_only_invited_abandon
         scenarios.external_participant(call, "REMOVED", customer_left=True),
         scenarios.external_participant(invitee, "REMOVED", customer_left=False),
     ]
-    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+    async with simulator() as sim, avaya_bus({**sim.source_options(), **fast}) as h:
         await sim.wait_connected()
         for step in steps:
             await sim.publish(step.body)
         await publish_numbers(sim, agent_body, range(1))  # a marker: everything before it is in
         await assert_delivered(h, range(1))
-    calls = [c for c in h.recorder.calls if c["type"].startswith("call.")]
-    assert [(c["type"], c["subject"]) for c in calls] == [
+    calls = [c for c in h.recorder.calls if c.params["type"].startswith("call.")]
+    assert [(c.params["type"], c.params["subject"]) for c in calls] == [
         ("call.queued", call.engagement_id),
         ("call.abandoned", call.engagement_id),
         ("call.ended", call.engagement_id),
     ]
-    assert h.source.ctx.refusals.counts == {}
+    assert h.source().ctx.refusals.counts == {}
 
 
 async def test_an_oversized_message_is_counted_dead_lettered_and_the_source_reconnects(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
     """Issue #17 item 7: websockets closes with 1009 before the pump sees the message."""
     options = {**fast, "max_message_bytes": 4096}
     async with (
         simulator() as sim,
-        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+        avaya_bus({**sim.source_options(), **options}) as h,
     ):
         await sim.wait_connected()
         await publish_numbers(sim, agent_body, range(2))
@@ -376,8 +376,8 @@ async def test_an_oversized_message_is_counted_dead_lettered_and_the_source_reco
         await sim.wait_connected(count=2, within=10)
         await publish_numbers(sim, agent_body, range(2, 5))
         await assert_delivered(h, range(2, 5), within=10)
-        rejected = dict(h.source.ctx.refusals.counts)
-        letters = h.source.ctx.refusals.dead_letters.read()
+        rejected = dict(h.source().ctx.refusals.counts)
+        letters = h.source().ctx.refusals.dead_letters.read()
         counted = h.bad_input("message_too_big")
     assert rejected == {"message_too_big": 1} and counted == 1
     [letter] = letters
@@ -408,7 +408,7 @@ async def test_an_uncompressed_oversized_message_is_dead_lettered_with_its_size(
 
 
 async def test_pings_keep_their_period_while_a_pong_is_outstanding(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, caplog: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, caplog: Any, fast: Any
 ) -> None:
     """Issue #17 item 9: a half-dead server (no pongs) still gets pings at the cadence, and the
     source, not the server's pingInterval, ends the connection, within that interval."""
@@ -417,13 +417,13 @@ async def test_pings_keep_their_period_while_a_pong_is_outstanding(
     options = {**fast, "ping_every": 0.5, "pong_timeout": 10}
     async with (
         simulator(ping_interval=4) as sim,
-        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+        avaya_bus({**sim.source_options(), **options}) as h,
     ):
         await sim.wait_connected()
-        await h.wait_for(lambda: h.source.pongs >= 1)
+        await h.wait_until(lambda: h.source().pongs >= 1, timeout=5)
         sim.set_pongs(False)
         silenced, pings = time.monotonic(), sim.stats.pings
-        await h.wait_for(lambda: h.source.failures["Transient"] >= 1, within=20)
+        await h.wait_until(lambda: h.source().failures["Transient"] >= 1, timeout=20)
         noticed_after = time.monotonic() - silenced
         pings_unanswered = sim.stats.pings - pings
         sim.set_pongs(True)
@@ -438,13 +438,13 @@ async def test_pings_keep_their_period_while_a_pong_is_outstanding(
 
 
 async def test_one_lost_pong_does_not_cost_the_subscription(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
     """Issue #17 item 9 as reported: default ping_every and pong_timeout, a short pingInterval."""
     options = {key: value for key, value in fast.items() if key != "pong_timeout"}
     async with (
         simulator(ping_interval=5) as sim,
-        bus_with(tmp_path, {**sim.source_options(), **options}) as h,
+        avaya_bus({**sim.source_options(), **options}) as h,
     ):
         await sim.wait_connected()
         sim.set_pongs(False)
@@ -464,18 +464,18 @@ POISON = '{"correlationId": "poison", "body": {"event": "AgentState", "deep": ' 
 
 
 async def test_a_poison_message_is_dead_lettered_counted_and_the_next_one_arrives(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
     """Issue #17 items 2 and 6: a body too deep to decode is one dead letter, counted on
     /metrics; the source is not restarted, the connection stays, the next notification
     arrives."""
-    async with simulator() as sim, bus_with(tmp_path, {**sim.source_options(), **fast}) as h:
+    async with simulator() as sim, avaya_bus({**sim.source_options(), **fast}) as h:
         await sim.wait_connected()
-        await h.wait_for(lambda: h.state == "connected")
+        await h.wait_until(lambda: h.state() == "connected", timeout=5)
         assert await sim.publish_raw(POISON) == 1
         await publish_numbers(sim, agent_body, range(1))
         await assert_delivered(h, range(1))
-        letters = h.source.ctx.refusals.dead_letters.read()
+        letters = h.source().ctx.refusals.dead_letters.read()
         counted = h.bad_input("invalid_json")
         runtime = h.bus.sources["av"]
         restarts, state = runtime.restarts, runtime.state
@@ -486,6 +486,6 @@ async def test_a_poison_message_is_dead_lettered_counted_and_the_next_one_arrive
     assert counted == 1  # ccbus_source_bad_input_total{source="av",reason="invalid_json"}
     assert (restarts, state) == (0, "connected")  # run() never raised
     # nothing to redeliver: the message was taken, the connection and subscription kept
-    assert h.source.connections == 1 and sim.stats.connections == 1
+    assert h.source().connections == 1 and sim.stats.connections == 1
     assert sim.stats.subscriptions_created == 1
     assert h.recorder.numbers() == ["0"]

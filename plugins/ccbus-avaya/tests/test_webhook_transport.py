@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,9 +31,8 @@ def webhook_options(sim: Any, port: int, fast: dict[str, Any], **more: Any) -> d
 
 
 async def test_notifications_posted_to_the_listener_take_the_same_path(
-    tmp_path: Path,
     simulator: Any,
-    bus_with: Any,
+    avaya_bus: Any,
     agent_body: Any,
     fast: Any,
     all_doc_notifications: Any,
@@ -42,9 +40,9 @@ async def test_notifications_posted_to_the_listener_take_the_same_path(
     port = free_port()
     async with (
         simulator() as sim,
-        bus_with(tmp_path, webhook_options(sim, port, fast), listen=f"127.0.0.1:{port}") as h,
+        avaya_bus(webhook_options(sim, port, fast), listen=f"127.0.0.1:{port}") as h,
     ):
-        await h.wait_for(lambda: h.state == "subscribed")
+        await h.wait_until(lambda: h.state() == "subscribed", timeout=5)
         [subscription] = sim.subscriptions.values()
         assert subscription.transport == "WEBHOOK"
         assert subscription.endpoint == f"http://127.0.0.1:{port}/avaya/av?token=s3cret-token"
@@ -53,8 +51,9 @@ async def test_notifications_posted_to_the_listener_take_the_same_path(
         await sim.publish(agent_body(1, "NOT_READY"), correlation_id="dup")  # a re-post
         for doc in all_doc_notifications.values():
             await sim.publish(doc["body"])
-        await h.wait_for(
-            lambda: len({t for t in h.recorder.types() if t.startswith("avaya.")}) == 13
+        await h.wait_until(
+            lambda: len({t for t in h.recorder.types() if t.startswith("avaya.")}) == 13,
+            timeout=5,
         )
         url = f"http://127.0.0.1:{port}/avaya/av"
         async with httpx.AsyncClient(trust_env=False) as http:
@@ -68,8 +67,8 @@ async def test_notifications_posted_to_the_listener_take_the_same_path(
                     {"correlationId": "m2", "body": {"event": "Teleported"}},
                 ],
             )
-        await h.wait_for(lambda: "2" in h.recorder.numbers())
-        rejected = dict(h.source.ctx.refusals.counts)
+        await h.wait_until(lambda: "2" in h.recorder.numbers(), timeout=5)
+        rejected = dict(h.source().ctx.refusals.counts)
         counted = {r: h.bad_input(r) for r in ("invalid_json", "unknown_event", "unauthorized")}
     assert sim.stats.webhook_posts == 16 and sim.stats.webhook_failures == 0
     assert (no_token.status_code, bad_json.status_code) == (401, 400)
@@ -82,15 +81,15 @@ async def test_notifications_posted_to_the_listener_take_the_same_path(
 
 
 async def test_a_webhook_subscription_is_renewed_before_it_expires(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
     port = free_port()
     async with simulator(expires_in=0.8) as sim:
         options = webhook_options(sim, port, fast, renew_before=0.3)
-        async with bus_with(tmp_path, options, listen=f"127.0.0.1:{port}") as h:
-            await h.wait_for(lambda: sim.stats.subscriptions_created >= 3, within=3)
+        async with avaya_bus(options, listen=f"127.0.0.1:{port}") as h:
+            await h.wait_until(lambda: sim.stats.subscriptions_created >= 3, timeout=3)
             await sim.publish(agent_body(5))
-            await h.wait_for(lambda: "5" in h.recorder.numbers())
+            await h.wait_until(lambda: "5" in h.recorder.numbers(), timeout=5)
     assert h.recorder.numbers() == ["5"]  # overlapping subscriptions: still once
 
 
@@ -102,7 +101,7 @@ def test_the_secret_is_added_to_the_callback_url() -> None:
 
 
 async def test_a_poison_post_is_answered_dead_lettered_and_counted(
-    tmp_path: Path, simulator: Any, bus_with: Any, agent_body: Any, fast: Any
+    simulator: Any, avaya_bus: Any, agent_body: Any, fast: Any
 ) -> None:
     """Issue #17 items 2 and 6 over the webhook: a body nested 100,000 levels deep gets a
     final answer (400, not a 5xx Avaya would retry), a dead letter and a counter; the next
@@ -112,15 +111,15 @@ async def test_a_poison_post_is_answered_dead_lettered_and_counted(
     port = free_port()
     async with (
         simulator() as sim,
-        bus_with(tmp_path, webhook_options(sim, port, fast), listen=f"127.0.0.1:{port}") as h,
+        avaya_bus(webhook_options(sim, port, fast), listen=f"127.0.0.1:{port}") as h,
     ):
-        await h.wait_for(lambda: h.state == "subscribed")
+        await h.wait_until(lambda: h.state() == "subscribed", timeout=5)
         url = f"http://127.0.0.1:{port}/avaya/av?token=s3cret-token"
         async with httpx.AsyncClient(trust_env=False) as http:
             answer = await http.post(url, content=poison)
             good = await http.post(url, json={"correlationId": "g1", "body": agent_body(3)})
-        await h.wait_for(lambda: "3" in h.recorder.numbers())
-        letters = h.source.ctx.refusals.dead_letters.read()
+        await h.wait_until(lambda: "3" in h.recorder.numbers(), timeout=5)
+        letters = h.source().ctx.refusals.dead_letters.read()
         counted = h.bad_input("invalid_json")
         runtime = h.bus.sources["av"]
         restarts, state = runtime.restarts, runtime.state

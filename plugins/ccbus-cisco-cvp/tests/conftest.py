@@ -1,8 +1,8 @@
 """Shared test parts: a real bus with a recording rule and a ``cisco-cvp`` source, a source
 whose ``emit`` collects, and the document's payloads.
 
-Every peer is real: the broker is ActiveMQ (``activemq`` fixture from
-``ccbus_stomp.testing``), CVP's side is the Java JMS peer (``jms_peer``) or the
+Every peer is real: the broker is ActiveMQ (``activemq`` fixture, made of
+``ccbus_peers.activemq``), CVP's side is the Java JMS peer (``jms_peer``) or the
 simulator over STOMP, syslog comes from util-linux's ``logger``.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import textwrap
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,14 @@ import pytest
 import yaml
 from ccbus_cisco_cvp.options import CvpOptions
 from ccbus_cisco_cvp.scenarios import Item, call_flow, system_events
+from ccbus_peers.activemq import (
+    ActiveMQBroker,
+    BrokerFactory,
+    JmsPeer,
+    open_jms_peer,
+    require_activemq,
+    shared_broker,
+)
 
 from ccbus import ActionSpec, Event, Options, SourceContext, hookimpl
 from ccbus.config.file import load_config
@@ -36,6 +44,33 @@ FAST_BROKER: dict[str, Any] = {"backoff_initial": 0.05, "backoff_cap": 0.5,
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# -- the real peers (ccbus_peers.activemq): a private ActiveMQ broker, a Java JMS peer ----
+
+
+@pytest.fixture(scope="session")
+def activemq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveMQBroker]:
+    """The session's private ActiveMQ broker (stomp, stomp+ssl, OpenWire), shared by plugins."""
+    require_activemq()
+    with shared_broker(lambda: tmp_path_factory.mktemp("activemq")) as broker:
+        yield broker
+
+
+@pytest.fixture
+def activemq_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+    """``activemq_factory(users=..., tls=...)``: a started private broker, for this test only."""
+    require_activemq()
+    with BrokerFactory(lambda: tmp_path_factory.mktemp("activemq-private")) as factory:
+        yield factory
+
+
+@pytest.fixture
+def jms_peer() -> Callable[..., AbstractAsyncContextManager[JmsPeer]]:
+    """``async with jms_peer(broker) as peer``: a Java JMS peer on ``broker``'s OpenWire port."""
+    require_activemq()
+    return open_jms_peer
+
 
 
 def document_payloads() -> dict[str, dict[str, Any]]:

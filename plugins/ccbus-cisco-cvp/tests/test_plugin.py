@@ -13,7 +13,7 @@ import anyio
 import ccbus_cisco_cvp
 import pytest
 from ccbus_cisco_cvp.options import CvpOptions
-from ccbus_stomp.testing import ActiveMQBroker, unique_name
+from ccbus_peers.activemq import ActiveMQBroker, unique_name
 from click.testing import CliRunner
 
 from ccbus.cli.app import attach_plugins, cli

@@ -12,8 +12,8 @@ import anyio
 import pytest
 from ccbus_cisco_cvp.protocol import CHANNELS
 from ccbus_cisco_cvp.scenarios import malformed
+from ccbus_peers.activemq import ActiveMQBroker, unique_name
 from ccbus_stomp import StompConnection, StompOptions
-from ccbus_stomp.testing import ActiveMQBroker, unique_name
 
 pytestmark = pytest.mark.anyio
 

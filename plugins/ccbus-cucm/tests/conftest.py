@@ -2,7 +2,7 @@
 the emulator.
 
 Every peer is real: the ActiveMQ broker (``activemq`` / ``activemq_factory``)
-and the Java JMS peer (``jms_peer``) come from ``ccbus_stomp.testing``; the
+and the Java JMS peer (``jms_peer``) are made of ``ccbus_peers.activemq``; the
 emulator and the source speak STOMP to that broker.  Each test uses its own
 connector queue and client topic (the session broker is shared).  Timings
 are shrunk through options, never by patching.
@@ -11,8 +11,8 @@ are shrunk through options, never by patching.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,15 @@ import pytest
 import yaml
 from ccbus_cucm.protocol import COMMANDS
 from ccbus_cucm.simulator import CucmEmulator
-from ccbus_stomp.testing import ActiveMQBroker, unique_name
+from ccbus_peers.activemq import (
+    ActiveMQBroker,
+    BrokerFactory,
+    JmsPeer,
+    open_jms_peer,
+    require_activemq,
+    shared_broker,
+    unique_name,
+)
 
 from ccbus import ActionSpec, Event, Options, hookimpl
 from ccbus.config.file import load_config
@@ -38,6 +46,33 @@ FAST_BROKER: dict[str, Any] = {"backoff_initial": 0.05, "backoff_cap": 0.5,
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# -- the real peers (ccbus_peers.activemq): a private ActiveMQ broker, a Java JMS peer ----
+
+
+@pytest.fixture(scope="session")
+def activemq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveMQBroker]:
+    """The session's private ActiveMQ broker (stomp, stomp+ssl, OpenWire), shared by plugins."""
+    require_activemq()
+    with shared_broker(lambda: tmp_path_factory.mktemp("activemq")) as broker:
+        yield broker
+
+
+@pytest.fixture
+def activemq_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+    """``activemq_factory(users=..., tls=...)``: a started private broker, for this test only."""
+    require_activemq()
+    with BrokerFactory(lambda: tmp_path_factory.mktemp("activemq-private")) as factory:
+        yield factory
+
+
+@pytest.fixture
+def jms_peer() -> Callable[..., AbstractAsyncContextManager[JmsPeer]]:
+    """``async with jms_peer(broker) as peer``: a Java JMS peer on ``broker``'s OpenWire port."""
+    require_activemq()
+    return open_jms_peer
+
 
 
 class Recorder:

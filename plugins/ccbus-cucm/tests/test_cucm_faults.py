@@ -11,7 +11,7 @@ import pytest
 from ccbus_cucm.actions import run_command
 from ccbus_cucm.options import CommandParams
 from ccbus_cucm.protocol import COMMANDS, ERRORS
-from ccbus_stomp.testing import ActiveMQBroker, unique_name
+from ccbus_peers.activemq import ActiveMQBroker, unique_name
 
 from ccbus import ActionContext, Event, PermanentActionError
 

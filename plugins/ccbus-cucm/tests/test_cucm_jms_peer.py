@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from ccbus_cucm.protocol import COMMANDS
-from ccbus_stomp.testing import ActiveMQBroker, JmsMessage, unique_name
+from ccbus_peers.activemq import ActiveMQBroker, JmsMessage, unique_name
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ import ccbus_cucm
 import pytest
 from ccbus_cucm.options import CucmOptions
 from ccbus_cucm.protocol import COMMANDS
-from ccbus_stomp.testing import ActiveMQBroker, unique_name
+from ccbus_peers.activemq import ActiveMQBroker, unique_name
 from click.testing import CliRunner
 
 from ccbus.cli.app import attach_plugins, cli

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from ccbus_stomp.testing import ActiveMQBroker, unique_name
+from ccbus_peers.activemq import ActiveMQBroker, unique_name
 
 pytestmark = pytest.mark.anyio
 

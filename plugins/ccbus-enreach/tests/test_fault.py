@@ -16,7 +16,6 @@ import anyio
 import pytest
 from ccbus_enreach.scenarios import ANNA, CARLA
 from ccbus_enreach.simulator import RteSimulator
-from enreach_testkit import SUBSCRIPTION_COUNT, SUBSCRIPTIONS
 
 pytestmark = pytest.mark.anyio
 
@@ -32,13 +31,15 @@ rules:
 """
 
 
-async def test_hub_restart_mid_stream_recovers_everything(tmp_path: Any, bus_with: Any) -> None:
-    users = {**SUBSCRIPTIONS["users"], CARLA: ["UserCallInComing"]}
-    subscriptions = {**SUBSCRIPTIONS, "users": users}
-    wanted = SUBSCRIPTION_COUNT + 1
+async def test_hub_restart_mid_stream_recovers_everything(
+    enreach_bus: Any, subscriptions: dict[str, Any], subscription_count: int
+) -> None:
+    users = {**subscriptions["users"], CARLA: ["UserCallInComing"]}
+    subscriptions = {**subscriptions, "users": users}
+    wanted = subscription_count + 1
     async with RteSimulator() as sim:
         options = {**sim.source_options(), "subscriptions": subscriptions}
-        async with bus_with(tmp_path, options, rules=RULES) as bus:
+        async with enreach_bus(options, rules=RULES) as bus:
             await sim.wait_subscribed(wanted)
             # a rule adds a subscription at run time: it must come back too
             await sim.publish("UserCallInComing", CARLA, {"CallId": "c-1"})
@@ -61,16 +62,16 @@ async def test_hub_restart_mid_stream_recovers_everything(tmp_path: Any, bus_wit
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stream)
-                await bus.wait_for(lambda: received() >= 20)
+                await bus.wait_until(lambda: received() >= 20, timeout=20)
                 before = len(published)
                 assert await sim.restart() == 1
-                await bus.wait_for(lambda: bus.source.connections == 2)
+                await bus.wait_until(lambda: bus.source().connections == 2, timeout=20)
                 await sim.wait_subscribed(wanted + 1)
                 # events flow again on the new connection
-                await bus.wait_for(lambda: len(published) >= before + 20)
+                await bus.wait_until(lambda: len(published) >= before + 20, timeout=20)
                 stop.set()
-            await bus.wait_for(lambda: received() == len(published))
-            source = bus.source
+            await bus.wait_until(lambda: received() == len(published), timeout=20)
+            source = bus.source()
             assert sim.stats.token_requests == old_token_requests + 1  # a fresh token
             assert sim.stats.restarts == 1
             assert sim.stats.hub_refusals == 0  # the old token was never offered again

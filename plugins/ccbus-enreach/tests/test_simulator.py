@@ -14,10 +14,12 @@ import anyio
 import httpx
 import jwt
 import pytest
+from ccbus_enreach.cli import simulate_enreach
 from ccbus_enreach.errors import HubError, Unauthorized
 from ccbus_enreach.hub import HubSession
 from ccbus_enreach.scenarios import ANNA, CALLBACKS, SALES, contact_center
 from ccbus_enreach.simulator import RteSimulator
+from click.testing import CliRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -221,6 +223,45 @@ async def test_a_restart_closes_connections_and_invalidates_tokens() -> None:
         await again.stop()
         fresh = await session(sim)
         await fresh.stop()
+
+
+async def test_the_control_api_and_the_inject_command() -> None:
+    """``ccbus simulate enreach inject`` over the control API (``POST /_sim/<fault>``)."""
+    async with RteSimulator() as sim:
+        hub = await session(sim)
+        runner = CliRunner()
+
+        def inject(*args: str) -> Any:
+            return runner.invoke(simulate_enreach, ["inject", *args, "--url", sim.url])
+
+        try:
+            await hub.invoke(
+                "Subscribe", [[{"EntityId": ANNA, "EventName": "UserStatus"}]], 10
+            )
+            result = await anyio.to_thread.run_sync(inject, "deny", CALLBACKS)
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.output) == {"ok": True, "denied": [CALLBACKS]}
+            result = await anyio.to_thread.run_sync(inject, "publish", "UserStatus", ANNA)
+            assert json.loads(result.output) == {"ok": True, "delivered": 1}
+            with anyio.fail_after(10):
+                [[message]] = await hub.handoff.get_batch()
+            assert message["subscription"]["entityId"] == ANNA
+            result = await anyio.to_thread.run_sync(inject, "status")
+            [client] = json.loads(result.output)["clients"]
+            assert client["subscriptions"] == [f"{ANNA}/UserStatus"]
+            result = await anyio.to_thread.run_sync(
+                inject, "publish", "UserStatus", ANNA, "--fields", "[1]"
+            )
+            assert result.exit_code == 1  # the simulator's 400, said and not hidden
+            assert json.loads(result.output) == {"error": "TypeError: 'fields' must be an object"}
+            result = await anyio.to_thread.run_sync(inject, "deny")
+            assert result.exit_code != 0 and "deny needs an ENTITY id" in result.output
+            result = await anyio.to_thread.run_sync(inject, "drop")
+            assert json.loads(result.output) == {"ok": True, "closed": 1}
+            with anyio.fail_after(10):
+                await hub.closed.wait()
+        finally:
+            await hub.stop()
 
 
 async def test_the_scenario_reaches_subscribers_in_order() -> None:

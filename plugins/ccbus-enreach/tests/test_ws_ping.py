@@ -26,7 +26,6 @@ from ccbus_enreach.scenarios import ANNA
 from ccbus_enreach.simulator import RteSimulator
 from ccbus_enreach.transport import PongingWebSocketClient
 from ccbus_enreach.wsping import OP_PING, read_frame
-from enreach_testkit import SUBSCRIPTION_COUNT, SUBSCRIPTIONS
 from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.anyio
@@ -42,12 +41,12 @@ def pinging_simulator(pong_within: float = PONG_WITHIN) -> RteSimulator:
 
 
 async def test_the_source_answers_protocol_pings_and_keeps_receiving(
-    tmp_path: Any, bus_with: Any
+    enreach_bus: Any, subscriptions: dict[str, Any], subscription_count: int
 ) -> None:
     async with pinging_simulator() as sim:
-        options = {**sim.source_options(), "subscriptions": SUBSCRIPTIONS}
-        async with bus_with(tmp_path, options) as bus:
-            await sim.wait_subscribed(SUBSCRIPTION_COUNT, within=30)
+        options = {**sim.source_options(), "subscriptions": subscriptions}
+        async with enreach_bus(options) as bus:
+            await sim.wait_subscribed(subscription_count, within=30)
             pings = sim.ping_stats
             assert pings is not None
             # enough pings answered, or the connection lost (cut by the relay, or given up)
@@ -61,10 +60,10 @@ async def test_the_source_answers_protocol_pings_and_keeps_receiving(
             assert pings.pongs_unmatched == 0, "a pong did not carry its ping's payload"
             assert sim.stats.connections == 1, "the source lost its connection to a ping"
             assert await sim.publish("UserStatus", ANNA, {"Talking": True}) == 1
-            await bus.wait_for(lambda: "enreach.UserStatus" in bus.recorder.types())
+            await bus.wait_until(lambda: "enreach.UserStatus" in bus.recorder.types(), timeout=20)
             # the same connection all along, and pings were not taken for hub messages
-            assert bus.source.connections == 1
-            assert bus.source.ctx.refusals.counts["malformed_frame"] == 0
+            assert bus.source().connections == 1
+            assert bus.source().ctx.refusals.counts["malformed_frame"] == 0
 
 
 async def test_a_client_that_answers_pings_keeps_its_connection() -> None:

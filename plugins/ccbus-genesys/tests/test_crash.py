@@ -30,12 +30,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
-from ccbus_genesys.catalog import AGENT_STATE
-from genesys_testkit import Kafka, agent_step, wait_for
+from ccbus_genesys.catalogue import AGENT_STATE
+from ccbus_genesys.scenarios import agent_step
+
+from ccbus.testing import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -95,7 +98,7 @@ def outbox_offsets(state: Path) -> set[tuple[int, int]]:
 
 
 async def test_sigkill_mid_stream_skips_nothing(
-    test_broker: Kafka, receiver: Receiver, tmp_path: Path
+    test_broker: Any, receiver: Receiver, tmp_path: Path
 ) -> None:
     broker = test_broker.broker
     assert broker is not None
@@ -145,7 +148,7 @@ async def test_sigkill_mid_stream_skips_nothing(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(produce, 0, TOTAL)
-            await wait_for(lambda: sum(committed().values()) >= TOTAL // 3, within=60)
+            await wait_until(lambda: sum(committed().values()) >= TOTAL // 3, timeout=60)
             first.send_signal(signal.SIGKILL)  # mid-stream: records keep coming
     finally:
         first.kill()
@@ -164,7 +167,7 @@ async def test_sigkill_mid_stream_skips_nothing(
     receiver.status = 200
     second = start()
     try:
-        await wait_for(lambda: set(receiver.seqs) == set(range(TOTAL)), within=90)
+        await wait_until(lambda: set(receiver.seqs) == set(range(TOTAL)), timeout=90)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)
@@ -232,7 +235,7 @@ def outbox_keys(state: Path) -> set[str]:
 
 
 @asynccontextmanager
-async def committed_offsets(kafka: Kafka, group: str) -> AsyncIterator[
+async def committed_offsets(kafka: Any, group: str) -> AsyncIterator[
     Callable[[], Awaitable[dict[int, int]]]
 ]:
     """A function reading ``group``'s committed offsets on the agent-state topic (one consumer,
@@ -259,7 +262,7 @@ PAST_COMMIT = 150
 
 
 async def test_sigkill_repeats_only_the_calls_the_outbox_held(
-    kafka: Kafka, tmp_path: Path
+    kafka: Any, tmp_path: Path
 ) -> None:
     """What the docs promise across ``kill -9``: a record whose calls were recorded is not
     turned into calls again.  The only repeats are calls the outbox still held at the kill
@@ -324,7 +327,7 @@ async def test_sigkill_repeats_only_the_calls_the_outbox_held(
 
         second = start()
         try:
-            await wait_for(lambda: receiver.seqs == set(range(STREAM)), within=180)
+            await wait_until(lambda: receiver.seqs == set(range(STREAM)), timeout=180)
             ends = await kafka.end_offsets(AGENT_STATE)
             with anyio.fail_after(60):
                 while await kafka.committed(group, AGENT_STATE) != ends:  # noqa: ASYNC110

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from ccbus_genesys.catalog import (
+from ccbus_genesys.catalogue import (
     AGENT_STATE,
     AGENT_STATE_EVENTS,
     ALL_EVENTS,

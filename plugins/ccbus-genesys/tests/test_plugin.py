@@ -18,8 +18,8 @@ from ccbus_genesys.demo import demo_simulator, demo_source
 from ccbus_genesys.options import GenesysOptions
 from click.testing import CliRunner
 
+from ccbus import load_config
 from ccbus.cli.app import attach_plugins, cli, shipped_rules_dir
-from ccbus.config.file import load_config
 from ccbus.plugins import PluginHost
 from ccbus.runtime.bus import Bus
 

@@ -12,16 +12,23 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
-from ccbus_genesys.testbroker import KafkaTestBroker
-from genesys_testkit import FAST, TENANT, agent_step, collecting_source, wait_for
+from ccbus_genesys.scenarios import TENANT, agent_step
+from ccbus_peers.kafka import KafkaTestBroker
+
+from ccbus.testing import Collected, wait_until
 
 pytestmark = pytest.mark.anyio
+
+#: ``genesys_source(options)`` (conftest): a ``genesys`` source named ``gen``, no bus.
+SourceFactory = Callable[..., AbstractAsyncContextManager[Collected]]
 
 USERS = {"ccbus": "s3cret-pass"}
 
@@ -71,16 +78,18 @@ async def produce(broker: KafkaTestBroker, certs: Path, count: int) -> None:
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
-async def test_sasl_over_tls(secure_broker: KafkaTestBroker, certs: Path, tmp_path: Path,
-                             mechanism: str) -> None:
+async def test_sasl_over_tls(
+    secure_broker: KafkaTestBroker, certs: Path, mechanism: str,
+    fast: dict[str, Any], genesys_source: SourceFactory,
+) -> None:
     await produce(secure_broker, certs, 5)
     options = {
-        **FAST, "bootstrap_servers": [secure_broker.bootstrap], "group_id": "secure",
+        **fast, "bootstrap_servers": [secure_broker.bootstrap], "group_id": "secure",
         "security_protocol": "SASL_SSL", "ssl_cafile": str(certs / "ca.pem"),
         "sasl_mechanism": mechanism, "sasl_username": "ccbus", "sasl_password": USERS["ccbus"],
     }
-    async with collecting_source(tmp_path, options) as run:
-        await wait_for(lambda: run.source.records == 5)
+    async with genesys_source(options) as run:
+        await wait_until(lambda: run.source.records == 5, timeout=20)
     assert [e.subject for e in run.events if e.type == "genesys.EventAgentReady"] == [
         f"a{n}" for n in range(5)]
     assert {e.extensions["tenant"] for e in run.events} == {TENANT}
@@ -88,15 +97,16 @@ async def test_sasl_over_tls(secure_broker: KafkaTestBroker, certs: Path, tmp_pa
 
 
 async def test_a_wrong_password_is_reported_and_retried(
-    secure_broker: KafkaTestBroker, certs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    secure_broker: KafkaTestBroker, certs: Path, caplog: pytest.LogCaptureFixture,
+    fast: dict[str, Any], genesys_source: SourceFactory,
 ) -> None:
     options = {
-        **FAST, "bootstrap_servers": [secure_broker.bootstrap], "group_id": "secure",
+        **fast, "bootstrap_servers": [secure_broker.bootstrap], "group_id": "secure",
         "security_protocol": "SASL_SSL", "ssl_cafile": str(certs / "ca.pem"),
         "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "ccbus", "sasl_password": "wrong",
     }
-    async with collecting_source(tmp_path, options) as run:
-        await wait_for(lambda: run.source.counts["failures"] >= 2)
+    async with genesys_source(options) as run:
+        await wait_until(lambda: run.source.counts["failures"] >= 2, timeout=20)
         assert "reconnecting" in run.states
     assert run.events == []
     assert secure_broker.auth["failed"] >= 2
@@ -104,14 +114,15 @@ async def test_a_wrong_password_is_reported_and_retried(
 
 
 async def test_an_untrusted_certificate_is_refused(
-    secure_broker: KafkaTestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    secure_broker: KafkaTestBroker, caplog: pytest.LogCaptureFixture,
+    fast: dict[str, Any], genesys_source: SourceFactory,
 ) -> None:
     options = {
-        **FAST, "bootstrap_servers": [secure_broker.bootstrap], "group_id": "secure",
+        **fast, "bootstrap_servers": [secure_broker.bootstrap], "group_id": "secure",
         "security_protocol": "SASL_SSL",  # the system CAs do not know the test CA
         "sasl_mechanism": "PLAIN", "sasl_username": "ccbus", "sasl_password": USERS["ccbus"],
     }
-    async with collecting_source(tmp_path, options) as run:
-        await wait_for(lambda: run.source.counts["failures"] >= 1)
+    async with genesys_source(options) as run:
+        await wait_until(lambda: run.source.counts["failures"] >= 1, timeout=20)
     assert run.events == []
     assert secure_broker.auth["ok:PLAIN"] == 0

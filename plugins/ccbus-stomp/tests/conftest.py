@@ -1,19 +1,28 @@
 """Shared parts: a collecting consumer over a real :class:`StompConnection`, and a TCP relay.
 
-The broker (``activemq``, ``activemq_factory``) and the JMS peer (``jms_peer``)
-come from ``ccbus_stomp.testing``, the pytest plugin this distribution ships.
+The fixtures ``activemq`` (the session's broker), ``activemq_factory`` (a
+private broker for one test) and ``jms_peer`` (a Java JMS peer) are made of the
+real peers in ``ccbus_peers.activemq``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import SocketStream
+from ccbus_peers.activemq import (
+    ActiveMQBroker,
+    BrokerFactory,
+    JmsPeer,
+    open_jms_peer,
+    require_activemq,
+    shared_broker,
+)
 from ccbus_stomp import StompConnection, StompMessage, StompOptions
 
 #: Short timings: recovery in fractions of a second.
@@ -23,6 +32,32 @@ FAST: dict[str, Any] = {"backoff_initial": 0.05, "backoff_cap": 0.3, "connect_ti
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# -- the real peers (ccbus_peers.activemq): a private ActiveMQ broker, a Java JMS peer ----
+
+
+@pytest.fixture(scope="session")
+def activemq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveMQBroker]:
+    """The session's private ActiveMQ broker (stomp, stomp+ssl, OpenWire), shared by plugins."""
+    require_activemq()
+    with shared_broker(lambda: tmp_path_factory.mktemp("activemq")) as broker:
+        yield broker
+
+
+@pytest.fixture
+def activemq_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+    """``activemq_factory(users=..., tls=...)``: a started private broker, for this test only."""
+    require_activemq()
+    with BrokerFactory(lambda: tmp_path_factory.mktemp("activemq-private")) as factory:
+        yield factory
+
+
+@pytest.fixture
+def jms_peer() -> Callable[..., AbstractAsyncContextManager[JmsPeer]]:
+    """``async with jms_peer(broker) as peer``: a Java JMS peer on ``broker``'s OpenWire port."""
+    require_activemq()
+    return open_jms_peer
 
 
 class Consumer:

@@ -9,8 +9,8 @@ from typing import Any
 
 import anyio
 import pytest
+from ccbus_peers.activemq import ActiveMQBroker, unique_name
 from ccbus_stomp import NotConnectedError, StompConnection, StompOptions, queue, topic
-from ccbus_stomp.testing import ActiveMQBroker, unique_name
 
 pytestmark = pytest.mark.anyio
 

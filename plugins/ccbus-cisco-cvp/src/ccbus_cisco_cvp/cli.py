@@ -71,7 +71,14 @@ def simulate_cvp(
     tcp = next((t for kind, t in targets if kind == "tcp"), None)
     private = None
     if start_broker:
-        from ccbus_stomp.testing import ActiveMQBroker, activemq_available
+        try:  # a test peer: not a dependency of the plugin
+            from ccbus_peers.activemq import ActiveMQBroker, activemq_available
+        except ModuleNotFoundError as err:
+            if err.name not in ("ccbus_peers", "ccbus_peers.activemq"):
+                raise
+            raise click.ClickException(
+                "--start-broker needs the test peers: pip install ccbus-peers"
+            ) from None
 
         reason = activemq_available()
         if reason:

@@ -4,15 +4,13 @@ This module only wires the plugin into ccbus (hook implementations); each
 job lives in its own module:
 
 ``options``      the source's options (what ``ccbus check`` validates)
-``catalog``      the two topics and the 42 event names of the Genesys document
+``catalogue``    the two topics and the 42 event names of the Genesys document
 ``source``       the consumer group: poll, map (refused records become the core's
                  dead letters), emit, commit; rebalances
 ``mapping``      native ``genesys.*`` events and the canonical ones
 ``recorded``     per partition, the offset up to which records are dealt with (kill -9)
 ``simulator``    Genesys's side: produces scenario records to Kafka
 ``scenarios``    realistic agent-state and call-thread sequences
-``testbroker``   a TEST PEER: a minimal single-node Kafka protocol broker (no Kafka
-                 package is installable here); used by tests, demo and simulator
 ``cli``          ``ccbus simulate genesys``
 ``demo``         the live source ``ccbus demo`` runs against the simulator
 """

@@ -10,7 +10,7 @@
         --key 't1:c1' --value 'not json'          # one record, e.g. a poison one
 
 Without ``--bootstrap`` the command runs its own broker (a test peer, see
-:mod:`ccbus_genesys.testbroker`) and prints the ``sources:`` block that
+:mod:`ccbus_peers.kafka` in ``ccbus-peers``) and prints the ``sources:`` block that
 points ccbus at it.
 """
 
@@ -25,7 +25,7 @@ import click
 
 from ccbus import click_duration
 
-from .catalog import AGENT_STATE, CALL_THREAD, DEFAULT_TOPICS
+from .catalogue import AGENT_STATE, CALL_THREAD, DEFAULT_TOPICS
 from .scenarios import SCENARIOS, agent_flaps
 from .simulator import GenesysSimulator
 

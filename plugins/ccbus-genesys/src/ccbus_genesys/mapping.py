@@ -37,7 +37,7 @@ from typing import Any, TypeGuard
 
 from ccbus import Event, parse_timestamp
 
-from .catalog import AGENT_STATE, ALL_EVENTS
+from .catalogue import AGENT_STATE, ALL_EVENTS
 
 __all__ = ["Key", "Mapper", "NativeRecord", "parse_key", "valid_event_name"]
 

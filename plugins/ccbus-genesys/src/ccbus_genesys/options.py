@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ccbus import Duration, Options
 
-from .catalog import AGENT_STATE, CALL_THREAD
+from .catalogue import AGENT_STATE, CALL_THREAD
 
 __all__ = ["GenesysOptions"]
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import AGENT_STATE, CALL_THREAD
+from .catalogue import AGENT_STATE, CALL_THREAD
 
-__all__ = ["SCENARIOS", "Step", "contact_center", "agent_flaps"]
+__all__ = ["SCENARIOS", "TENANT", "Step", "agent_flaps", "agent_step", "contact_center"]
 
 TENANT = "9350e2fc-a1dd-4c65-8d40-1f75a2e080dd"
 SERVER = "voice-sip-0"
@@ -116,6 +116,13 @@ def agent_flaps(count: int, tenant: str = TENANT, agents: int = 50) -> list[Step
         name = "EventAgentReady" if (n // agents) % 2 == 0 else "EventAgentNotReady"
         steps.append(pool[n % agents].step(name, AgentWorkMode="ManualIn", seq=n))
     return steps
+
+
+def agent_step(n: int, name: str = "EventAgentReady", tenant: str = TENANT) -> Step:
+    """An agent-state record numbered ``n`` (in ``seq``), for agent ``a<n % 7>`` (tests)."""
+    payload = {"id": name, "AgentID": f"a{n % 7}", "ThisDN": f"70{n % 7}",
+               "AgentWorkMode": "ManualIn", "seq": n}
+    return Step(AGENT_STATE, f"{tenant}:a{n % 7}", payload)
 
 
 SCENARIOS: dict[str, Callable[[], list[Step]]] = {"contact-center": contact_center}

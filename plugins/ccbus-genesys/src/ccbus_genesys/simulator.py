@@ -4,7 +4,7 @@
 payloads with ``{tenant_id}:{id}`` keys to the two topics (prefix applied),
 so the ``genesys`` source reads exactly what it would read in production.
 It works against any Kafka broker; without one (``bootstrap=None``) it
-starts a :class:`~ccbus_genesys.testbroker.KafkaTestBroker` on loopback and
+starts a :class:`~ccbus_peers.kafka.KafkaTestBroker` on loopback and
 owns it.  Used by ``ccbus simulate genesys``, ``ccbus demo``, the tests and
 the benchmark.
 """
@@ -14,16 +14,33 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import click
 from aiokafka import AIOKafkaProducer
 
-from .catalog import DEFAULT_TOPICS
+from .catalogue import DEFAULT_TOPICS
 from .scenarios import Step, stamp
-from .testbroker import KafkaTestBroker
+
+if TYPE_CHECKING:
+    from ccbus_peers.kafka import KafkaTestBroker
 
 __all__ = ["GenesysSimulator"]
+
+
+def _test_broker() -> type[KafkaTestBroker]:
+    """The Kafka test broker, a test peer in ``ccbus-peers``, imported only when one is started."""
+    try:
+        from ccbus_peers.kafka import KafkaTestBroker
+    except ModuleNotFoundError as err:
+        if err.name not in ("ccbus_peers", "ccbus_peers.kafka"):
+            raise
+        raise click.ClickException(
+            "the Kafka test broker is in ccbus-peers: pip install ccbus-peers "
+            "(or give a Kafka broker with --bootstrap)"
+        ) from None
+    return KafkaTestBroker
 
 #: Partitions of each topic when the simulator brings its own broker.
 PARTITIONS = 3
@@ -48,7 +65,7 @@ class GenesysSimulator:
     ) -> None:
         self.broker: KafkaTestBroker | None = None
         if bootstrap is None:
-            self.broker = KafkaTestBroker(port=port, auto_create_partitions=partitions)
+            self.broker = _test_broker()(port=port, auto_create_partitions=partitions)
             for name in DEFAULT_TOPICS.values():
                 self.broker.create_topic(topic_prefix + name, partitions)
         self._bootstrap = bootstrap

@@ -10,8 +10,8 @@ when told to, and sends JMS TextMessages.  :func:`decode_jms_text` and
 :func:`encode_jms_text` convert text to and from the modified UTF-8 a Java
 client's TextMessage travels in.
 
-``ccbus_stomp.testing`` is a pytest plugin with a private ActiveMQ broker and
-a Java JMS peer for tests (see its docstring).
+The tests' private ActiveMQ broker and Java JMS peer are in
+``ccbus_peers.activemq`` (the ``ccbus-peers`` distribution), not in this one.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ from aiokafka.protocol.api import RequestHeader_v1, RequestStruct, Response
 
 __all__ = ["KafkaTestBroker"]
 
-log = logging.getLogger("ccbus_genesys.testbroker")
+log = logging.getLogger("ccbus_peers.kafka")
 
 # Kafka error codes used here (org.apache.kafka.common.protocol.Errors)
 NONE = 0
@@ -764,7 +764,7 @@ class KafkaTestBroker:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m ccbus_genesys.testbroker [--port N] [--partitions N]``: serve until killed.
+    """``python -m ccbus_peers.kafka [--port N] [--partitions N]``: serve until killed.
 
     Prints ``listening on HOST:PORT`` once it accepts connections (the
     benchmark runs the broker in its own process this way, so it has a core
@@ -772,7 +772,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ccbus_genesys.testbroker",
+    parser = argparse.ArgumentParser(prog="python -m ccbus_peers.kafka",
                                      description="Kafka wire-protocol TEST broker (not Kafka).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

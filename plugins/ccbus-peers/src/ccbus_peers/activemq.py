@@ -1,28 +1,34 @@
 """Real peers for STOMP tests: a private ActiveMQ broker and a Java JMS peer.
 
-Installed as a pytest plugin (entry point ``pytest11``), so any plugin's tests
-can ask for these fixtures without importing anything:
-
-``activemq``
-    A session-wide :class:`ActiveMQBroker` (Debian's ``activemq`` package) on free
-    loopback ports, with ``stomp://``, ``stomp+ssl://`` (a self-signed certificate
-    made with ``keytool``; :attr:`ActiveMQBroker.ca_file` verifies it) and
-    OpenWire ``tcp://`` connectors, persistence on (KahaDB in a temp dir).
-``activemq_factory``
-    ``activemq_factory(users={"ccbus": "secret"})`` starts a private broker for
-    one test (stopped afterwards): for fault tests that stop, kill or restart it,
-    or need credentials.
-``jms_peer``
-    ``async with jms_peer(broker) as peer:`` runs :class:`JmsPeer`, a JMS 1.1
-    application compiled with ``javac`` against the jars Debian ships (cached under
-    ``$XDG_CACHE_HOME/ccbus-stomp``): it publishes to topics and queues and consumes
-    a queue, reporting each message's class (TextMessage or BytesMessage), JMSType,
-    JMSCorrelationID, JMSReplyTo and JMSExpiration, and can answer to JMSReplyTo.
+:class:`ActiveMQBroker`
+    A private broker (Debian's ``activemq`` package) on free loopback ports,
+    with ``stomp://``, ``stomp+ssl://`` (a self-signed certificate made with
+    ``keytool``; :attr:`ActiveMQBroker.ca_file` verifies it) and OpenWire
+    ``tcp://`` connectors, persistence on (KahaDB in its directory).  It can be
+    stopped, killed and restarted, for fault tests.
+:func:`shared_broker`
+    One broker for the whole process (a test session), however many
+    ``conftest.py`` files ask for it: starting one takes several seconds, so
+    tests share it and use their own destinations (:func:`unique_name`).
+:class:`BrokerFactory`
+    ``start(users={"ccbus": "secret"}, tls=False)`` starts a private broker,
+    stopped when the factory closes: for one test that stops, kills or
+    restarts it, or needs credentials.
+:class:`JmsPeer` (:func:`open_jms_peer`)
+    ``async with open_jms_peer(broker) as peer:`` runs ``JmsPeer.java``, a JMS
+    1.1 application compiled with ``javac`` against the jars Debian ships
+    (cached under ``$XDG_CACHE_HOME/ccbus-peers``): it publishes to topics and
+    queues and consumes a queue, reporting each message's class (TextMessage or
+    BytesMessage), JMSType, JMSCorrelationID, JMSReplyTo and JMSExpiration, and
+    can answer to JMSReplyTo.
 
 Nothing here is a mock: the broker is the real one, and the peer speaks JMS
 through ActiveMQ's own client, which is what CVP and the CUCM Connector do.
-Starting a broker takes several seconds, so the session broker is shared; tests
-use their own destinations (:func:`unique_name`) to stay independent.
+
+This module does not import pytest (``ccbus simulate cvp --start-broker``
+starts a broker in an installation without it); the plugins' ``conftest.py``
+files wrap these in fixtures, and :func:`require_activemq` imports pytest only
+when it is called.
 """
 
 from __future__ import annotations
@@ -38,24 +44,27 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import anyio
-import pytest
 from anyio.abc import ObjectReceiveStream, Process
 
 __all__ = [
     "ACTIVEMQ_HOME",
     "ActiveMQBroker",
+    "BrokerFactory",
     "JmsMessage",
     "JmsPeer",
     "activemq_available",
     "compile_jms_peer",
     "free_port",
+    "open_jms_peer",
+    "require_activemq",
+    "shared_broker",
     "unique_name",
 ]
 
@@ -320,7 +329,7 @@ log4j.appender.out.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
 
 def _cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "ccbus-stomp"
+    return Path(root) / "ccbus-peers"
 
 
 def client_classpath() -> list[str]:
@@ -381,7 +390,7 @@ class JmsMessage:
 
 
 class JmsPeer:
-    """A running Java JMS peer process; use :func:`JmsPeer.open` (or the ``jms_peer`` fixture)."""
+    """A running Java JMS peer process; use :func:`JmsPeer.open` (or :func:`open_jms_peer`)."""
 
     def __init__(self, process: Process, messages: ObjectReceiveStream[JmsMessage],
                  answers: ObjectReceiveStream[dict[str, Any]]) -> None:
@@ -521,57 +530,80 @@ class JmsPeer:
 
 
 # ---------------------------------------------------------------------------
-# pytest fixtures
+# What the tests' fixtures are made of (the fixtures are in each plugin's conftest.py)
 
 
-def _require_activemq() -> None:
+def require_activemq() -> None:
+    """Fail the calling test (not skip) when no broker can be started here.
+
+    CI installs the package (.ci/run), so a missing broker is a failure.
+    pytest is imported here, not at module level: only tests call this.
+    """
     reason = activemq_available()
     if reason:
-        # Not a skip: CI installs the package (.ci/run), so a missing broker is a failure.
+        import pytest
+
         pytest.fail(reason, pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def activemq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveMQBroker]:
-    """A private ActiveMQ broker shared by the test session (stomp, stomp+ssl, OpenWire)."""
-    _require_activemq()
-    broker = ActiveMQBroker(tmp_path_factory.mktemp("activemq"))
-    broker.start()
+_shared: ActiveMQBroker | None = None
+_shared_users = 0
+
+
+@contextmanager
+def shared_broker(make_dir: Callable[[], Path]) -> Iterator[ActiveMQBroker]:
+    """The process's one shared broker, started by the first user in ``make_dir()``.
+
+    Every ``conftest.py`` whose session fixture enters this gets the same
+    broker; the last one to leave stops it.
+    """
+    global _shared, _shared_users  # noqa: PLW0603 - one broker per process, by design
+    if _shared is None:
+        broker = ActiveMQBroker(make_dir())
+        broker.start()
+        _shared = broker
+    _shared_users += 1
     try:
-        yield broker
+        yield _shared
     finally:
-        broker.stop()
+        _shared_users -= 1
+        if _shared_users == 0:
+            _shared.stop()
+            _shared = None
 
 
-@pytest.fixture
-def activemq_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-    Callable[..., ActiveMQBroker]
-]:
-    """``activemq_factory(users=..., tls=...)``: a started private broker, for this test only."""
-    _require_activemq()
-    brokers: list[ActiveMQBroker] = []
+class BrokerFactory:
+    """``factory.start(users=..., tls=...)``: a started private broker; ``close()`` stops them."""
 
-    def start(**kwargs: Any) -> ActiveMQBroker:
-        broker = ActiveMQBroker(tmp_path_factory.mktemp("activemq-private"), **kwargs)
-        brokers.append(broker)
+    def __init__(self, make_dir: Callable[[], Path]) -> None:
+        self.make_dir = make_dir
+        self.brokers: list[ActiveMQBroker] = []
+
+    def start(self, **kwargs: Any) -> ActiveMQBroker:
+        broker = ActiveMQBroker(self.make_dir(), **kwargs)
+        self.brokers.append(broker)
         return broker.start()
 
-    try:
-        yield start
-    finally:
-        for broker in brokers:
+    __call__ = start
+
+    def close(self) -> None:
+        for broker in self.brokers:
             broker.stop()
 
+    def __enter__(self) -> BrokerFactory:
+        return self
 
-@pytest.fixture
-def jms_peer() -> Callable[..., Any]:
-    """``async with jms_peer(broker) as peer``: a Java JMS peer on ``broker``'s OpenWire port."""
-    _require_activemq()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-    def open_peer(broker: ActiveMQBroker, **kwargs: Any) -> Any:
-        if broker.users and "username" not in kwargs:
-            username, password = next(iter(broker.users.items()))
-            kwargs.update(username=username, password=password)
-        return JmsPeer.open(broker.openwire_url, **kwargs)
 
-    return open_peer
+def open_jms_peer(broker: ActiveMQBroker, **kwargs: Any) -> AbstractAsyncContextManager[JmsPeer]:
+    """``async with open_jms_peer(broker) as peer``: a JMS peer on ``broker``'s OpenWire port.
+
+    It logs in as the broker's first user when the broker has users and
+    ``username`` is not given.
+    """
+    if broker.users and "username" not in kwargs:
+        username, password = next(iter(broker.users.items()))
+        kwargs.update(username=username, password=password)
+    return JmsPeer.open(broker.openwire_url, **kwargs)
