@@ -93,6 +93,20 @@ def register_simulators() -> list[click.Command]:
 
 
 @hookspec
+def register_event_types() -> dict[str, list[str] | None]:
+    """The event types this plugin's sources produce, each with its ``data`` fields.
+
+    ``ccbus check`` refuses a rule whose ``on:`` matches no known type (a typo such
+    as ``call.abandonned`` would never fire) and warns about a field a condition or
+    template reads that none of the matching types carries.
+
+    :return: ``{type: [field, ...]}``; ``None`` as the fields when they vary (the
+        rule's fields are then not checked).  A glob (``mycrm.*``) declares types a
+        source produces dynamically; the canonical types are declared by the core.
+    """
+
+
+@hookspec
 def register_demo_sources() -> list[DemoSource]:
     """Sources ``ccbus demo`` runs live against their simulators, next to the replay.
 

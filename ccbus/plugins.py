@@ -37,6 +37,7 @@ from ccbus.config.file import LoadedConfig
 from ccbus.config.schema import validate
 from ccbus.config.suggest import unknown_message
 from ccbus.errors import ConfigError, PluginError
+from ccbus.events.envelope import CANONICAL_EVENTS
 from ccbus.rules.functions import Clock, build_library
 from ccbus.sources.api import DemoSource, SourceSpec
 
@@ -221,6 +222,28 @@ class PluginHost:
                     found[name] = func
                     self._owners[("register_functions", name)] = plugin
         return found
+
+    def event_types(self) -> dict[str, frozenset[str] | None]:
+        """Every event type plugins and the core declare, with its fields (None: they vary).
+
+        The canonical catalogue comes first; a plugin's answer for a type the
+        catalogue or another plugin declared widens its fields (vendors send more).
+        """
+        known: dict[str, frozenset[str] | None] = {
+            name: frozenset(f.name for f in spec.fields)
+            for name, spec in CANONICAL_EVENTS.items()
+        }
+        for plugin, declared in self._answers("register_event_types", dict):
+            for name, fields in declared.items():
+                listed = fields is None or isinstance(fields, list | tuple | set | frozenset)
+                if not isinstance(name, str) or not listed:
+                    self.problems.append(f"plugin {plugin}: register_event_types() returned "
+                                         f"{name!r}: {fields!r}, not a type and its fields")
+                    continue
+                before = known.get(name, frozenset())
+                known[name] = (None if fields is None or before is None
+                               else before | frozenset(map(str, fields)))
+        return known
 
     def demo_sources(self) -> list[DemoSource]:
         """Every :class:`~ccbus.sources.api.DemoSource` plugins offer to ``ccbus demo``.

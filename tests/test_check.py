@@ -171,3 +171,46 @@ def test_a_notify_target_the_config_does_not_define_fails_check(tmp_path: Path) 
     assert (f"{tmp_path}/rules/r.yaml:5: rule 'page': notify: unknown target 'ops-slak' "
             "(did you mean 'ops-slack'?") in out
     assert "1 problem(s) found" in out
+
+
+def test_an_on_typo_fails_check_with_did_you_mean_and_emits_and_declared_types_pass(
+    tmp_path: Path,
+) -> None:
+    rules(tmp_path, """
+        rules:
+          - name: typo
+            on: call.abandonned
+            do: [log: x]
+          - name: escalate
+            on: call.abandoned
+            do: [emit: {type: ops.escalate, data: {queue: "{queue}"}}]
+          - name: emitted
+            on: ops.escalate
+            do: [log: x]
+          - name: from-the-crm
+            on: crm.Ticket*
+            do: [log: x]
+    """)
+    config = write(tmp_path / "ccbus.yaml", """
+        event_types: [crm.*]   # what the CRM posts to the webhook source
+    """)
+    code, out = check("-c", str(config))
+    assert code == 1, out
+    assert (f"{tmp_path}/rules/r.yaml:3:5: rule 'typo': on: 'call.abandonned' matches no "
+            "event type a plugin, the catalogue or an emit produces "
+            "(did you mean 'call.abandoned'?") in out
+    assert "1 problem(s) found" in out
+
+
+def test_a_field_typo_is_a_warning_with_did_you_mean_not_an_error(tmp_path: Path) -> None:
+    where = rules(tmp_path, """
+        rules:
+          - name: hostname-typo
+            on: system.alert
+            if: severity == "critical"
+            do: [log: "{hostnme} is down"]
+    """)
+    code, out = check("--rules", str(where))
+    assert code == 0, out
+    assert ("warning: " + f"{where}/r.yaml:2: rule 'hostname-typo' reads 'hostnme', a field "
+            "none of its event types declares") in out

@@ -27,7 +27,10 @@ def invoke(*args: str) -> tuple[int, str]:
 
 
 def test_check_accepts_the_example_config_and_shipped_rules() -> None:
-    code, out = invoke("check", "-c", str(REPO / "examples" / "ccbus.yaml"))
+    """With the first-party plugins installed (they declare the vendor event types)."""
+    result = CliRunner().invoke(cli, ["check", "-c", str(REPO / "examples" / "ccbus.yaml")],
+                                obj={"plugins": PluginHost()})
+    code, out = result.exit_code, result.output
     assert code == 0, out
     assert out.startswith("OK: 2 source(s),")
 

@@ -334,7 +334,7 @@ class CheckingPlugin:
 
 
 def test_hook_check_config(tmp_path: Path) -> None:
-    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: a, do: [log: hi]}]\n")
+    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: system.alert, do: [log: hi]}]\n")
     good = write(tmp_path / "good.yaml", """
         sources:
           pbx: {plugin: hook-pbx, options: {url: "https://pbx"}}
@@ -424,3 +424,40 @@ async def test_hook_shutdown(tmp_path: Path) -> None:
     # called once, after the source finished and its action ran: nothing left in the outbox
     assert plugin.seen == [((0, 0), 1.0)]
     assert recorder.values == ["got it"]
+
+
+class EventTypesPlugin:
+    @hookimpl
+    def register_event_types(self) -> dict[str, list[str] | None]:
+        return {"hookacme.CallEnded": ["callId", "queue"], "hookacme.Custom*": None}
+
+
+def test_hook_register_event_types(tmp_path: Path) -> None:
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - name: declared
+            on: hookacme.CallEnded
+            if: queue == "sales"
+            do: [log: "{callId}"]
+          - name: dynamic
+            on: hookacme.CustomAlarm
+            do: [log: x]
+          - name: typo
+            on: hookacme.CallEndd
+            do: [log: x]
+          - name: field-typo
+            on: hookacme.CallEnded
+            if: queu == "sales"
+            do: [log: x]
+    """)
+    host = PluginHost(autoload=False, extra=[EventTypesPlugin()])
+    assert host.event_types()["hookacme.CallEnded"] == frozenset({"callId", "queue"})
+    result = CliRunner().invoke(cli, ["check", "--rules", str(tmp_path / "rules")],
+                                obj={"plugins": host})
+    assert result.exit_code == 1, result.output
+    assert "rule 'typo': on: 'hookacme.CallEndd' matches no event type" in result.output
+    assert "did you mean 'hookacme.CallEnded'?" in result.output
+    assert "rule 'declared'" not in result.output and "rule 'dynamic'" not in result.output
+    assert ("rule 'field-typo' reads 'queu', a field none of its event types declares "
+            "(did you mean 'queue'?)") in result.output
+    assert "1 problem(s) found" in result.output

@@ -34,6 +34,7 @@ from ccbus.pipeline import Outcome, Pipeline
 from ccbus.plugins import PluginHost
 from ccbus.rules.engine import Engine
 from ccbus.rules.expressions import EnvelopeView
+from ccbus.rules.lint import emitted_types, field_warnings, unknown_patterns
 from ccbus.rules.loader import RuleSet, load_rules
 from ccbus.rules.testing import ManualClock, run_file_tests
 from ccbus.runtime.bus import Bus, make_compiler
@@ -142,6 +143,10 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
     problems += [e.describe() for e in ruleset.errors]
     if config is not None:
         problems += _call_problems(ruleset, loaded)
+    known = _known_event_types(plugins, ruleset, loaded)
+    problems += [e.describe() for e in unknown_patterns(ruleset, known)]
+    for warning in field_warnings(ruleset, known):
+        click.echo(click.style("warning: ", fg="yellow") + warning, err=True)
     for failure in plugins.failures:
         click.echo(
             click.style("warning: ", fg="yellow")
@@ -156,6 +161,16 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
         f"OK: {len(loaded.config.sources)} source(s), {len(ruleset.rules)} rule(s) in "
         f"{len(ruleset.files)} file(s)."
     )
+
+
+def _known_event_types(
+    plugins: PluginHost, ruleset: RuleSet, loaded: LoadedConfig
+) -> dict[str, frozenset[str] | None]:
+    """Plugins' and the catalogue's types, what the rules emit, the config's event_types."""
+    known = plugins.event_types()
+    for name in [*emitted_types(ruleset), *loaded.config.event_types]:
+        known.setdefault(name, None)
+    return known
 
 
 def _call_problems(ruleset: RuleSet, loaded: LoadedConfig) -> list[str]:

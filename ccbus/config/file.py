@@ -89,6 +89,10 @@ class Config(Options):
     log_format: Literal["text", "json"] = "text"
     #: How many recent runs each rule keeps for ``ccbus traces`` and the live view.
     traces: int = Field(default=20, ge=0, le=10_000)
+    #: Event types your sources produce that no plugin declares (what a CRM posts to
+    #: the ``webhook`` source, a third-party source's dynamic types); globs allowed.
+    #: ``ccbus check`` refuses a rule whose ``on:`` matches no known type.
+    event_types: list[str] = Field(default_factory=list)
 
     @field_validator("rules", mode="before")
     @classmethod

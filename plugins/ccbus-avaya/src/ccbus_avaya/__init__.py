@@ -41,6 +41,14 @@ def create_source(ctx: SourceContext) -> Source:
 
 
 @ccbus.hookimpl
+def register_event_types() -> dict[str, list[str] | None]:
+    """``avaya.<event>`` of every notification the document describes, with its fields."""
+    from .protocol import BODY_SCHEMAS
+
+    return {f"avaya.{name}": sorted(fields) for name, fields in BODY_SCHEMAS.items()}
+
+
+@ccbus.hookimpl
 def register_sources() -> list[SourceSpec]:
     return [
         SourceSpec(

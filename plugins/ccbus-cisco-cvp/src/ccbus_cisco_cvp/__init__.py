@@ -36,6 +36,18 @@ def create_source(ctx: SourceContext) -> Source:
 
 
 @ccbus.hookimpl
+def register_event_types() -> dict[str, list[str] | None]:
+    """``cvp.<eventType>`` of every AsyncAPI channel, with the message's fields, and
+    ``cvp.syslog`` (its fields depend on the message's format)."""
+    from .protocol import CHANNELS
+
+    declared: dict[str, list[str] | None] = {f"cvp.{c.event_type}": sorted(c.fields)
+                                             for c in CHANNELS}
+    declared["cvp.syslog"] = None
+    return declared
+
+
+@ccbus.hookimpl
 def register_sources() -> list[SourceSpec]:
     return [
         SourceSpec(

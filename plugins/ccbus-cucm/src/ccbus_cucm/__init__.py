@@ -32,6 +32,17 @@ def create_source(ctx: SourceContext) -> Source:
 
 
 @ccbus.hookimpl
+def register_event_types() -> dict[str, list[str] | None]:
+    """``cucm.<kind>`` of the guide's event kinds, and ``cucm.CommandResult``; their fields
+    depend on the message pattern the connector uses, so they are not listed."""
+    from .protocol import EVENT_KINDS
+
+    declared: dict[str, list[str] | None] = {f"cucm.{kind}": None for kind in EVENT_KINDS}
+    declared["cucm.CommandResult"] = None
+    return declared
+
+
+@ccbus.hookimpl
 def register_sources() -> list[SourceSpec]:
     return [
         SourceSpec(

@@ -36,6 +36,14 @@ def create_source(ctx: SourceContext) -> Source:
 
 
 @ccbus.hookimpl
+def register_event_types() -> dict[str, list[str] | None]:
+    """``enreach.<EventType>`` of the RTE catalogue, with the fields of its example."""
+    from .protocol import event_fields
+
+    return {f"enreach.{name}": fields for name, fields in event_fields().items()}
+
+
+@ccbus.hookimpl
 def register_sources() -> list[SourceSpec]:
     return [
         SourceSpec(

@@ -85,6 +85,15 @@ EVENTS["UserTerminalStatus"] = EventInfo("UserTerminalStatus", "User")
 _BY_LOWER = {name.lower(): name for name in EVENTS}
 
 
+def event_fields() -> dict[str, list[str] | None]:
+    """Each event's fields, as the document's example payload has them (None: no example)."""
+    fields: dict[str, list[str] | None] = {
+        name: sorted(entry.get("example") or {}) or None for name, entry in _CATALOGUE.items()
+    }
+    fields["UserTerminalStatus"] = fields.get("UserTerminalStatusEvent")
+    return fields
+
+
 def canonical_event_name(name: str) -> str | None:
     """The document's spelling of an event name (the hub ignores case), or None if unknown."""
     found = _BY_LOWER.get(name.lower())
