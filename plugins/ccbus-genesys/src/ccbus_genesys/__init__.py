@@ -39,7 +39,7 @@ def register_event_types() -> dict[str, list[str] | None]:
     """``genesys.<name>`` of the document's 42 event names; the document does not lay
     out their payloads, so their fields are not listed.  A name outside the document
     is still routed: declare it under ``event_types:`` to write a rule for it."""
-    from .catalog import ALL_EVENTS
+    from .catalogue import ALL_EVENTS
 
     return {f"genesys.{name}": None for name in sorted(ALL_EVENTS)}
 
