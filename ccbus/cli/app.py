@@ -136,6 +136,8 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
         if config is None or any(s.plugin == f.name for s in loaded.config.sources.values())
     ]
     problems += plugins.problems
+    # a plugin's schema error may quote an option's value: an expanded secret is masked
+    problems = [loaded.secret_book().redact(p) for p in problems]
     compiler = make_compiler(plugins, ManualClock(0))
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
     problems += [str(e) for e in ruleset.errors]
@@ -170,8 +172,8 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
     plugins = _plugins(ctx)
     loaded = _workspace(config, ())
     problems = [str(e) for e in plugins.check_sources(loaded)] + plugins.check_config(loaded)
-    if problems:
-        _fail(problems)
+    if problems:  # an option's value quoted by its schema may be an expanded secret
+        _fail([loaded.secret_book().redact(p) for p in problems])
         sys.exit(1)
     setup_logging(loaded.config.log_level, loaded.secrets, loaded.config.log_format)
     for failure in plugins.failures:
