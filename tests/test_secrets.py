@@ -325,3 +325,30 @@ def test_redaction_covers_percent_json_and_basic_encodings() -> None:
     shown = book.redact(text)
     assert [f for f in forms(secret) if f in shown] == []
     assert shown.startswith("GET /x/***?k=*** ")
+
+
+def test_try_shows_the_reference_the_outbox_would_record(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ccbus.cli.app import cli
+    from ccbus.plugins import PluginHost
+
+    write(tmp_path / "rules" / "r.yaml", """
+        rules:
+          - name: forward
+            on: leak.*
+            do:
+              - webhook:
+                  url: "https://crm.example/hook/{secret('path')}"
+                  headers: {Authorization: "Bearer {secret('bearer')}"}
+    """)
+    config = write(tmp_path / "ccbus.yaml", f"""
+        secrets: {{path: "{SECRETS['path']}", bearer: "{SECRETS['bearer']}"}}
+        rules: [rules]
+        state_dir: state
+    """)
+    event = write(tmp_path / "e.json", '{"type": "leak.test", "id": "1", "data": {}}')
+    result = CliRunner().invoke(cli, ["try", "-c", str(config), "--event", str(event)],
+                                obj={"plugins": PluginHost(autoload=False)})
+    assert "https://crm.example/hook/${secret:path}" in result.output, result.output
+    assert [f for s in SECRETS.values() for f in forms(s) if f in result.output] == []

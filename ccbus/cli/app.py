@@ -24,6 +24,7 @@ import click
 
 from ccbus.cli.console import ConsoleReporter
 from ccbus.config.file import Config, ConfigErrors, LoadedConfig, load_config
+from ccbus.config.secrets import SecretBook
 from ccbus.config.yamlfile import load_yaml
 from ccbus.delivery.store import StateDirError
 from ccbus.errors import ConfigError, EvaluationError
@@ -316,7 +317,8 @@ def _replay(
 ) -> ConsoleReporter:
     """Run a bus that replays ``files`` (and runs ``live`` sources); print matches."""
     plugins = _plugins(ctx)
-    reporter = ConsoleReporter(quiet_unmatched=not show_unmatched, executed=not dry_run)
+    reporter = ConsoleReporter(quiet_unmatched=not show_unmatched, executed=not dry_run,
+                               secrets=loaded.secret_book())
 
     async def main() -> Bus:
         sources: dict[str, Any] = {
@@ -500,7 +502,8 @@ def try_(
     clock = ManualClock(0)
     compiler = make_compiler(plugins, clock, loaded.config.secrets)
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
-    redact = Redactor(loaded.secrets).text
+    book = loaded.secret_book()
+    redact = Redactor(book=book).text
     _fail([str(e) for e in ruleset.errors])
     pipeline = Pipeline(Engine(ruleset.rules), observer=None)
     for item in _events_in(event_file):
@@ -512,7 +515,7 @@ def try_(
         for firing in timers.firings:
             click.echo(click.style(f"'for' timer of {firing.rule.name} fired", fg="green")
                        + f"  (its duration passed before {item.time.isoformat()})")
-        _show_calls(timers, redact)
+        _show_calls(timers, redact, book)
         click.echo(
             click.style(item.type, fg="cyan", bold=True)
             + f"  id={item.id}"
@@ -523,7 +526,7 @@ def try_(
             click.echo("  no rule listens to this type")
         for rule in candidates:
             click.echo(f"  {rule.name} ({rule.where}): {_condition(rule, item)}")
-        _show_calls(pipeline.process(item, clock.current), redact)
+        _show_calls(pipeline.process(item, clock.current), redact, book)
     for deadline, rule_name, key in pipeline.engine.armed_timers():
         when = datetime.fromtimestamp(deadline, UTC).isoformat()
         click.echo(f"'for' timer of {rule_name} armed for {key!r}: would fire at {when} "
@@ -532,9 +535,11 @@ def try_(
         sys.exit(1)
 
 
-def _show_calls(outcome: Outcome, redact: Callable[[str], str]) -> None:
+def _show_calls(outcome: Outcome, redact: Callable[[str], str], book: SecretBook) -> None:
+    """The calls as the outbox would record them: secrets as references (``${secret:crm}``)."""
     for invocation in outcome.invocations:
-        click.echo(f"      would call {redact(invocation.describe())}  [rule {invocation.rule}]")
+        shown = redact(invocation.describe(book))
+        click.echo(f"      would call {shown}  [rule {invocation.rule}]")
     for problem in outcome.render_errors:
         click.echo(click.style(f"      render error: {redact(str(problem))}", fg="red"))
 

@@ -14,10 +14,11 @@ the :class:`SecretBook`, and that is what keeps it out of storage:
   string (a path into the parameters), at which offset, which secret, in
   which encoding.  The outbox row, the dead letter and the trace hold
   that, never the value.
-* :meth:`SecretBook.unseal` puts the values back from the *current* book
-  just before the call is sent, so a rotated credential is used by the
-  calls still waiting, and a secret that is no longer configured makes the
-  call a dead letter instead of sending a placeholder.  Only the recorded
+* :meth:`SecretBook.unseal` puts the values back from the book of the
+  running process just before the call is sent, so after a restart a
+  rotated credential is used by the calls still waiting, and a secret that
+  is no longer configured makes the call a dead letter instead of sending
+  a placeholder.  Only the recorded
   offsets are replaced: text an event put into the parameters that merely
   looks like a placeholder stays text and cannot pull another secret out.
 * :meth:`SecretBook.redact` masks every known value, in every one of those

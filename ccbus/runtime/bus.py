@@ -267,8 +267,9 @@ class Bus:
             return True
         fresh, problems = checked_config(path, self.plugins)
         if fresh is not None:  # a refused file's problems may quote its values: hide them too
-            # new and rotated values by name (waiting calls send the current one)
-            self.secrets.add(fresh.named_secrets, fresh.secrets)
+            # masked from now on; by name only at the next start, as ``secrets:`` itself
+            # (rules' secret() keeps the values the running config loaded)
+            self.secrets.add({}, fresh.secrets)
             redact_in_logs(fresh.secrets)
             self.loaded.secrets |= fresh.secrets
         if fresh is None or problems:
