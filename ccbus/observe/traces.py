@@ -17,6 +17,7 @@ place of secret values; the HTTP layer also masks what it serves.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from typing import Any
@@ -67,9 +68,9 @@ class RuleTraces:
                 continue
             params: Any = invocation.params
             if self.secrets:  # the trace keeps references, never a secret's value
-                params = self.secrets.seal(
-                    params.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-                )[0]
+                text = params.model_dump_json(by_alias=True, exclude_defaults=True)
+                if self.secrets.contains(text):  # most calls carry none: keep the model
+                    params = self.secrets.seal(json.loads(text))[0]
             trace = ActionTrace(
                 invocation.action,
                 invocation.index,
