@@ -352,3 +352,38 @@ def test_try_shows_the_reference_the_outbox_would_record(tmp_path: Path) -> None
                                 obj={"plugins": PluginHost(autoload=False)})
     assert "https://crm.example/hook/${secret:path}" in result.output, result.output
     assert [f for s in SECRETS.values() for f in forms(s) if f in result.output] == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_call_whose_secret_is_gone_is_a_dead_letter_not_a_placeholder_sent(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """A row refers to ``secret:tok``; the config the bus starts with has no such secret:
+    the call is dead-lettered with the reason, and nothing is sent."""
+    import anyio
+    from test_delivery import Flaky, go, make_bus, outbox, running, wait_for
+
+    from ccbus.delivery.store import Pending
+
+    book = SecretBook({"secret:tok": "gone-token-value"})
+    params, refs = book.seal_json('{"lane": "a", "value": "Bearer gone-token-value"}')
+    assert refs and "gone-token-value" not in params
+    flaky = Flaky()
+    bus = make_bus(tmp_path, flaky)  # creates the outbox; its config has no secrets
+    store = outbox(tmp_path)
+    event = json.dumps({"specversion": "1.0", "id": "x1", "source": "test", "type": "t.go",
+                        "time": "2026-01-01T00:00:00+00:00", "data": {}})
+    store.add([Pending(key="test/x1:go:0", rule="go", action="flaky", index=0, lane="lane:a",
+                       params=params, event=event, created=time.time(), secrets=refs)])
+
+    async def body() -> None:
+        await bus.publish(go(value="plain"))
+        await wait_for(lambda: outbox(tmp_path).dead_count() == 1)
+        await anyio.sleep(0.1)
+
+    await running(bus, body)
+    assert [value for value, _, _ in flaky.delivered] == ["plain"]
+    [letter] = outbox(tmp_path).dead_letters()
+    assert "the secret secret:tok is no longer configured" in letter.reason
+    assert letter.secrets == refs  # kept: retried once the secret is back, it sends
