@@ -387,3 +387,36 @@ async def test_a_call_whose_secret_is_gone_is_a_dead_letter_not_a_placeholder_se
     [letter] = outbox(tmp_path).dead_letters()
     assert "the secret secret:tok is no longer configured" in letter.reason
     assert letter.secrets == refs  # kept: retried once the secret is back, it sends
+
+
+def test_dead_letters_an_earlier_version_wrote_are_shown_masked(tmp_path: Path) -> None:
+    """A dead letter from before references holds plain values: with the config at hand,
+    ``list`` and ``show`` mask them (percent-encoded in the reason too)."""
+    from click.testing import CliRunner
+
+    from ccbus.cli.app import cli
+    from ccbus.plugins import PluginHost
+
+    secret = SECRETS["path"]
+    state = tmp_path / "state" / "delivery.sqlite3"
+    _old_outbox(state, "http://127.0.0.1:9/unused")
+    db = sqlite3.connect(state)
+    db.execute(
+        "INSERT INTO dead_letters (key, rule, action, idx, lane, params, event, attempts, "
+        "created, failed_at, reason) VALUES ('k', 'forward', 'webhook', 0, 'l', ?, '{}', 3, 0, 0, ?)",
+        (json.dumps({"url": f"https://crm.example/hook/{secret}"}),
+         f"HTTP 500 from POST /hook/{quote(secret)}"),
+    )
+    db.commit()
+    db.close()
+    config = write(tmp_path / "ccbus.yaml", f"""
+        secrets: {{path: "{secret}"}}
+        state_dir: state
+    """)
+    runner = CliRunner()
+    for args in (["list"], ["show", "1"]):
+        result = runner.invoke(cli, ["dead-letters", *args, "-c", str(config)],
+                               obj={"plugins": PluginHost(autoload=False)})
+        assert result.exit_code == 0, result.output
+        assert "hook/***" in result.output
+        assert [f for f in forms(secret) if f in result.output] == [], result.output

@@ -738,13 +738,28 @@ def dead_letters_list(config: Path | None, state_dir: Path | None) -> None:
     """One line per dead letter: id, when, rule, action, attempts, reason."""
     store = _delivery_store(config, state_dir)
     letters = store.dead_letters()
+    mask = _legacy_mask(config)
     for letter in letters:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.failed_at))
-        _echo(
+        _echo(mask(
             f"{letter.id:5d}  {when}  {letter.rule}  {letter.action}  "
             f"attempts={letter.attempts}  {letter.reason.splitlines()[0][:120]}"
-        )
+        ))
     click.echo(f"{len(letters)} dead letter(s); {store.pending_count()} call(s) pending")
+
+
+def _legacy_mask(config: Path | None) -> Callable[[str], str]:
+    """Masks the config's secrets when the whole config loads (credentials at hand).
+
+    Dead letters written by this version hold references, never values; this is for
+    those an earlier version wrote.  Without the credentials (an admin's shell) the
+    secret-looking parameter keys are still masked by :func:`_redacted`."""
+    if config is None:
+        return lambda text: text
+    try:
+        return load_config(config).secret_book().redact
+    except (ConfigError, OSError):
+        return lambda text: text
 
 
 def _echo(text: str) -> None:
@@ -775,8 +790,9 @@ def dead_letters_show(ids: tuple[int, ...], config: Path | None, state_dir: Path
     letters = store.dead_letters(ids)
     if not letters:
         raise click.ClickException(f"no dead letter with id {', '.join(map(str, ids))}")
+    mask = _legacy_mask(config)
     for letter in letters:
-        _echo(
+        _echo(mask(
             json.dumps(
                 {
                     "id": letter.id,
@@ -793,7 +809,7 @@ def dead_letters_show(ids: tuple[int, ...], config: Path | None, state_dir: Path
                 indent=2,
                 ensure_ascii=False,
             )
-        )
+        ))
 
 
 @dead_letters.command(name="retry")
