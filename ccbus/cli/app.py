@@ -495,7 +495,8 @@ def try_(
     after the last event is listed with when it would fire.
 
     With ``-c``, rules see the config's ``secrets:`` (``secret("name")``) as
-    they would in ``ccbus run``; secret values are masked in what is shown.
+    they would in ``ccbus run``; a call shows each secret as the reference the
+    outbox would record (``${secret:name}``), never its value.
     """
     plugins = _plugins(ctx)
     loaded = _workspace(config, rules)
