@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ccbus.actions.api import ActionSpec, idempotency_key
+from ccbus.config.secrets import SecretBook
 from ccbus.events.envelope import Event
 
 __all__ = [
@@ -43,6 +44,8 @@ class ActionTrace:
     action: str
     index: int
     key: str
+    #: The rendered parameters: a model, or (when secrets are configured) the JSON
+    #: document with references in place of secrets (see ``SecretBook.seal``).
     params: Any
     outcome: str = "recorded"
     error: str = ""
@@ -111,12 +114,13 @@ class Invocation:
             self._key = idempotency_key(self.event, self.rule, self.index)
         return self._key
 
-    def describe(self) -> str:
-        """``notify(to='ops', body='...')`` for consoles and logs."""
-        shown = ", ".join(
-            f"{k}={v!r}"
-            for k, v in self.params.model_dump(exclude_defaults=True, by_alias=True).items()
-        )
+    def describe(self, secrets: SecretBook | None = None) -> str:
+        """``notify(to='ops', body='...')`` for consoles and logs; with ``secrets``, each
+        secret shown as the reference the outbox stores (``${secret:crm-token}``)."""
+        params = self.params.model_dump(exclude_defaults=True, by_alias=True)
+        if secrets:
+            params = secrets.seal(params)[0]
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         return f"{self.action}({shown})"
 
 

@@ -182,7 +182,8 @@ def test_try_with_a_config_gives_rules_its_secrets_and_masks_them(
     )
     assert result.exit_code == 0, result.output
     assert "signed (" in result.output and "condition true" in result.output, result.output
-    assert "would call log(message='ticket T-1 sig=***')" in result.output, result.output
+    # shown as the reference the outbox would record
+    assert "would call log(message='ticket T-1 sig=${secret:crm}')" in result.output, result.output
     assert "no secret named" not in result.output and "k3y-from-env" not in result.output
 
 

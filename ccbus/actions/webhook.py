@@ -62,6 +62,7 @@ from pydantic import (
 from ccbus.actions.api import ActionContext, ActionSpec
 from ccbus.actions.http_sessions import RequestTrace
 from ccbus.config.schema import Duration, Options
+from ccbus.config.secrets import SecretBook
 from ccbus.errors import PermanentActionError, RetryableActionError
 from ccbus.events.envelope import Event
 from ccbus.hookspecs import hookimpl
@@ -291,9 +292,12 @@ def _secrets(params: WebhookParams, url: yarl.URL) -> list[str]:
 
 
 def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with ``secrets`` masked in every encoding a peer may echo them in
+    (percent-encoded in the URL, JSON-escaped in a body, base64 in ``Basic``)."""
+    values = list(secrets)
+    if not values or not text:
+        return text
+    return SecretBook({}, values).redact(text)
 
 
 def _printable(text: str) -> str:

@@ -24,6 +24,7 @@ import click
 
 from ccbus.cli.console import ConsoleReporter
 from ccbus.config.file import Config, ConfigErrors, LoadedConfig, load_config
+from ccbus.config.secrets import SecretBook
 from ccbus.config.yamlfile import load_yaml
 from ccbus.delivery.store import StateDirError
 from ccbus.errors import ConfigError, EvaluationError, MissingField
@@ -138,6 +139,8 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
         if config is None or any(s.plugin == f.name for s in loaded.config.sources.values())
     ]
     problems += plugins.problems
+    # a plugin's schema error may quote an option's value: an expanded secret is masked
+    problems = [loaded.secret_book().redact(p) for p in problems]
     compiler = make_compiler(plugins, ManualClock(0))
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
     problems += [e.describe() for e in ruleset.errors]
@@ -199,8 +202,8 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
     plugins = _plugins(ctx)
     loaded = _workspace(config, ())
     problems = [str(e) for e in plugins.check_sources(loaded)] + plugins.check_config(loaded)
-    if problems:
-        _fail(problems)
+    if problems:  # an option's value quoted by its schema may be an expanded secret
+        _fail([loaded.secret_book().redact(p) for p in problems])
         sys.exit(1)
     setup_logging(loaded.config.log_level, loaded.secrets, loaded.config.log_format)
     for failure in plugins.failures:
@@ -343,7 +346,8 @@ def _replay(
 ) -> ConsoleReporter:
     """Run a bus that replays ``files`` (and runs ``live`` sources); print matches."""
     plugins = _plugins(ctx)
-    reporter = ConsoleReporter(quiet_unmatched=not show_unmatched, executed=not dry_run)
+    reporter = ConsoleReporter(quiet_unmatched=not show_unmatched, executed=not dry_run,
+                               secrets=loaded.secret_book())
 
     async def main() -> Bus:
         sources: dict[str, Any] = {
@@ -520,7 +524,8 @@ def try_(
     after the last event is listed with when it would fire.
 
     With ``-c``, rules see the config's ``secrets:`` (``secret("name")``) as
-    they would in ``ccbus run``; secret values are masked in what is shown.
+    they would in ``ccbus run``; a call shows each secret as the reference the
+    outbox would record (``${secret:name}``), never its value.
     An event that cannot be read (not JSON, nested too deeply, not an event)
     is reported with its line and the exit status is 1, after the others ran.
     """
@@ -529,7 +534,8 @@ def try_(
     clock = ManualClock(0)
     compiler = make_compiler(plugins, clock, loaded.config.secrets)
     ruleset = load_rules(loaded.rule_paths, actions=plugins.actions, compiler=compiler)
-    redact = Redactor(loaded.secrets).text
+    book = loaded.secret_book()
+    redact = Redactor(book=book).text
     _fail([e.describe() for e in ruleset.errors])
     pipeline = Pipeline(Engine(ruleset.rules), observer=None)
     failures = len(ruleset.errors)
@@ -543,7 +549,7 @@ def try_(
         for firing in timers.firings:
             click.echo(click.style(f"'for' timer of {firing.rule.name} fired", fg="green")
                        + f"  (its duration passed before {item.time.isoformat()})")
-        failures += _show_calls(timers, redact)
+        failures += _show_calls(timers, redact, book)
         click.echo(
             click.style(item.type, fg="cyan", bold=True)
             + f"  id={item.id}"
@@ -556,7 +562,7 @@ def try_(
             verdict, failed = _condition(rule, item)
             click.echo(f"  {rule.name} ({rule.where}): {verdict}")
             failures += failed
-        failures += _show_calls(pipeline.process(item, clock.current), redact)
+        failures += _show_calls(pipeline.process(item, clock.current), redact, book)
     for deadline, rule_name, key in pipeline.engine.armed_timers():
         when = datetime.fromtimestamp(deadline, UTC).isoformat()
         click.echo(f"'for' timer of {rule_name} armed for {key!r}: would fire at {when} "
@@ -568,10 +574,12 @@ def try_(
         sys.exit(1)
 
 
-def _show_calls(outcome: Outcome, redact: Callable[[str], str]) -> int:
-    """Print the calls an outcome would make; returns how many failed to render."""
+def _show_calls(outcome: Outcome, redact: Callable[[str], str], book: SecretBook) -> int:
+    """The calls as the outbox would record them: secrets as references (``${secret:crm}``);
+    returns how many failed to render."""
     for invocation in outcome.invocations:
-        click.echo(f"      would call {redact(invocation.describe())}  [rule {invocation.rule}]")
+        shown = redact(invocation.describe(book))
+        click.echo(f"      would call {shown}  [rule {invocation.rule}]")
     for problem in outcome.render_errors:
         click.echo(click.style(f"      render error: {redact(str(problem))}", fg="red"))
     return len(outcome.render_errors)
@@ -789,13 +797,28 @@ def dead_letters_list(config: Path | None, state_dir: Path | None) -> None:
     """One line per dead letter: id, when, rule, action, attempts, reason."""
     store = _delivery_store(config, state_dir)
     letters = store.dead_letters()
+    mask = _legacy_mask(config)
     for letter in letters:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.failed_at))
-        _echo(
+        _echo(mask(
             f"{letter.id:5d}  {when}  {letter.rule}  {letter.action}  "
             f"attempts={letter.attempts}  {letter.reason.splitlines()[0][:120]}"
-        )
+        ))
     click.echo(f"{len(letters)} dead letter(s); {store.pending_count()} call(s) pending")
+
+
+def _legacy_mask(config: Path | None) -> Callable[[str], str]:
+    """Masks the config's secrets when the whole config loads (credentials at hand).
+
+    Dead letters written by this version hold references, never values; this is for
+    those an earlier version wrote.  Without the credentials (an admin's shell) the
+    secret-looking parameter keys are still masked by :func:`_redacted`."""
+    if config is None:
+        return lambda text: text
+    try:
+        return load_config(config).secret_book().redact
+    except (ConfigError, OSError):
+        return lambda text: text
 
 
 def _echo(text: str) -> None:
@@ -826,8 +849,9 @@ def dead_letters_show(ids: tuple[int, ...], config: Path | None, state_dir: Path
     letters = store.dead_letters(ids)
     if not letters:
         raise click.ClickException(f"no dead letter with id {', '.join(map(str, ids))}")
+    mask = _legacy_mask(config)
     for letter in letters:
-        _echo(
+        _echo(mask(
             json.dumps(
                 {
                     "id": letter.id,
@@ -844,7 +868,7 @@ def dead_letters_show(ids: tuple[int, ...], config: Path | None, state_dir: Path
                 indent=2,
                 ensure_ascii=False,
             )
-        )
+        ))
 
 
 @dead_letters.command(name="retry")

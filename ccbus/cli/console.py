@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ccbus.config.secrets import SecretBook
 from ccbus.events.envelope import Event
 from ccbus.records import Invocation
 from ccbus.rules.engine import Firing
@@ -26,7 +27,15 @@ def _event_line(event: Event) -> str:
 class ConsoleReporter:
     """A pipeline observer that prints each matching event, its rules and rendered calls."""
 
-    def __init__(self, *, quiet_unmatched: bool = True, executed: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        quiet_unmatched: bool = True,
+        executed: bool = False,
+        secrets: SecretBook | None = None,
+    ) -> None:
+        """``secrets``: shown as the references the outbox records (``${secret:crm}``)."""
+        self.secrets = secrets
         self.quiet_unmatched = quiet_unmatched
         self.executed = executed
         self.events = 0
@@ -54,7 +63,7 @@ class ConsoleReporter:
                     continue
                 self.actions[invocation.action] += 1
                 verb = "→" if self.executed or not invocation.spec.side_effects else "→ (dry run)"
-                click.echo(f"      {verb} {invocation.describe()}")
+                click.echo(f"      {verb} {invocation.describe(self.secrets)}")
 
     def summary(self, extra: dict[str, Any] | None = None) -> None:
         click.echo()

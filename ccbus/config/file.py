@@ -19,8 +19,11 @@
 Strings may use ``${NAME}`` (environment), ``${NAME:-default}`` and
 ``${credential:NAME}`` (the file ``$CREDENTIALS_DIRECTORY/NAME`` that systemd's
 ``LoadCredential=`` provides).  Values that came from a credential are
-remembered as secrets so logs can redact them.  Every error names file,
-line and key.
+remembered as secrets, by name (``credential:NAME``, ``env:NAME``, and
+``secret:NAME`` for the ``secrets:`` entries), so that stored calls refer to
+them instead of holding them and everything shown masks them (see
+:mod:`ccbus.config.secrets`).  Every error names file, line and key, and
+never quotes an expanded secret: a value pydantic would quote is masked.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ccbus.config.schema import Duration, Options, validate
+from ccbus.config.secrets import SecretBook
 from ccbus.config.yamlfile import LineDict, LineList, load_yaml, location
 from ccbus.delivery.policy import DeliveryConfig
 from ccbus.errors import ConfigError
@@ -108,6 +112,12 @@ class LoadedConfig:
     path: Path | None
     root: Any = None
     secrets: set[str] = field(default_factory=set)
+    #: The same values by reference name: ``secret:NAME``, ``credential:NAME``, ``env:NAME``.
+    named_secrets: dict[str, str] = field(default_factory=dict)
+
+    def secret_book(self) -> SecretBook:
+        """The secrets as a :class:`SecretBook`: references for the outbox, masks for output."""
+        return SecretBook(self.named_secrets, self.secrets)
 
     @property
     def base_dir(self) -> Path:
@@ -164,16 +174,32 @@ def _load_config(
     if only is not None:
         for key in set(root) - set(only):
             del root[key]
-    secrets: set[str] = set()
+    named: dict[str, str] = {}
     problems: list[ConfigError] = []
-    _expand(root, (), path, root, environ, secrets, problems)
+    _expand(root, (), path, root, environ, named, problems)
     if problems:
         raise ConfigErrors(problems)
+    secrets = set(named.values())
     config, problems = validate(Config, root, file=path, root=root)
     if config is None:
-        raise ConfigErrors(problems)
-    secrets.update(v for v in config.secrets.values() if v)  # always redacted, however short
-    return LoadedConfig(config=config, path=path, root=root, secrets=secrets)
+        # pydantic quotes the input of some errors: an expanded secret must not show
+        book = SecretBook(named)
+        raise ConfigErrors([_masked(problem, book) for problem in problems])
+    for name, value in config.secrets.items():
+        if value:  # always redacted, however short
+            named[f"secret:{name}"] = value
+            secrets.add(value)
+    return LoadedConfig(
+        config=config, path=path, root=root, secrets=secrets, named_secrets=named
+    )
+
+
+def _masked(problem: ConfigError, book: SecretBook) -> ConfigError:
+    """``problem`` with any expanded secret in its message masked."""
+    shown = book.redact(problem.message)
+    if shown == problem.message:
+        return problem
+    return ConfigError(shown, problem.location)
 
 
 class ConfigErrors(ConfigError):
@@ -190,7 +216,7 @@ def _expand(
     path: Path,
     root: Any,
     environ: dict[str, str],
-    secrets: set[str],
+    secrets: dict[str, str],
     problems: list[ConfigError],
 ) -> None:
     """Replace ``${...}`` in every string of the tree, in place, keeping line information."""
@@ -212,7 +238,7 @@ def _expand(
             _expand(value, keys + (key,), path, root, environ, secrets, problems)
 
 
-def _lookup(expression: str, environ: dict[str, str], secrets: set[str]) -> str:
+def _lookup(expression: str, environ: dict[str, str], secrets: dict[str, str]) -> str:
     if expression.startswith("credential:"):
         name = expression.split(":", 1)[1]
         directory = environ.get("CREDENTIALS_DIRECTORY")
@@ -227,7 +253,7 @@ def _lookup(expression: str, environ: dict[str, str], secrets: set[str]) -> str:
             value = (Path(directory) / name).read_text(encoding="utf-8").strip()
         except OSError as err:
             raise LookupError(f"cannot read credential {name!r}: {err.strerror}") from None
-        secrets.add(value)
+        secrets[f"credential:{name}"] = value
         return value
     name, sep, default = expression.partition(":-")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -237,7 +263,7 @@ def _lookup(expression: str, environ: dict[str, str], secrets: set[str]) -> str:
     if name in environ:
         value = environ[name]
         if len(value) >= MIN_SECRET_LENGTH:  # tokens, passwords, URLs with keys
-            secrets.add(value)
+            secrets[f"env:{name}"] = value
         return value
     if sep:
         return default

@@ -29,6 +29,7 @@ from anyio.abc import TaskGroup
 from pydantic import ValidationError
 
 from ccbus.actions.api import ActionContext, ActionSpec, idempotency_key
+from ccbus.config.secrets import SecretBook
 from ccbus.delivery.policy import DeliveryConfig, DeliveryPolicy
 from ccbus.delivery.store import DeliveryStore, Pending, event_json
 from ccbus.errors import PermanentActionError, RetryableActionError
@@ -90,13 +91,18 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         on_settled: Callable[[Pending, str, str], None] | None = None,
         on_result: Callable[[Invocation, Any], Awaitable[None]] | None = None,
+        secrets: SecretBook | None = None,
     ) -> None:
         """``on_settled(row, outcome, error)`` hears how every attempt ended
         (``ok``, ``retry``, ``dead_letter``): the bus feeds metrics and traces from it.
         ``await on_result(invocation, result)`` hears what a successful call
         returned before the call is forgotten: the bus records the rule's calls
-        that wait for it (``previous`` in their parameters)."""
+        that wait for it (``previous`` in their parameters).
+        ``secrets``: the config's secrets; a call is recorded with references to them
+        in place of their values, which are put back only as the call is sent, and
+        every error stored or reported is masked with them."""
         self.store = store
+        self.secrets = secrets if secrets is not None else SecretBook()
         self.actions = actions
         self.config = config
         self.context = context
@@ -179,11 +185,10 @@ class Dispatcher:
                 event=event_json(failure.event),
                 created=self.clock(),
             )
-            await self._io(
-                self.store.bury_unrendered, row, f"parameters did not render: {failure.reason}"
-            )
+            reason = self.secrets.redact(f"parameters did not render: {failure.reason}")
+            await self._io(self.store.bury_unrendered, row, reason)
             self.counters.inc("actions", action=failure.action, outcome="dead_letter")
-            self.on_settled(row, "dead_letter", f"parameters did not render: {failure.reason}")
+            self.on_settled(row, "dead_letter", reason)
 
     def _row(self, invocation: Invocation, now: float) -> Pending:
         spec = invocation.spec
@@ -201,7 +206,9 @@ class Dispatcher:
         if self.store.keeps_calls:
             row.call = invocation
         else:
-            row.params = invocation.params.model_dump_json(by_alias=True)
+            params = invocation.params.model_dump_json(by_alias=True)
+            row.params, row.secrets = self.secrets.seal_json(params) if self.secrets else (
+                params, "")
             row.event = event_json(invocation.event)
         return row
 
@@ -413,12 +420,16 @@ class Dispatcher:
         try:
             if spec is None:
                 raise LookupError(f"action {row.action!r} is not installed any more")
-            params = spec.params.model_validate_json(row.params)
+            # the secrets' values go back in only now, as the call is about to be sent
+            params = spec.params.model_validate_json(
+                self.secrets.unseal_json(row.params, row.secrets)
+            )
             event = Event.from_dict(json.loads(row.event), default_source="outbox")
         except (LookupError, ValidationError, ValueError) as err:
-            self.store.bury(row.id, f"cannot be run again: {err}", row.attempts)
+            reason = self.secrets.redact(f"cannot be run again: {err}")
+            self.store.bury(row.id, reason, row.attempts)
             self.counters.inc("actions", action=row.action, outcome="dead_letter")
-            self.on_settled(row, "dead_letter", f"cannot be run again: {err}")
+            self.on_settled(row, "dead_letter", reason)
             return None
         return Invocation(
             rule=row.rule, action=row.action, index=row.index, params=params, event=event, spec=spec
@@ -512,6 +523,8 @@ class Dispatcher:
         if outcome == "ok":
             self._delivered_call(row)
             return
+        if self.secrets:  # stored, logged, traced: an error quoting a secret must not
+            error = self.secrets.redact(error)
         delay = policy.delay(attempt, retry_after)
         limit = policy.give_up(attempt, self.clock() - row.created, delay)
         if outcome == "permanent" or limit is not None:

@@ -2,10 +2,12 @@
 
 One file, ``<state_dir>/delivery.sqlite3``, with two tables: ``outbox``
 (calls recorded but not yet delivered) and ``dead_letters`` (calls that will
-not be tried again without an admin).  ``ccbus dead-letters`` works on the
-same file, whether the bus is running or not: WAL lets a reader and the
-bus's writer work side by side, and the bus picks up a retried dead letter
-on its next poll.
+not be tried again without an admin).  Neither holds a secret: a call's
+parameters are stored with references in place of the secrets they carry
+(:class:`ccbus.config.secrets.SecretBook`), resolved when the call is sent.
+``ccbus dead-letters`` works on the same file, whether the bus is running
+or not: WAL lets a reader and the bus's writer work side by side, and the
+bus picks up a retried dead letter on its next poll.
 
 WAL with ``synchronous=NORMAL`` survives the process being killed (the
 crash test does exactly that); ``delivery.synchronous: full`` also survives
@@ -35,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ccbus.config.secrets import SecretBook
+
 __all__ = [
     "DeadLetter",
     "DeliveryStore",
@@ -62,7 +66,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     next_at REAL NOT NULL,
-    last_error TEXT NOT NULL DEFAULT ''
+    last_error TEXT NOT NULL DEFAULT '',
+    secrets TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -77,9 +82,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL,
     created REAL NOT NULL,
     failed_at REAL NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    secrets TEXT NOT NULL DEFAULT ''
 );
 """
+#: Columns added since the first release, added to an older file when it is opened.
+#: ``secrets``: the references of :meth:`ccbus.config.secrets.SecretBook.seal_json`
+#: (empty in rows written before: their parameters hold plain values, and send as they are).
+ADDED_COLUMNS = {
+    "outbox": [("secrets", "TEXT NOT NULL DEFAULT ''")],
+    "dead_letters": [("secrets", "TEXT NOT NULL DEFAULT ''")],
+}
 
 
 class StateDirError(OSError):
@@ -95,21 +108,27 @@ class Pending:
     action: str
     index: int
     lane: str
-    params: str  # JSON of the rendered, validated parameters
+    #: JSON of the rendered, validated parameters, secrets as placeholders (see ``secrets``)
+    params: str
     event: str  # JSON of the event (CloudEvents structure)
     created: float
     attempts: int = 0
     next_at: float = 0.0
     last_error: str = ""
     id: int = 0
+    #: JSON of the references to secrets in ``params`` (``""``: none, or a row from
+    #: before references, whose parameters hold plain values).
+    secrets: str = ""
     #: The call itself, kept by a store that holds rows in memory instead of
     #: ``params`` and ``event`` (left empty): no JSON for a row never written.
     call: Any = None
 
-    def materialize(self) -> None:
-        """Fill ``params`` and ``event`` from ``call``, for a dead letter of a memory store."""
+    def materialize(self, book: SecretBook | None = None) -> None:
+        """Fill ``params`` (sealed by ``book``) and ``event`` from ``call``, for a dead
+        letter of a memory store."""
         if self.call is not None and not self.event:
-            self.params = self.call.params.model_dump_json(by_alias=True)
+            params = self.call.params.model_dump_json(by_alias=True)
+            self.params, self.secrets = (book or SecretBook()).seal_json(params)
             self.event = event_json(self.call.event)
 
 
@@ -136,6 +155,8 @@ class DeadLetter:
     created: float
     failed_at: float
     reason: str
+    #: References to the secrets in ``params`` (see :attr:`Pending.secrets`).
+    secrets: str = ""
 
 
 class DeliveryStore(Protocol):
@@ -181,6 +202,7 @@ class SqliteDeliveryStore:
             if not self.blocking:
                 self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint() does it
             self._db.executescript(SCHEMA)
+            self._upgrade()
             self._probe()
         except (OSError, sqlite3.Error) as err:
             reason = getattr(err, "strerror", None) or str(err)
@@ -189,6 +211,14 @@ class SqliteDeliveryStore:
                 "(check state_dir: it must be a writable directory with "
                 "free space)"
             ) from None
+
+    def _upgrade(self) -> None:
+        """Add the columns a file written by an older ccbus lacks (its rows stay deliverable)."""
+        for table, columns in ADDED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def _probe(self) -> None:
         """Write a row as large as a big call and remove it, in one transaction.
@@ -252,7 +282,8 @@ class SqliteDeliveryStore:
                 for row in rows:
                     cursor = self._db.execute(
                         "INSERT OR IGNORE INTO outbox (key, rule, action, idx, lane, params, "
-                        "event, attempts, created, next_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        "event, attempts, created, next_at, secrets) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             row.key,
                             row.rule,
@@ -264,6 +295,7 @@ class SqliteDeliveryStore:
                             row.attempts,
                             row.created,
                             row.next_at,
+                            row.secrets,
                         ),
                     )
                     ids.append(cursor.lastrowid if cursor.rowcount else 0)
@@ -277,7 +309,7 @@ class SqliteDeliveryStore:
         with self._lock:
             cursor = self._db.execute(
                 "SELECT key, rule, action, idx, lane, params, event, created, attempts, "
-                "next_at, last_error, id FROM outbox WHERE next_at <= ? ORDER BY next_at "
+                "next_at, last_error, id, secrets FROM outbox WHERE next_at <= ? ORDER BY next_at "
                 "LIMIT ?",
                 (now, limit + len(skip)),
             )
@@ -309,8 +341,8 @@ class SqliteDeliveryStore:
             try:
                 self._db.execute(
                     "INSERT INTO dead_letters (key, rule, action, idx, lane, params, event, "
-                    "attempts, created, failed_at, reason) SELECT key, rule, action, idx, lane, "
-                    "params, event, ?, created, ?, ? FROM outbox WHERE id = ?",
+                    "attempts, created, failed_at, reason, secrets) SELECT key, rule, action, "
+                    "idx, lane, params, event, ?, created, ?, ?, secrets FROM outbox WHERE id = ?",
                     (attempts, time.time(), reason[:4000], row_id),
                 )
                 self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
@@ -351,7 +383,7 @@ class SqliteDeliveryStore:
     def dead_letters(self, ids: Iterable[int] | None = None) -> list[DeadLetter]:
         query = (
             "SELECT id, key, rule, action, idx, lane, params, event, attempts, created, "
-            "failed_at, reason FROM dead_letters"
+            "failed_at, reason, secrets FROM dead_letters"
         )
         with self._lock:
             if ids is None:
@@ -376,7 +408,7 @@ class SqliteDeliveryStore:
             self._db.execute("BEGIN")
             for letter_id in ids:
                 row = self._db.execute(
-                    "SELECT key, rule, action, idx, lane, params, event "
+                    "SELECT key, rule, action, idx, lane, params, event, secrets "
                     "FROM dead_letters WHERE id = ? AND params IS NOT NULL",
                     (letter_id,),
                 ).fetchone()
@@ -384,8 +416,8 @@ class SqliteDeliveryStore:
                     continue
                 self._db.execute(
                     "INSERT OR REPLACE INTO outbox (key, rule, action, idx, lane, "
-                    "params, event, attempts, created, next_at) "
-                    "VALUES (?,?,?,?,?,?,?,0,?,?)",
+                    "params, event, secrets, attempts, created, next_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,0,?,?)",
                     (*row, now, now),
                 )
                 self._db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
@@ -418,6 +450,9 @@ class MemoryDeliveryStore:
     rows: dict[int, Pending] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
     dead: list[DeadLetter] = field(default_factory=list)
+    #: Seals the parameters of a call that becomes a dead letter (the rows in memory
+    #: hold the call itself; a dead letter is shown, so it holds references).
+    book: SecretBook = field(default_factory=SecretBook)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def add(self, rows: list[Pending]) -> list[int]:
@@ -462,7 +497,7 @@ class MemoryDeliveryStore:
 
     def _letter(self, row: Pending, params: str | None, attempts: int, reason: str) -> None:
         if params is not None:
-            row.materialize()
+            row.materialize(self.book)
             params = row.params
         self.dead.append(
             DeadLetter(
@@ -478,6 +513,7 @@ class MemoryDeliveryStore:
                 created=row.created,
                 failed_at=time.time(),
                 reason=reason,
+                secrets=row.secrets if params is not None else "",
             )
         )
 

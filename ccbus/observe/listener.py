@@ -78,12 +78,12 @@ def build_app(bus: BusView, routes: Iterable[Route] = ()) -> Starlette:
         return JSONResponse(redact(status_document(bus, *await bus.outbox_counts())))
 
     async def metrics(request: Request) -> Response:
-        text = render(families(bus, *await bus.outbox_counts()))
+        text = bus.redactor.text(render(families(bus, *await bus.outbox_counts())))
         return Response(text, media_type=None, headers={"Content-Type": CONTENT_TYPE})
 
     async def traces(request: Request) -> JSONResponse:
         names = sorted(set(bus.rule_names()) | set(bus.traces.rules()))
-        return JSONResponse({"limit": bus.traces.limit, "rules": names})
+        return JSONResponse(redact({"limit": bus.traces.limit, "rules": names}))
 
     async def rule_traces(request: Request) -> JSONResponse:
         rule = request.path_params["rule"]

@@ -12,7 +12,9 @@ and a newline in data quoted by a message cannot start a forged record.
 ``<N>`` prefix under journald, for log shippers that parse JSON.
 
 Any value that came from a credential, a ``secrets:`` entry or a long
-environment variable is replaced by ``***`` in the *finished* line: message,
+environment variable is replaced by ``***`` in the *finished* line, in
+whichever encoding it shows there (raw, percent-encoded, JSON-escaped,
+base64, base64 of ``user:password``): message,
 arguments and traceback alike, so an exception that quotes a URL with a
 token in it cannot leak it.  :class:`Redactor` is the one redaction used
 everywhere ccbus shows data (logs, traces, the live view).  A config reload
@@ -32,6 +34,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ccbus.config.secrets import SecretBook
+
 __all__ = ["LogEvery", "Redactor", "redact_in_logs", "setup_logging"]
 
 _PRIORITY = {
@@ -41,7 +45,6 @@ _PRIORITY = {
     logging.ERROR: 3,
     logging.CRITICAL: 2,
 }
-MASK = "***"
 #: Text mode writes these characters escaped, so a record stays one line.
 _LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r"})
 
@@ -76,24 +79,35 @@ class LogEvery:
 
 
 class Redactor:
-    """Replaces known secret values in text, and in every string of a JSON-like value."""
+    """Masks known secret values in text, and in every string of a JSON-like value.
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets: list[str] = []
+    A thin face on a :class:`~ccbus.config.secrets.SecretBook`: a value is
+    masked in each encoding it takes on the way out (raw, JSON-escaped,
+    percent-encoded, base64, and base64 of ``user:password``), not only as
+    it was configured.  The bus hands its own book in, so what it seals in
+    the outbox and what it masks in output are one list.
+    """
+
+    def __init__(self, secrets: Iterable[str] = (), *, book: SecretBook | None = None) -> None:
+        self.book = book if book is not None else SecretBook()
         self.add(secrets)
 
+    @property
+    def secrets(self) -> list[str]:
+        """The values masked, longest first."""
+        return self.book.values
+
     def add(self, secrets: Iterable[str]) -> None:
-        """Redact these values too (longest first, so a secret inside another is not half-shown)."""
-        self.secrets = sorted({*self.secrets, *(s for s in secrets if s)}, key=len, reverse=True)
+        """Mask these values too (never forgotten, so a previous config's values stay hidden)."""
+        fresh = [s for s in secrets if s and s not in self.book.values]
+        if fresh:
+            self.book.add({}, fresh)
 
     def text(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        return self.book.redact(text)
 
     def value(self, value: Any) -> Any:
-        if not self.secrets:
+        if not self.book:
             return value
         if isinstance(value, str):
             return self.text(value)
@@ -142,9 +156,13 @@ def setup_logging(
     level: str = "info",
     secrets: Iterable[str] = (),
     log_format: Literal["text", "json"] = "text",
+    *,
+    book: SecretBook | None = None,
 ) -> Redactor:
-    """Send every record to stderr through one redacting formatter; returns the redactor."""
-    redactor = Redactor(secrets)
+    """Send every record to stderr through one redacting formatter; returns the redactor.
+
+    ``book``: mask what it knows, now and as it learns more (a reload adds to it)."""
+    redactor = Redactor(secrets, book=book)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         _Formatter(

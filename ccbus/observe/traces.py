@@ -10,15 +10,19 @@ routing benchmark's path stays as it was.
 
 Runs hold references to events and parameters and turn them into JSON only
 when asked (``GET /traces/RULE``, ``ccbus traces RULE``), so recording costs
-a deque append.  The HTTP layer redacts secrets from what it serves.
+a deque append.  With secrets configured, a call's parameters are kept as
+the outbox keeps them instead, with references (``${secret:NAME}``) in
+place of secret values; the HTTP layer also masks what it serves.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from typing import Any
 
+from ccbus.config.secrets import SecretBook
 from ccbus.events.envelope import Event
 from ccbus.records import ActionTrace, Invocation, RenderFailure, Run
 
@@ -32,8 +36,10 @@ _MATCH_DEPTH = 16
 class RuleTraces:
     """The last ``limit`` runs of every rule (``limit`` 0: record nothing)."""
 
-    def __init__(self, limit: int = 20) -> None:
+    def __init__(self, limit: int = 20, secrets: SecretBook | None = None) -> None:
         self.limit = limit
+        #: A call's parameters are kept with references in place of these secrets.
+        self.secrets = secrets if secrets is not None else SecretBook()
         self._runs: dict[str, deque[Run]] = {}
         self._by_key: dict[str, ActionTrace] = {}
 
@@ -60,11 +66,16 @@ class RuleTraces:
             run = invocation.trace or self._find(invocation.rule, invocation.event)
             if run is None or run.dropped:
                 continue
+            params: Any = invocation.params
+            if self.secrets:  # the trace keeps references, never a secret's value
+                text = params.model_dump_json(by_alias=True, exclude_defaults=True)
+                if self.secrets.contains(text):  # most calls carry none: keep the model
+                    params = self.secrets.seal(json.loads(text))[0]
             trace = ActionTrace(
                 invocation.action,
                 invocation.index,
                 invocation.idempotency_key,
-                invocation.params,
+                params,
                 outcome="emitted" if invocation.spec.inline is not None else outcome,
             )
             run.actions.append(trace)
@@ -77,7 +88,8 @@ class RuleTraces:
             if run is not None:
                 run.actions.append(
                     ActionTrace(failure.action, failure.index, "", None, "dead_letter",
-                                f"parameters did not render: {failure.reason}")
+                                self.secrets.redact(
+                                    f"parameters did not render: {failure.reason}"))
                 )
 
     def settled(self, key: str, outcome: str, error: str = "") -> None:
@@ -85,7 +97,7 @@ class RuleTraces:
         trace = self._by_key.get(key)
         if trace is None:
             return
-        trace.outcome, trace.error = outcome, error
+        trace.outcome, trace.error = outcome, error  # the dispatcher masked it
         if outcome != "retry":
             del self._by_key[key]
 

@@ -49,6 +49,7 @@ from anyio.abc import TaskStatus
 from ccbus.actions.api import ActionContext
 from ccbus.actions.http_sessions import HttpClients
 from ccbus.config.file import LoadedConfig
+from ccbus.config.secrets import SecretBook
 from ccbus.delivery.dispatcher import Dispatcher
 from ccbus.delivery.store import (
     DeliveryStore,
@@ -181,8 +182,11 @@ class Bus:
         self.clock = clock or SystemClock()
         self.dry_run = dry_run
         self.start_time = time.time()
+        #: The config's secrets: calls are recorded with references to them, and
+        #: everything shown (HTTP answers, traces, the live view) masks them.
+        self.secrets = loaded.secret_book()
         #: What HTTP answers are passed through: secrets never leave the process.
-        self.redactor = Redactor(loaded.secrets)
+        self.redactor = Redactor(book=self.secrets)
         self.counters = Counters()
         self.latency = Histogram()
         # series keys of the counters that move on every event or call
@@ -196,7 +200,7 @@ class Bus:
             lambda action: self.latency.key(action=action)
         )
         self.live = LiveFeed()
-        self.traces = RuleTraces(self.config.traces)
+        self.traces = RuleTraces(self.config.traces, self.secrets)
         self.compiler = make_compiler(plugins, self.clock, self.config.secrets)
         self.store = self._rule_state_store() if persist_state else None
         self.engine = Engine(state=StateTable(self.config.max_keys_per_rule))
@@ -219,6 +223,7 @@ class Bus:
             self.counters,
             on_settled=self._settled,
             on_result=self._continue_rule,
+            secrets=self.secrets,
         )
         self._wakeup = anyio.Event()
         self._action_logs: KeyCache[str, logging.Logger] = KeyCache(
@@ -243,7 +248,7 @@ class Bus:
 
     def _delivery_store(self) -> DeliveryStore:
         if not self.config.delivery.outbox:
-            return MemoryDeliveryStore()
+            return MemoryDeliveryStore(book=self.secrets)
         return SqliteDeliveryStore(
             self.loaded.state_dir / "delivery.sqlite3", synchronous=self.config.delivery.synchronous
         )
@@ -275,7 +280,9 @@ class Bus:
             return True
         fresh, problems = checked_config(path, self.plugins)
         if fresh is not None:  # a refused file's problems may quote its values: hide them too
-            self.redactor.add(fresh.secrets)
+            # masked from now on; by name only at the next start, as ``secrets:`` itself
+            # (rules' secret() keeps the values the running config loaded)
+            self.secrets.add({}, fresh.secrets)
             redact_in_logs(fresh.secrets)
             self.loaded.secrets |= fresh.secrets
         if fresh is None or problems:
@@ -372,7 +379,7 @@ class Bus:
         for firing in outcome.firings:
             self.counters.add(self._rule_fired[firing.rule.name])
             self.live.publish("rule", partial(_firing_record, firing.rule.name, firing.event,
-                                              outcome.invocations))
+                                              outcome.invocations, self.secrets))
         if self.config.traces:
             if dry:
                 dry_ids = {id(i) for i in dry}
@@ -705,7 +712,9 @@ def _event_record(event: Event) -> dict[str, Any]:
     }
 
 
-def _firing_record(rule: str, event: Event, invocations: list[Invocation]) -> dict[str, Any]:
-    calls = [i.describe() for i in invocations if i.rule == rule and i.event is event]
+def _firing_record(
+    rule: str, event: Event, invocations: list[Invocation], secrets: SecretBook
+) -> dict[str, Any]:
+    calls = [i.describe(secrets) for i in invocations if i.rule == rule and i.event is event]
     return {"rule": rule, "type": event.type, "source": event.source, "event": event.id,
             "calls": calls[:10], "at": time.time()}

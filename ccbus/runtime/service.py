@@ -81,7 +81,11 @@ def checked_config(path: Path, plugins: PluginHost) -> tuple[LoadedConfig | None
         return None, [str(e) for e in err.errors]
     except ConfigError as err:
         return None, [str(err)]
-    return fresh, [str(e) for e in plugins.check_sources(fresh)] + plugins.check_config(fresh)
+    problems = [str(e) for e in plugins.check_sources(fresh)] + plugins.check_config(fresh)
+    if problems:  # a plugin's schema may quote an option's value: an expanded secret is masked
+        book = fresh.secret_book()
+        problems = [book.redact(p) for p in problems]
+    return fresh, problems
 
 
 class Service:
