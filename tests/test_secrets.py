@@ -181,6 +181,7 @@ def test_no_secret_is_stored_or_shown_in_any_encoding(tmp_path: Path, receiver: 
         secrets:
 {secrets_yaml}
         rules: [rules]
+        event_types: [leak.*]   # what the test posts to the webhook source
         state_dir: state
         log_level: debug
         http: {{listen: "127.0.0.1:{port}"}}
