@@ -139,6 +139,11 @@ def test_ccbus_run_rides_out_a_full_state_directory(tmp_path: Path, small_disk: 
             assert {r.status_code for r in refused} == {503}, [r.text for r in refused]
             assert {r.headers.get("retry-after") for r in refused} == {"30"}
             time.sleep(2.5)  # probes fail meanwhile: they must not fill the log
+            metrics = httpx.get(base + "/metrics", timeout=5).text
+            assert "\nccbus_storage_full 1\n" in metrics
+            assert "\nccbus_storage_outages_total 1\n" in metrics
+            assert ('ccbus_source_bad_input_total{reason="not_accepting",source="in"} 10'
+                    in metrics)
             assert bus.poll() is None, "ccbus must stay up on a full disk"
             assert answers(base + "/healthz")  # alive, only not ready
 

@@ -38,6 +38,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -101,8 +102,11 @@ def low_space(path: Path) -> str | None:
 class StorageOutage:
     """Whether the state directory takes writes, and a way to wait until it does again."""
 
-    def __init__(self, where: str = "the state directory") -> None:
+    def __init__(self, where: str = "the state directory",
+                 on_begin: Callable[[], None] | None = None) -> None:
+        """``where`` names the directory in messages; ``on_begin()`` hears each outage begin."""
         self.where = where
+        self.on_begin = on_begin
         #: Why writes fail (None: they do not).
         self.reason: str | None = None
         #: ``time.time()`` when the current outage began.
@@ -135,6 +139,8 @@ class StorageOutage:
         self.reason = reason
         self.since = time.time()
         self.count += 1
+        if self.on_begin is not None:
+            self.on_begin()
         self._ended = anyio.Event()
         self._last_remind = time.monotonic()
         held_back = self._began_log.due("began")

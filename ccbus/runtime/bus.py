@@ -218,7 +218,8 @@ class Bus:
         self.started = anyio.Event()
         self.http = HttpClients()
         #: Entered when the state directory is full (see :mod:`ccbus.delivery.outage`).
-        self.outage = StorageOutage(f"the state directory {loaded.state_dir}")
+        self.outage = StorageOutage(f"the state directory {loaded.state_dir}",
+                                    on_begin=lambda: self.counters.inc("storage_outages"))
         self.delivery_store = self._delivery_store()
         full = getattr(self.delivery_store, "full", None)
         if full is not None:  # the outbox opened, but cannot take a write now
@@ -238,6 +239,7 @@ class Bus:
             lambda action: logging.getLogger(f"ccbus.action.{action}")
         )
         self.counters.inc("events_duplicate", 0)  # shown in /metrics from the start
+        self.counters.inc("storage_outages", 0)
         self._cancel: anyio.CancelScope | None = None
         self.service: Service | None = None
         self._sources_begun = anyio.Event()
