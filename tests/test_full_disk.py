@@ -11,6 +11,7 @@ and say why.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import subprocess
@@ -73,6 +74,27 @@ def fill(disk: Path) -> Path:
         os.close(fd)
     assert os.statvfs(disk).f_bavail == 0
     return filler
+
+
+def test_an_outage_is_logged_once_then_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many writes fail and probes find no room: one line, then one a minute."""
+    caplog.set_level(logging.INFO, logger="ccbus.delivery.outage")
+    full = outage.StorageOutage("the state directory /srv/state")
+    for _ in range(100):
+        full.begin("recording calls", OSError(errno.ENOSPC, "No space left on device"))
+        full.remind()
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert "/srv/state is full (No space left on device, while recording calls)" in caplog.text
+    assert full.describe() is not None and "not accepting input" in full.describe()
+    monkeypatch.setattr(outage, "REMIND_INTERVAL", 0.0)  # a minute later
+    full.remind()
+    assert "still full (No space left on device)" in caplog.records[-1].getMessage()
+    full.end()
+    assert "takes writes again" in caplog.records[-1].getMessage()
+    assert full.describe() is None and full.count == 1
+    assert outage.storage_error(OSError(errno.EACCES, "denied")) is None  # not an outage
 
 
 # -- a real `ccbus run` with the webhook source ------------------------------------------

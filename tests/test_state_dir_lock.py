@@ -61,6 +61,12 @@ def test_a_second_ccbus_run_on_one_state_dir_is_refused(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stdout + listed.stderr
         shown = ccbus("status", "--url", f"http://127.0.0.1:{first_port}")
         assert shown.returncode == 0, shown.stdout + shown.stderr
+        # a replay through the same config would share the outbox: refused the same way
+        events = write(tmp_path / "events.jsonl", '{"type": "lock.Test", "id": "r1"}\n')
+        replayed = ccbus("replay", str(events), "-c", str(second_config))
+        assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+        assert f"another ccbus (pid {first.pid}) is running" in replayed.stderr
+        assert "Traceback" not in replayed.stderr
         assert first.poll() is None
     finally:
         first.send_signal(signal.SIGKILL)

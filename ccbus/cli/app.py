@@ -359,7 +359,10 @@ def _replay(
                 bus.stop()
         return bus
 
-    bus = anyio.run(main)
+    try:
+        bus = anyio.run(main)
+    except* StateDirLocked as locked:  # a running ccbus owns that outbox: say so, no traceback
+        raise click.ClickException(str(locked.exceptions[0])) from None
     runtime = bus.sources["replay"].source
     reporter.summary(
         {
