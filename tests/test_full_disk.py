@@ -252,3 +252,20 @@ async def test_emit_waits_while_the_disk_is_full_and_loses_nothing(
             what="every call to arrive")
     receiver.stop()
     assert sorted({r.json()["n"] for r in receiver.requests}) == list(range(EVENTS))
+
+
+@pytest.mark.anyio
+async def test_stopping_on_a_full_disk_is_no_crash(
+    tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGTERM while the disk is full: rule state that cannot be saved is reported, and
+    the bus stops as usual (it used to end in a traceback from the last save)."""
+    monkeypatch.setattr(outage, "MIN_FREE_BYTES", 0)
+    rules = [{"name": "counted", "on": "disk.*", "count": {"per": "n", "at_least": 5,
+                                                          "within": "10m"},
+              "do": [{"log": {"message": "five"}}]}]
+    async with running_bus(tmp_path, rules=rules, outbox=True, persist_state=True) as harness:
+        await harness.publish("disk.Test", n=1)  # rule state changes: saved within a second
+        fill(small_disk)
+    assert "rule state changes since the last save are lost" in caplog.text

@@ -569,7 +569,13 @@ class Bus:
                 )
             delivery.cancel_scope.cancel()
         await self.http.aclose()
-        await self._flush_state()
+        try:
+            await self._flush_state()
+        except Exception as err:  # noqa: BLE001 - stopping on a full disk is no crash
+            if storage_error(err) is None:
+                raise
+            log.warning("rule state changes since the last save are lost: %s is full (%s)",
+                        self.loaded.state_dir, storage_error(err))
         await self.plugins.call_each("shutdown", bus=self)
         log.info("stopped")
 
