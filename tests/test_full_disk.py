@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -133,7 +134,22 @@ def test_ccbus_run_rides_out_a_full_state_directory(tmp_path: Path, small_disk: 
         delivery: {{backoff_initial: 0.2, backoff_cap: 0.5, attempts: 1000}}
     """)
     base = f"http://127.0.0.1:{inbound}"
-    bus = start_ccbus(config, log)
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # what systemctl status shows
+    systemd.bind(str(tmp_path / "notify"))
+    systemd.settimeout(0.1)
+    statuses: list[str] = []
+
+    def status_said(text: str) -> bool:
+        try:
+            while True:
+                statuses.extend(line[len("STATUS="):] for line in
+                                systemd.recv(4096).decode().splitlines()
+                                if line.startswith("STATUS="))
+        except (TimeoutError, BlockingIOError):
+            pass
+        return any(text in line for line in statuses)
+
+    bus = start_ccbus(config, log, env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
     try:
         wait_until(lambda: answers(base + "/readyz"), 30, "ccbus to be ready", log)
         with httpx.Client(timeout=10) as client:
@@ -168,6 +184,9 @@ def test_ccbus_run_rides_out_a_full_state_directory(tmp_path: Path, small_disk: 
                     in metrics)
             assert bus.poll() is None, "ccbus must stay up on a full disk"
             assert answers(base + "/healthz")  # alive, only not ready
+            wait_until(lambda: status_said(f"not accepting input: the state directory "
+                                           f"{small_disk} is full"), 20,
+                       "systemd's status line to say the disk is full", log)
 
             os.remove(filler)
             wait_until(lambda: answers(base + "/readyz"), 20, "ccbus to resume by itself", log)
@@ -179,6 +198,7 @@ def test_ccbus_run_rides_out_a_full_state_directory(tmp_path: Path, small_disk: 
         bus.send_signal(signal.SIGTERM)
         bus.wait(30)
         receiver.stop()
+        systemd.close()
     assert sorted({r.json()["n"] for r in receiver.requests}) == list(range(15))
     output = log.read_text()
     assert bus.returncode == 0, output
