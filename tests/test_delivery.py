@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from click.testing import CliRunner
-from support import CCBUS, free_port, write
+from support import CCBUS, answers, free_port, wait_until, write
 
 from ccbus import ActionSpec, Event, Options, hookimpl
 from ccbus.cli.app import cli
@@ -418,13 +419,16 @@ def test_an_unusable_state_dir_is_named_before_anything_starts(tmp_path: Path) -
 FULL_DISK_BYTES = 48 * 1024
 
 
-def test_a_full_disk_is_named_before_any_source_connects(tmp_path: Path) -> None:
+def test_a_full_disk_at_start_is_an_outage_not_an_exit(tmp_path: Path) -> None:
     """A disk that takes no more writes, with an outbox already there.
 
     Opening an existing outbox writes nothing, so only the startup probe's
     write can tell.  The full disk is a file-size limit (RLIMIT_FSIZE) on a
     real ``ccbus run`` child: a write past it fails (EFBIG; Python ignores
     SIGXFSZ) as one on a full disk does (ENOSPC), without root or a mount.
+    The process starts all the same (a restart must not fail until space
+    returns), says why on ``/readyz`` and answers webhooks with 503; the
+    tmpfs tests in test_full_disk.py cover the space coming back.
     """
     state = tmp_path / "state"
     yesterday = SqliteDeliveryStore(state / "delivery.sqlite3")
@@ -443,17 +447,30 @@ def test_a_full_disk_is_named_before_any_source_connects(tmp_path: Path) -> None
         resource.setrlimit(resource.RLIMIT_FSIZE, (FULL_DISK_BYTES, FULL_DISK_BYTES))
 
     env = {**os.environ, "CCBUS_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    run = subprocess.run(
-        [CCBUS, "run", "-c", str(config)], capture_output=True, text=True, timeout=20,
-        env=env, preexec_fn=limit_file_size,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 1, output
-    assert f"cannot keep the delivery outbox at {state}/delivery.sqlite3" in output
-    assert "writable directory with free space" in output
+    log = tmp_path / "ccbus.log"
+    with log.open("wb") as out:
+        child = subprocess.Popen([CCBUS, "run", "-c", str(config)], stdout=out, stderr=out,
+                                 env=env, preexec_fn=limit_file_size)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: answers(base + "/healthz"), 20, "the listener", log)
+        ready = httpx.get(base + "/readyz", timeout=5)
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "not accepting input"
+        assert "is full" in ready.json()["reason"]
+        answer = httpx.post(base + "/events/crm", headers={"Authorization": "Bearer a-token"},
+                            json={"type": "crm.A"}, timeout=5)
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+        assert child.poll() is None
+    finally:
+        child.terminate()
+        child.wait(20)
+    output = log.read_text()
+    assert child.returncode == 0, output
+    assert f"the state directory {state} is full" in output
     assert "Traceback" not in output
-    assert "source crm" not in output and "HTTP listener" not in output  # nothing started
-    assert outbox(tmp_path).pending_count() == 1  # the failed write harmed nothing
+    store = outbox(tmp_path)  # the failed write harmed nothing: yesterday's row is still
+    assert store.pending_count() + store.dead_count() == 1  # there (its params are no log's)
 
 
 async def test_outbox_off_delivers_from_memory(tmp_path: Path) -> None:

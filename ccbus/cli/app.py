@@ -39,6 +39,7 @@ from ccbus.rules.lint import emitted_types, field_warnings, unknown_patterns
 from ccbus.rules.loader import RuleSet, load_rules
 from ccbus.rules.testing import ManualClock, run_file_tests
 from ccbus.runtime.bus import Bus, make_compiler
+from ccbus.runtime.lock import StateDirLocked
 from ccbus.runtime.systemd import Notifier
 from ccbus.sources.api import DemoSource
 from ccbus.version import __version__
@@ -216,7 +217,11 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
         _fail([str(err)])
         sys.exit(1)
     notifier = Notifier.from_environment()
-    anyio.run(lambda: bus.run(handle_signals=True, notifier=notifier))
+    try:
+        anyio.run(lambda: bus.run(handle_signals=True, notifier=notifier))
+    except StateDirLocked as err:  # another ccbus runs there: before any source connects
+        _fail([str(err)])
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------
@@ -276,6 +281,8 @@ def status(config: Path | None, url: str | None) -> None:
     _, doc = _get_json(_listener_url(config, url) + "/health")
     click.echo(f"status: {doc['status']}    rules: {doc['rules']}    "
                f"events in: {doc['events_in']:.0f}")
+    if doc.get("reason"):
+        click.echo(click.style("!! ", fg="red") + doc["reason"])
     actions = doc.get("actions", {})
     click.echo("actions: " + ", ".join(f"{k} {v:.0f}" for k, v in actions.items())
                + f"    outbox: {doc['outbox_depth']}    dead letters: {doc['dead_letters']}")
@@ -385,7 +392,10 @@ def _replay(
                 bus.stop()
         return bus
 
-    bus = anyio.run(main)
+    try:
+        bus = anyio.run(main)
+    except* StateDirLocked as locked:  # a running ccbus owns that outbox: say so, no traceback
+        raise click.ClickException(str(locked.exceptions[0])) from None
     runtime = bus.sources["replay"].source
     reporter.summary(
         {
@@ -763,7 +773,7 @@ def _delivery_store(config: Path | None, state_dir: Path | None) -> Any:
     if not path.exists():
         raise click.ClickException(f"no delivery outbox at {path} (has ccbus run there yet?)")
     try:
-        return SqliteDeliveryStore(path)
+        return SqliteDeliveryStore(path, probe=False)  # reads work on a full disk too
     except StateDirError as err:
         raise click.ClickException(str(err)) from None
 

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from ccbus.actions.api import ActionContext, ActionSpec, idempotency_key
 from ccbus.config.secrets import SecretBook
+from ccbus.delivery.outage import StorageOutage, storage_error
 from ccbus.delivery.policy import DeliveryConfig, DeliveryPolicy
 from ccbus.delivery.store import DeliveryStore, Pending, event_json
 from ccbus.errors import PermanentActionError, RetryableActionError
@@ -92,6 +93,7 @@ class Dispatcher:
         on_settled: Callable[[Pending, str, str], None] | None = None,
         on_result: Callable[[Invocation, Any], Awaitable[None]] | None = None,
         secrets: SecretBook | None = None,
+        outage: StorageOutage | None = None,
     ) -> None:
         """``on_settled(row, outcome, error)`` hears how every attempt ended
         (``ok``, ``retry``, ``dead_letter``): the bus feeds metrics and traces from it.
@@ -100,7 +102,10 @@ class Dispatcher:
         that wait for it (``previous`` in their parameters).
         ``secrets``: the config's secrets; a call is recorded with references to them
         in place of their values, which are put back only as the call is sent, and
-        every error stored or reported is masked with them."""
+        every error stored or reported is masked with them.  ``outage`` is
+        entered when a write fails for want of space (see
+        :mod:`ccbus.delivery.outage`): the write waits for it to end and is
+        made again, instead of raising out of the bus."""
         self.store = store
         self.secrets = secrets if secrets is not None else SecretBook()
         self.actions = actions
@@ -110,6 +115,7 @@ class Dispatcher:
         self.clock = clock
         self.on_settled = on_settled or (lambda row, outcome, error: None)
         self.on_result = on_result
+        self.outage = outage or StorageOutage()
         self._held: set[int] = set()  # ids running or queued in memory
         self._running_ids: set[int] = set()
         self._delivered: list[int] = []  # delivered calls the store has yet to forget
@@ -150,7 +156,13 @@ class Dispatcher:
         now = self.clock()
         rows = [self._row(i, now) for i in invocations]
         store = self.store
-        ids = await self._io(store.add, rows) if store.blocking else store.add(rows)
+        try:
+            ids = await self._io(store.add, rows) if store.blocking else store.add(rows)
+        except Exception as err:  # noqa: BLE001 - a full disk: wait for space, not raise
+            if storage_error(err) is None:
+                raise
+            self.outage.begin("recording calls", err)
+            ids = await self._write("recording calls", store.add, rows)
         for row_id, row, invocation in zip(ids, rows, invocations, strict=True):
             if not row_id:
                 self.counters.inc("actions_deduplicated", action=row.action)
@@ -186,7 +198,7 @@ class Dispatcher:
                 created=self.clock(),
             )
             reason = self.secrets.redact(f"parameters did not render: {failure.reason}")
-            await self._io(self.store.bury_unrendered, row, reason)
+            await self._write("recording a dead letter", self.store.bury_unrendered, row, reason)
             self.counters.inc("actions", action=failure.action, outcome="dead_letter")
             self.on_settled(row, "dead_letter", reason)
 
@@ -234,7 +246,8 @@ class Dispatcher:
             finally:
                 self._tasks = None
                 with anyio.CancelScope(shield=True):
-                    await self._forget()  # what was delivered must not run again at the next start
+                    # what was delivered must not run again at the next start
+                    await self._forget(wait=False)
 
     async def drain(self, within: float) -> bool:
         """Wait until no call is running (True), or ``within`` seconds pass (False).
@@ -251,7 +264,7 @@ class Dispatcher:
                     await self._drained.wait()
             finally:
                 self._drained = None
-            await self._forget()
+            await self._forget(wait=False)
             return True
         return False
 
@@ -264,19 +277,57 @@ class Dispatcher:
             await anyio.sleep(FORGET_INTERVAL)  # let a batch gather
             await self._forget()
 
-    async def _forget(self) -> None:
+    async def _forget(self, *, wait: bool = True) -> None:
+        """Forget what was delivered; on a full disk wait for space (``wait``) or
+        leave them recorded, to run once more at the next start (stopping)."""
         ids, self._delivered = self._delivered, []
-        if ids:
+        if not ids:
+            return
+        try:
+            if wait:
+                await self._write("forgetting delivered calls", self.store.done, ids)
+            else:
+                try:
+                    await self._io(self.store.done, ids)
+                except Exception as err:  # noqa: BLE001 - stopping on a full disk
+                    if storage_error(err) is None:
+                        raise
+                    log.warning("%d delivered call(s) could not be forgotten (%s); they run "
+                                "once more at the next start (receivers deduplicate by "
+                                "idempotency key)", len(ids), storage_error(err))
+        finally:
+            self._forgetting.difference_update(ids)
+
+    async def _write(self, what: str, func: Callable[..., Any], *args: Any) -> Any:
+        """Write to the store; while the disk is full, wait for space and write again.
+
+        The write is the same (same rows, same keys), so nothing is recorded
+        twice and nothing is lost; cancellation (stopping) leaves the store as
+        it was before the write.
+        """
+        while True:
             try:
-                await self._io(self.store.done, ids)
-            finally:
-                self._forgetting.difference_update(ids)
+                return await self._io(func, *args)
+            except Exception as err:  # noqa: BLE001 - only a full disk is waited out
+                if storage_error(err) is None:
+                    raise
+                self.outage.begin(what, err)
+            await self.outage.wait()
+            await anyio.lowlevel.checkpoint()  # the outage may begin again at once
 
     async def _checkpoint(self) -> None:
-        """Copy the store's log back now and then, in a thread (it waits for the disk)."""
+        """Copy the store's log back now and then, in a thread (it waits for the disk).
+
+        On a full disk a checkpoint can fail (it may grow the database file);
+        the log then stays as it is, and the next one tries again.
+        """
         while True:
             await anyio.sleep(CHECKPOINT_INTERVAL)
-            await anyio.to_thread.run_sync(self.store.checkpoint)
+            try:
+                await anyio.to_thread.run_sync(self.store.checkpoint)
+            except Exception as err:  # noqa: BLE001 - only a full disk is waited out
+                if storage_error(err) is None:
+                    raise
 
     async def _poll(self) -> None:
         room = MAX_IN_FLIGHT + MAX_QUEUED - len(self._held)
@@ -427,7 +478,13 @@ class Dispatcher:
             event = Event.from_dict(json.loads(row.event), default_source="outbox")
         except (LookupError, ValidationError, ValueError) as err:
             reason = self.secrets.redact(f"cannot be run again: {err}")
-            self.store.bury(row.id, reason, row.attempts)
+            try:
+                self.store.bury(row.id, reason, row.attempts)
+            except Exception as full:  # noqa: BLE001 - stays in the outbox; buried later
+                if storage_error(full) is None:
+                    raise
+                self.outage.begin("recording a dead letter", full)
+                return None
             self.counters.inc("actions", action=row.action, outcome="dead_letter")
             self.on_settled(row, "dead_letter", reason)
             return None
@@ -529,7 +586,7 @@ class Dispatcher:
         limit = policy.give_up(attempt, self.clock() - row.created, delay)
         if outcome == "permanent" or limit is not None:
             why = error if outcome == "permanent" else f"{limit}; last error: {error}"
-            await self._io(store.bury, row.id, why, attempt)
+            await self._write("recording a dead letter", store.bury, row.id, why, attempt)
             self.counters.inc("actions", action=action, outcome="dead_letter")
             self.on_settled(row, "dead_letter", why)
             log.error(
@@ -541,7 +598,8 @@ class Dispatcher:
             )
             return
         retry_at = self.clock() + delay
-        await self._io(store.retry_later, row.id, retry_at, attempt, error)
+        await self._write("recording a retry", store.retry_later, row.id, retry_at, attempt,
+                          error)
         if retry_at < self._next_retry:
             # poll in time for it: a 50 ms backoff must not wait for the next regular poll
             self._next_retry = retry_at

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ccbus.config.secrets import SecretBook
+from ccbus.delivery.outage import storage_error
 
 __all__ = [
     "DeadLetter",
@@ -187,9 +188,20 @@ class SqliteDeliveryStore:
     keeps_calls = False
     forgets_each = False
 
-    def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "normal", probe: bool = True) -> None:
+        """Open (or create) the outbox at ``path``.
+
+        ``probe``: write a large row and remove it, to find a full disk now
+        (``ccbus run``), not with the first event; commands that only read
+        (``ccbus dead-letters list``) skip it, so they work on a full disk too.
+        An outbox that opens but cannot take that write is left open with
+        :attr:`full` saying why: the bus starts in a storage outage and
+        resumes when there is space (see :mod:`ccbus.delivery.outage`).
+        """
         self.path = path
         self.blocking = synchronous.lower() == "full"
+        #: Why the startup probe could not write (the disk is full), else None.
+        self.full: str | None = None
         self._lock = threading.Lock()
         self._checkpointer: sqlite3.Connection | None = None
         try:
@@ -203,7 +215,13 @@ class SqliteDeliveryStore:
                 self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint() does it
             self._db.executescript(SCHEMA)
             self._upgrade()
-            self._probe()
+            if probe:
+                try:
+                    self.probe()
+                except sqlite3.Error as err:
+                    self.full = storage_error(err)
+                    if self.full is None:
+                        raise
         except (OSError, sqlite3.Error) as err:
             reason = getattr(err, "strerror", None) or str(err)
             raise StateDirError(
@@ -220,27 +238,30 @@ class SqliteDeliveryStore:
                 if name not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
-    def _probe(self) -> None:
+    def probe(self) -> None:
         """Write a row as large as a big call and remove it, in one transaction.
 
         Opening an existing outbox writes nothing, and an empty transaction
         commits even on a full disk, so only a real write finds out that the
         first event's calls could not be recorded, and finds it now, before
         any source connects.  The commit puts every page the row touched in
-        the WAL (the row is never visible to anyone).
+        the WAL (the row is never visible to anyone).  During a storage
+        outage the bus probes with it too, to find out when space returns.
         """
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute(
-                "INSERT INTO outbox (key, rule, action, idx, lane, params, event, created, "
-                "next_at) VALUES ('ccbus:startup-probe', '', '', 0, '', zeroblob(?), '', 0, 0)",
-                (PROBE_BYTES,),
-            )
-            self._db.execute("DELETE FROM outbox WHERE key = 'ccbus:startup-probe'")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._abort()
-            raise
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO outbox (key, rule, action, idx, lane, params, event, created, "
+                    "next_at) VALUES ('ccbus:startup-probe', '', '', 0, '', zeroblob(?), '', "
+                    "0, 0)",
+                    (PROBE_BYTES,),
+                )
+                self._db.execute("DELETE FROM outbox WHERE key = 'ccbus:startup-probe'")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._abort()
+                raise
 
     def _abort(self) -> None:
         """Roll back after a failed statement, unless SQLite already did: a COMMIT

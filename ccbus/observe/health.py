@@ -7,6 +7,9 @@
   or says it is ``degraded``.  503 lists the sources that are not ready; a
   degraded source keeps 200 but turns the status to ``degraded``, so a
   dashboard can tell "working, partly" from "working".
+* Both answer 503 with status ``not accepting input`` and the ``reason``
+  while the state directory is full (see :mod:`ccbus.delivery.outage`):
+  the process is alive, but takes no events until there is space.
 * ``/health``: everything at once, for people and ``ccbus status``.
 """
 
@@ -39,15 +42,21 @@ def readiness(bus: BusView) -> tuple[bool, dict[str, Any]]:
     sources = {name: source_status(r) for name, r in bus.sources.items()}
     not_ready = sorted(n for n, s in sources.items() if not s["ready"])
     degraded = sorted(n for n, s in sources.items() if s["state"] == DEGRADED)
-    ready = bus.started.is_set() and not not_ready
+    problem = bus.storage_problem()
+    ready = bus.started.is_set() and not not_ready and problem is None
     if not bus.started.is_set():
         status = "starting"
+    elif problem is not None:
+        status = "not accepting input"
     elif not_ready:
         status = "not ready"
     else:
         status = "degraded" if degraded else "ready"
-    return ready, {"status": status, "not_ready": not_ready, "degraded": degraded,
-                   "sources": sources}
+    doc: dict[str, Any] = {"status": status, "not_ready": not_ready, "degraded": degraded,
+                           "sources": sources}
+    if problem is not None:
+        doc["reason"] = problem
+    return ready, doc
 
 
 def status_document(bus: BusView, outbox_depth: int, dead_letters: int) -> dict[str, Any]:
@@ -56,6 +65,7 @@ def status_document(bus: BusView, outbox_depth: int, dead_letters: int) -> dict[
     counters = bus.counters
     return {
         "status": ready["status"],
+        "reason": ready.get("reason"),
         "rules": len(bus.rule_names()),
         "sources": ready["sources"],
         "events_in": counters.total("events_in"),

@@ -219,6 +219,8 @@ COUNTER_HELP = {
     "state_flush_errors": "Failures to save rule state.",
     "emit_dropped": "Derived events not raised, by rule and reason: depth (too many "
     "generations) or fan_out (one event caused too many derived events).",
+    "storage_outages": "Times the state directory filled up and input was paused.",
+    "storage_probe_failures": "Probes of a full state directory that found no room yet.",
 }
 
 
@@ -259,6 +261,9 @@ def families(bus: BusView, outbox_depth: int, dead_letters: int) -> list[Family]
     depth.add(outbox_depth)
     dead = Family("ccbus_dead_letters", "gauge", "Action calls in the dead-letter store.")
     dead.add(dead_letters)
+    full = Family("ccbus_storage_full", "gauge",
+                  "1 while the state directory is full and no input is accepted.")
+    full.add(0 if bus.storage_problem() is None else 1)
 
     latency = histogram_family(
         "ccbus_event_to_action_seconds",
@@ -273,7 +278,7 @@ def families(bus: BusView, outbox_depth: int, dead_letters: int) -> list[Family]
     dropped.add(bus.live.dropped)
     started = Family("ccbus_start_time_seconds", "gauge", "When this process started (Unix).")
     started.add(bus.start_time)
-    return [*out.values(), *rules, active, state, ready, depth, dead, latency,
+    return [*out.values(), *rules, active, state, ready, depth, dead, full, latency,
             live, dropped, started]
 
 

@@ -103,6 +103,10 @@ class BusView(Protocol):
     @property
     def sources(self) -> Mapping[str, SourceView]: ...
 
+    def storage_problem(self) -> str | None:
+        """Why the bus accepts no input now (its state directory is full), None when it does."""
+        ...
+
     def rule_names(self) -> list[str]:
         """The names of the rules loaded and routing, sorted."""
         ...

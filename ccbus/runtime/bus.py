@@ -23,6 +23,11 @@
 * SIGTERM/SIGINT stop the sources, let queued actions finish (up to
   ``drain_timeout``), save rule state and call the ``shutdown`` hooks;
   signals, reload and systemd notifications live in :mod:`ccbus.runtime.service`.
+* A full state directory is an outage, not a crash (:mod:`ccbus.delivery.outage`):
+  ``emit`` waits, ``/readyz`` says why, a probe resumes the bus when space returns.
+* One bus per state directory: ``run()`` holds a lock on it for its life
+  (:mod:`ccbus.runtime.lock`), so a second ``ccbus run`` there is refused
+  instead of delivering every call a second time.
 * What the bus sees is also recorded for people: counters and a latency
   histogram (``/metrics``), each rule's last runs (:mod:`ccbus.observe.traces`) and
   the live view's feed (:mod:`ccbus.observe.live`).
@@ -51,6 +56,7 @@ from ccbus.actions.http_sessions import HttpClients
 from ccbus.config.file import LoadedConfig
 from ccbus.config.secrets import SecretBook
 from ccbus.delivery.dispatcher import Dispatcher
+from ccbus.delivery.outage import PROBE_INTERVAL, StorageOutage, low_space, storage_error
 from ccbus.delivery.store import (
     DeliveryStore,
     MemoryDeliveryStore,
@@ -72,6 +78,7 @@ from ccbus.rules.functions import Clock, SystemClock, build_library
 from ccbus.rules.loader import RuleSet, load_rules
 from ccbus.rules.model import Rule
 from ccbus.rules.state import SqliteStateStore, StateTable
+from ccbus.runtime.lock import StateDirLock
 from ccbus.runtime.service import LIVE_KEYS, Service, checked_config
 from ccbus.runtime.systemd import Notifier
 from ccbus.sources.api import Source, SourceContext
@@ -214,7 +221,13 @@ class Bus:
         self.http_port: int | None = None
         self.started = anyio.Event()
         self.http = HttpClients()
+        #: Entered when the state directory is full (see :mod:`ccbus.delivery.outage`).
+        self.outage = StorageOutage(f"the state directory {loaded.state_dir}",
+                                    on_begin=lambda: self.counters.inc("storage_outages"))
         self.delivery_store = self._delivery_store()
+        full = getattr(self.delivery_store, "full", None)
+        if full is not None:  # the outbox opened, but cannot take a write now
+            self.outage.begin("opening the outbox", full)
         self.dispatcher = Dispatcher(
             self.delivery_store,
             plugins.actions,
@@ -224,12 +237,14 @@ class Bus:
             on_settled=self._settled,
             on_result=self._continue_rule,
             secrets=self.secrets,
+            outage=self.outage,
         )
         self._wakeup = anyio.Event()
         self._action_logs: KeyCache[str, logging.Logger] = KeyCache(
             lambda action: logging.getLogger(f"ccbus.action.{action}")
         )
         self.counters.inc("events_duplicate", 0)  # shown in /metrics from the start
+        self.counters.inc("storage_outages", 0)
         self._cancel: anyio.CancelScope | None = None
         self.service: Service | None = None
         self._sources_begun = anyio.Event()
@@ -344,7 +359,13 @@ class Bus:
     # -- events ---------------------------------------------------------------------
 
     async def publish(self, event: Event) -> None:
-        """Route ``event`` and queue its actions; returns when they are queued."""
+        """Route ``event`` and queue its actions; returns when they are queued.
+
+        While the state directory is full this waits (the source does not
+        acknowledge, its broker keeps the message) and routes once there is space.
+        """
+        if self.outage.reason is not None:
+            await self.outage.wait()
         self.counters.add(self._events_in[event.source, event.type])
         self.live.publish("event", partial(_event_record, event))
         armed = self.engine.timers_armed
@@ -448,6 +469,7 @@ class Bus:
                 config_dir=self.loaded.base_dir,
                 set_state=runtime.set_state,
                 count_bad_input=self._bad_input_counter(name),
+                paused=self.outage.describe,
             )
             runtime.on_change = self._source_changed
             self.counters.inc("source_reconnects", 0, source=name)
@@ -490,7 +512,14 @@ class Bus:
         While it runs, the interpreter's thread switch interval is
         :data:`SWITCH_INTERVAL` and the garbage collector's thresholds
         :data:`GC_THRESHOLDS` (see there); both are restored after.
+
+        A bus that keeps anything in the state directory (the outbox, rule
+        state) first locks it, and raises
+        :class:`~ccbus.runtime.lock.StateDirLocked` if another process holds it.
         """
+        lock = StateDirLock(self.loaded.state_dir) if self._writes_state_dir() else None
+        if lock is not None:
+            lock.acquire()
         previous = sys.getswitchinterval()
         previous_gc = gc.get_threshold()
         sys.setswitchinterval(SWITCH_INTERVAL)
@@ -500,6 +529,11 @@ class Bus:
         finally:
             sys.setswitchinterval(previous)
             gc.set_threshold(*previous_gc)
+            if lock is not None:
+                lock.release()
+
+    def _writes_state_dir(self) -> bool:
+        return self.store is not None or isinstance(self.delivery_store, SqliteDeliveryStore)
 
     async def _run(
         self,
@@ -530,6 +564,7 @@ class Bus:
                     await tg.start(self.service.run)
                 tg.start_soon(self._timers)
                 tg.start_soon(self._flush_state_forever)
+                tg.start_soon(self._watch_storage)
                 if watch_rules:
                     tg.start_soon(self._watch_rules)
                 for runtime in self.sources.values():
@@ -556,7 +591,13 @@ class Bus:
                 )
             delivery.cancel_scope.cancel()
         await self.http.aclose()
-        await self._flush_state()
+        try:
+            await self._flush_state()
+        except Exception as err:  # noqa: BLE001 - stopping on a full disk is no crash
+            if storage_error(err) is None:
+                raise
+            log.warning("rule state changes since the last save are lost: %s is full (%s)",
+                        self.loaded.state_dir, storage_error(err))
         await self.plugins.call_each("shutdown", bus=self)
         log.info("stopped")
 
@@ -616,20 +657,64 @@ class Bus:
             log.info("restored %d rule state entries (%d obsolete)", used, len(rows) - used)
 
     async def _flush_state(self) -> None:
+        """Save changed rule state; rows that fail stay marked changed for the next flush."""
         if self.store is None:
             return
         rows = self.engine.state.take_changes()
         if rows:
-            await anyio.to_thread.run_sync(self.store.save, rows)
+            try:
+                await anyio.to_thread.run_sync(self.store.save, rows)
+            except BaseException:
+                self.engine.state.dirty.update((rule, kind, key) for rule, kind, key, _ in rows)
+                raise
 
     async def _flush_state_forever(self) -> None:
         while True:
             await anyio.sleep(STATE_FLUSH_INTERVAL)
+            if self.outage.active:
+                continue  # the storage watch saves it as it probes
             try:
                 await self._flush_state()
             except Exception as err:  # a full disk must not stop routing
                 self.counters.inc("state_flush_errors")
-                log.error("saving rule state failed: %s", err)
+                if storage_error(err) is not None:
+                    self.outage.begin("saving rule state", err)
+                else:
+                    log.error("saving rule state failed: %s", err)
+
+    async def _watch_storage(self) -> None:
+        """Enter a storage outage when free space runs low, before a write fails; during
+        one, probe for space, say once a minute that it goes on, and end it (which
+        resumes the sources) once there is room and a probe writes."""
+        if not self._writes_state_dir():
+            return
+        state_dir = self.loaded.state_dir
+        while True:
+            await anyio.sleep(PROBE_INTERVAL)
+            low = low_space(state_dir)
+            if not self.outage.active:
+                if low is not None:
+                    self.outage.begin("checking free space", low)
+                continue
+            if low is not None:
+                self.outage.remind()
+                continue
+            try:
+                probe = getattr(self.delivery_store, "probe", None)
+                if probe is not None:
+                    await anyio.to_thread.run_sync(probe)
+                await self._flush_state()
+            except Exception as err:  # noqa: BLE001 - still full, or worse: say so, go on
+                self.counters.inc("storage_probe_failures")
+                if storage_error(err) is None:
+                    log.debug("probing the state directory failed: %s", err)
+                self.outage.remind()
+                continue
+            self.outage.end()
+
+    def storage_problem(self) -> str | None:
+        """Why the bus accepts no input now (a full state directory), None when it does."""
+        return self.outage.describe()
 
     # -- reload, signals, HTTP ----------------------------------------------------------
 

@@ -62,6 +62,8 @@ def status_line(bus: BusView) -> str:
     counters = bus.counters
     dead = sum(v for n, labels, v in counters.snapshot()
                if n == "actions" and labels.get("outcome") == "dead_letter")
+    if "reason" in ready:  # the state directory is full: that is the news
+        return f"{ready['status']}: {ready['reason']}"
     parts = [
         f"{ready['status']}: {total - len(ready['not_ready'])}/{total} sources"
         + (f" ({waiting})" if waiting else "")

@@ -100,6 +100,10 @@ class SourceContext:
     #: ``count_bad_input("bad_signature")``: one refused input, by reason, for ``/metrics``.
     #: Prefer :meth:`refuse`, which also logs and keeps the message as a dead letter.
     count_bad_input: Callable[[str], None] = lambda reason: None
+    #: ``paused()``: why the bus takes no input now (its state directory is full), else
+    #: None.  ``emit`` waits meanwhile anyway; a source that can tell its peer to come
+    #: back later (an HTTP 503) should do so instead of holding the request.
+    paused: Callable[[], str | None] = lambda: None
     #: What this source refused: counts by reason and the dead-letter file.
     refusals: Refusals = field(init=False)
 

@@ -25,7 +25,10 @@ accepted (after their actions are recorded), 400 naming what is wrong with
 the body, 401 for bad credentials, 413 for a body over ``max_body`` bytes
 (refused from ``Content-Length`` before reading, or as soon as a chunked
 body passes the limit), 408 for a body that takes longer than
-``read_timeout`` to arrive.  Each refusal is counted by reason
+``read_timeout`` to arrive, 503 with ``Retry-After`` while the bus cannot
+record events (its state directory is full: see
+:mod:`ccbus.delivery.outage`), so the sender keeps the events and sends
+them again later.  Each refusal is counted by reason
 (``ccbus_source_bad_input_total``) and logged, at most once a minute per
 reason, so a flood of bad requests cannot flood the journal.
 """
@@ -52,6 +55,8 @@ from ccbus.sources.api import SourceContext, SourceSpec
 MAX_BODY = 1024 * 1024
 #: A refusal reason is logged at most once per this many seconds (always counted).
 LOG_INTERVAL = 60.0
+#: Seconds a sender is asked to wait (``Retry-After``) while the bus takes no input.
+PAUSED_RETRY_AFTER = 30
 SIGNATURE_HEADER = "x-ccbus-signature"
 TIMESTAMP_HEADER = "x-ccbus-timestamp"
 
@@ -137,6 +142,10 @@ class WebhookSource:
         return b"".join(chunks)
 
     async def receive(self, request: Request) -> JSONResponse:
+        paused = self.ctx.paused()
+        if paused is not None:  # not read, not acknowledged: the sender keeps it
+            return self._reject(request, 503, "not_accepting", paused, close=True,
+                                retry_after=PAUSED_RETRY_AFTER, quiet=True)
         body = await self._body(request)
         if isinstance(body, JSONResponse):
             return body
@@ -163,16 +172,18 @@ class WebhookSource:
         return JSONResponse({"accepted": len(events)}, status_code=202)
 
     def _reject(
-        self, request: Request, status: int, reason: str, detail: str, *, close: bool = False
+        self, request: Request, status: int, reason: str, detail: str, *, close: bool = False,
+        retry_after: int | None = None, quiet: bool = False,
     ) -> JSONResponse:
         """Count, log (at most once a minute per reason) and answer a refusal.
 
         ``close``: the body was not read to its end, so the connection cannot carry
         another request; ``Connection: close`` tells the client not to reuse it.
+        ``quiet``: counted, not logged (the bus already logs why it takes no input).
         """
         self.rejected += 1
         self.ctx.count_bad_input(reason)
-        if self._log_every.due(reason) is not None:
+        if not quiet and self._log_every.due(reason) is not None:
             self.ctx.log.warning(
                 "webhook %s: refused a request from %s with %d: %s "
                 "(counted as %s; logged at most once a minute)",
@@ -182,7 +193,9 @@ class WebhookSource:
                 detail,
                 reason,
             )
-        headers = {"Connection": "close"} if close else None
+        headers = {"Connection": "close"} if close else {}
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
         return JSONResponse({"error": detail}, status_code=status, headers=headers)
 
 
