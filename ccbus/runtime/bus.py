@@ -630,7 +630,7 @@ class Bus:
     ) -> None:
         from starlette.routing import Route
 
-        from ccbus.observe.listener import build_app, serve_asgi
+        from ccbus.observe.listener import ProtocolErrors, build_app, serve_asgi
 
         http = self.config.http
         sock = socket.socket(socket.AF_INET6 if ":" in http.host else socket.AF_INET)
@@ -650,7 +650,9 @@ class Bus:
                       for runtime in self.sources.values()
                       for path, methods, handler in runtime.context.routes]
             await serve_asgi(build_app(self, routes), sock, stop,
-                             client_timeout=http.client_timeout, task_status=task_status)
+                             client_timeout=http.client_timeout,
+                             on_protocol_error=ProtocolErrors(self.counters),
+                             task_status=task_status)
         finally:
             done.set()
 
