@@ -73,7 +73,7 @@ from ccbus.rules.model import Rule
 from ccbus.rules.state import SqliteStateStore, StateTable
 from ccbus.runtime.service import LIVE_KEYS, Service, checked_config
 from ccbus.runtime.systemd import Notifier
-from ccbus.sources.api import Source, SourceContext
+from ccbus.sources.api import BadInputCounter, Source, SourceContext
 from ccbus.sources.backoff import Backoff
 
 __all__ = ["Bus", "SourceRuntime"]
@@ -433,9 +433,9 @@ class Bus:
             runtime.source = spec.factory(runtime.context)
             self.sources[name] = runtime
 
-    def _bad_input_counter(self, source: str) -> Callable[[str], None]:
-        def count(reason: str) -> None:
-            self.counters.inc("source_bad_input", source=source, reason=reason)
+    def _bad_input_counter(self, source: str) -> BadInputCounter:
+        def count(reason: str, amount: int = 1) -> None:
+            self.counters.inc("source_bad_input", amount, source=source, reason=reason)
 
         return count
 
