@@ -600,8 +600,8 @@ async def collecting_source(
             await emit(event)
         collected.add(event)
 
-    def count_bad_input(reason: str) -> None:
-        collected.bad_input[reason] += 1
+    def count_bad_input(reason: str, amount: int = 1) -> None:
+        collected.bad_input[reason] += amount
 
     context = SourceContext(
         name=name,

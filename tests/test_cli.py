@@ -213,3 +213,44 @@ def test_the_demo_runs_plugins_live_against_their_simulators() -> None:
     assert result.exit_code == 0, result.output
     assert "Live against simulators for 0.3s: live-test (livetest)" in result.output
     assert "agent from-the-simulator: available" in result.output
+
+
+def test_check_refuses_a_port_out_of_range_and_a_state_dir_that_is_a_file(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: x, do: [log: x]}]\n")
+    write(tmp_path / "state", "not a directory\n")
+    config = write(tmp_path / "c.yaml", """
+        state_dir: state
+        http: {listen: "127.0.0.1:99999"}
+    """)
+    code, out = invoke("check", "-c", str(config))
+    assert code == 1, out
+    assert f"{config}:2:" in out and "port 99999 is out of range (0-65535)" in out
+    config.write_text('state_dir: state\nhttp: {listen: "127.0.0.1:8787"}\n')
+    code, out = invoke("check", "-c", str(config))
+    assert code == 1, out
+    assert f"{config}:1:" in out and f"state_dir: {tmp_path / 'state'} is a file" in out
+
+
+def test_run_refuses_a_port_out_of_range_without_a_traceback(tmp_path: Path) -> None:
+    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: x, do: [log: x]}]\n")
+    config = write(tmp_path / "c.yaml", 'http: {listen: "127.0.0.1:99999"}\n')
+    done = subprocess.run([CCBUS, "run", "-c", str(config)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "port 99999 is out of range" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8787", "[::]:8787", "192.0.2.1:8787"])
+def test_check_warns_when_the_listener_binds_beyond_loopback(tmp_path: Path, listen: str) -> None:
+    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: x, do: [log: x]}]\n")
+    config = write(tmp_path / "c.yaml", f'http: {{listen: "{listen}"}}\n')
+    code, out = invoke("check", "-c", str(config))
+    assert code == 0, out
+    assert f"warning: {config}:1:" in out and "binds beyond loopback" in out
+    for loopback in ("127.0.0.1:8787", "localhost:8787", "[::1]:8787"):
+        config.write_text(f'http: {{listen: "{loopback}"}}\n')
+        code, out = invoke("check", "-c", str(config))
+        assert code == 0 and "warning" not in out, out

@@ -297,6 +297,29 @@ async def test_a_stuck_lane_does_not_hold_up_the_others(tmp_path: Path) -> None:
     assert {v for v, _, _ in flaky.delivered} == {f"f{i}" for i in range(20)}
 
 
+async def test_a_dead_lane_is_probed_not_hammered_and_live_lanes_go_on(tmp_path: Path) -> None:
+    """300 calls to a target that always fails: after a few failures in a row the lane
+    waits between attempts, so it costs a few attempts a second, not every call's
+    attempts; and the live lane's calls all arrive meanwhile."""
+    flaky = Flaky()
+    flaky.fail_next["dead"] = [RetryableActionError("connection refused")] * 100_000
+    bus = make_bus(tmp_path, flaky, CONFIG.replace("attempts: 4", "attempts: 1000"))
+
+    async def body() -> None:
+        for i in range(300):
+            await bus.publish(go(lane="dead", value=f"d{i}"))
+        for i in range(200):
+            await bus.publish(go(lane="live", value=f"l{i}"))
+        await wait_for(lambda: len(flaky.delivered) == 200, timeout=30)
+        await anyio.sleep(2.0)
+
+    await running(bus, body)
+    attempts = bus.counters.get("actions", action="flaky", outcome="retry")
+    # without the pause each of the 300 calls would retry every 0.05-0.2 s
+    assert 5 <= attempts < 150, attempts
+    assert {v for v, _, _ in flaky.delivered} == {f"l{i}" for i in range(200)}
+
+
 async def test_calls_survive_a_stop_and_run_at_the_next_start(tmp_path: Path) -> None:
     flaky = Flaky()
     flaky.hang.add("a")
@@ -693,3 +716,16 @@ async def test_dead_letters_cli_shows_what_it_stored_even_a_lone_surrogate(tmp_p
     assert "1 dead letter(s)" in cli_run("dead-letters", "list")
     shown = cli_run("dead-letters", "show", str(store.dead_letters()[0].id))
     assert "caller \\ud800" in shown
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_due_leaves_out_skipped_ids_and_full_lanes(tmp_path: Path, kind: str) -> None:
+    from ccbus.delivery.store import MemoryDeliveryStore
+
+    store: Any = outbox(tmp_path) if kind == "sqlite" else MemoryDeliveryStore()
+    rows = [Pending(key=f"k{i}", rule="r", action="a", index=0, lane="dead" if i % 2 else "live",
+                    params="{}", event="{}", created=0.0, next_at=float(i)) for i in range(10)]
+    ids = store.add(rows)
+    due = store.due(100.0, 3, {ids[0]}, frozenset({"dead"}))
+    assert [r.key for r in due] == ["k2", "k4", "k6"]  # soonest first, skip and lane left out
+    assert [r.key for r in store.due(100.0, 20, set())] == [f"k{i}" for i in range(10)]

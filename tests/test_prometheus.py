@@ -28,3 +28,19 @@ def test_histogram_buckets_are_cumulative() -> None:
     assert values[("x_seconds_bucket", "1.0")] == 3
     assert values[("x_seconds_bucket", "+Inf")] == 4
     assert values[("x_seconds_count", None)] == 4 and values[("x_seconds_sum", None)] == 3.65
+
+
+def test_label_values_past_the_limit_are_counted_as_other() -> None:
+    from ccbus.observe.metrics import Counters, KeyCache
+
+    counters = Counters(max_label_values=3)
+    keys = KeyCache(lambda t: counters.key("events_in", source="s", type=t), limit=2)
+    for i in range(10):
+        counters.add(keys[f"t{i}"])
+        counters.inc("events_in", source="s", type=f"t{i}")
+    assert len(keys) == 2
+    assert counters.get("events_in", source="s", type="t0") == 2
+    assert counters.get("events_in", source="s", type="other") == 14
+    assert counters.get("metrics_labels_folded", metric="events_in", label="type") == 14
+    assert counters.total("events_in") == 20
+    assert len(counters.snapshot()) == 5  # t0, t1, t2, other and the folded counter

@@ -230,8 +230,10 @@ async def test_the_inbound_webhook_source_accepts_what_the_action_sends(
     source = WebhookSource.__new__(WebhookSource)
     source.options = WebhookOptions(hmac_secret="shared-hmac-secret")
     scope = {"type": "http", "headers": [(k.encode(), v.encode()) for k, v in got.headers.items()]}
-    assert source._authorized(Request(scope), got.body) is None
-    assert source._authorized(Request(scope), got.body.replace(b"c-42", b"c-43")) is not None
+    request = Request(scope)
+    assert source._stamp_problem(request) is None  # what is checked before the body
+    assert source._signature_problem(request, got.body) is None
+    assert source._signature_problem(request, got.body.replace(b"c-42", b"c-43")) is not None
 
 
 # -- failures ---------------------------------------------------------------------

@@ -132,8 +132,11 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
         raise click.UsageError("give -c CONFIG or --rules DIR")
     plugins = _plugins(ctx)
     loaded = _workspace(config, rules)
-    problems = [str(e) for e in plugins.check_sources(loaded)] if config else []
+    problems = [str(e) for e in loaded.path_problems()] if config else []
+    problems += [str(e) for e in plugins.check_sources(loaded)] if config else []
     problems += plugins.check_config(loaded) if config else []
+    for warning in loaded.exposure_warnings() if config else []:
+        click.echo(click.style("warning: ", fg="yellow") + warning, err=True)
     problems += [
         f"plugin {f.name} failed to load: {f.error}"
         for f in plugins.failures
@@ -202,11 +205,14 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
         raise click.UsageError("give -c CONFIG")
     plugins = _plugins(ctx)
     loaded = _workspace(config, ())
-    problems = [str(e) for e in plugins.check_sources(loaded)] + plugins.check_config(loaded)
+    problems = [str(e) for e in loaded.path_problems()]
+    problems += [str(e) for e in plugins.check_sources(loaded)] + plugins.check_config(loaded)
     if problems:  # an option's value quoted by its schema may be an expanded secret
         _fail([loaded.secret_book().redact(p) for p in problems])
         sys.exit(1)
     setup_logging(loaded.config.log_level, loaded.secrets, loaded.config.log_format)
+    for warning in loaded.exposure_warnings():
+        logging.getLogger("ccbus").warning("%s", warning)
     for failure in plugins.failures:
         logging.getLogger("ccbus").error(
             "plugin %s failed to load: %s", failure.name, failure.error

@@ -28,6 +28,7 @@ never quotes an expanded secret: a value pydantic would quote is masked.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Collection
@@ -68,6 +69,8 @@ class HttpConfig(Options):
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError("'listen' is host:port, e.g. 127.0.0.1:8787")
+        if int(port) > 65535:
+            raise ValueError(f"port {port} is out of range (0-65535)")
         return value
 
     @property
@@ -137,6 +140,38 @@ class LoadedConfig:
 
     def where(self, *keys: Any) -> str:
         return location(self.path or "<config>", self.root, keys)
+
+    def path_problems(self) -> list[ConfigError]:
+        """What is wrong with the paths the config names, found without creating
+        anything (``ccbus check`` and ``ccbus run`` before anything starts)."""
+        state = self.state_dir
+        if state.exists() and not state.is_dir():
+            return [ConfigError(f"state_dir: {state} is a file, not a directory",
+                                self.where("state_dir"))]
+        return []
+
+    def exposure_warnings(self) -> list[str]:
+        """Settings that are valid but expose more than the defaults do: the listener
+        bound beyond loopback serves metrics, traces, the live view and health to
+        anyone who can reach it, without asking for credentials."""
+        http = self.config.http
+        if not http.enabled or _is_loopback(http.host):
+            return []
+        return [f"{self.where('http', 'listen')}: http.listen {http.listen} binds beyond "
+                "loopback: /metrics, /health, /traces and /live (event data) are served "
+                "without credentials to anyone who can reach this port; bind 127.0.0.1 "
+                "and put an authenticating proxy in front to expose them"]
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost`` and loopback addresses; anything else (``0.0.0.0``, ``::``, a
+    hostname, an interface's address) may be reachable from elsewhere."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(

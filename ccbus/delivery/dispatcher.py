@@ -9,7 +9,9 @@ Memory stays bounded: at most ``MAX_IN_FLIGHT`` calls run and
 ``MAX_QUEUED`` wait in memory (``LANE_BACKLOG`` per lane); everything else
 waits in the store.  A lane is a target (a webhook host, a notification
 target): its calls share a concurrency limit, so a slow or dead target holds
-up only its own lane.
+up only its own lane.  A lane whose calls keep failing (a dead target) pauses
+between attempts (see :data:`LANE_FAILURES_TO_PAUSE`), and its calls beyond
+the lane's backlog stay on disk, untouched by the poller until it has room.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ FORGET_INTERVAL = 0.05
 WATCHDOG_TICK = 0.1
 #: How often the store's write-ahead log is copied back (in a worker thread).
 CHECKPOINT_INTERVAL = 1.0
+#: After this many attempts in a row failed (retryable) in one lane, the lane pauses
+#: for the last one's retry delay before its next call: a dead target is probed by one
+#: call at a time instead of every waiting call failing in turn, which spent the
+#: loop and the store on futile attempts and slowed the lanes of live targets.
+LANE_FAILURES_TO_PAUSE = 5
 
 
 @dataclass(eq=False, slots=True)
@@ -131,6 +138,9 @@ class Dispatcher:
         self._watched: set[_Watched] = set()  # workers' scopes, for the watchdog
         self._watch_wanted = anyio.Event()  # set when there is something to watch
         self._queues: dict[str, deque[tuple[Pending, Invocation]]] = {}
+        self._lane_failures: dict[str, int] = {}  # retryable failures in a row, per lane
+        self._lane_paused: dict[str, float] = {}  # until when (time.monotonic()) per lane
+        self._pause_log = LogEvery(60.0)  # per lane
         # series keys of the counters that move on every call, per action
         self._recorded: KeyCache[str, SeriesKey] = KeyCache(
             lambda action: self.counters.key("actions_recorded", action=action)
@@ -143,7 +153,7 @@ class Dispatcher:
         )
         self._tasks: TaskGroup | None = None
         self._wakeup = anyio.Event()
-        self._left_waiting = False
+        self._left_waiting: set[str] = set()  # lanes that left calls on disk for want of room
         # set by drain() while it waits for the running calls: no Event to set per call
         self._drained: anyio.Event | None = None
 
@@ -334,7 +344,12 @@ class Dispatcher:
         if room <= 0:
             return
         skip = self._held | self._forgetting  # running, queued, or delivered and not yet forgotten
-        rows = await self._io(self.store.due, self.clock(), room, skip)
+        # a lane with no room in memory takes nothing from this poll: behind a dead
+        # target thousands of calls are due, and fetching them only to leave them again
+        # would cost every poll (and every add waiting for the store) more and more
+        full = frozenset(lane for lane, queue in self._queues.items()
+                         if len(queue) >= LANE_BACKLOG)
+        rows = await self._io(self.store.due, self.clock(), room, skip, full)
         for row in rows:
             invocation = self._revive(row)
             if invocation is not None:
@@ -357,7 +372,7 @@ class Dispatcher:
         if queue is None:
             queue = self._queues[row.lane] = deque()
         if len(queue) >= LANE_BACKLOG or len(self._held) >= MAX_IN_FLIGHT + MAX_QUEUED:
-            self._left_waiting = True  # stays recorded; the poller fetches it later
+            self._left_waiting.add(row.lane)  # stays recorded; the poller fetches it later
             return
         queue.append((row, invocation))
         self._held.add(row.id)
@@ -410,6 +425,10 @@ class Dispatcher:
                     self._watch_wanted.set()
                     try:
                         while queue:
+                            paused = self._lane_paused.get(lane, 0.0) - time.monotonic()
+                            if paused > 0:  # its target keeps failing: wait, then probe
+                                await anyio.sleep(paused)
+                                continue
                             current = row, invocation = queue.popleft()
                             self._running_ids.add(row.id)
                             self._lane_running[lane] = self._lane_running.get(lane, 0) + 1
@@ -459,9 +478,16 @@ class Dispatcher:
         self._held.discard(row.id)
         if self._drained is not None and not self._running_ids:
             self._drained.set()
-        if self._left_waiting and not queue:  # fetch what was left on disk
-            self._left_waiting = False
+        if not queue and lane in self._left_waiting:  # fetch what this lane left on disk
+            # per lane: a live lane finishing calls must not wake the poller for the
+            # calls a dead target's full lane left waiting (each wake-up a poll)
+            self._left_waiting.discard(lane)
             self._wakeup.set()
+        elif self._left_waiting and len(self._held) < MAX_IN_FLIGHT + MAX_QUEUED // 2:
+            # calls were left for want of room overall, and there is room again
+            if any(not self._queues.get(waiting) for waiting in self._left_waiting):
+                self._left_waiting.clear()
+                self._wakeup.set()
 
     def _revive(self, row: Pending) -> Invocation | None:
         """Rebuild a recorded call; one that can no longer run becomes a dead letter."""
@@ -564,6 +590,9 @@ class Dispatcher:
             if not self._delivered_noted:  # once per batch, not per call
                 self._delivered_noted = True
                 self._delivered_some.set()
+        if row.lane in self._lane_failures:
+            del self._lane_failures[row.lane]
+            self._lane_paused.pop(row.lane, None)
         self.counters.add(self._succeeded[row.action])
         self.on_settled(row, "ok", "")
 
@@ -597,6 +626,7 @@ class Dispatcher:
                 why,
             )
             return
+        self._lane_failed(row, delay)
         retry_at = self.clock() + delay
         await self._write("recording a retry", store.retry_later, row.id, retry_at, attempt,
                           error)
@@ -620,3 +650,18 @@ class Dispatcher:
             )
 
 
+
+    def _lane_failed(self, row: Pending, delay: float) -> None:
+        """One more retryable failure in a row in ``row``'s lane; past
+        :data:`LANE_FAILURES_TO_PAUSE`, the lane waits ``delay`` before its next call."""
+        lane = row.lane
+        failures = self._lane_failures[lane] = self._lane_failures.get(lane, 0) + 1
+        if failures < LANE_FAILURES_TO_PAUSE:
+            return
+        self._lane_paused[lane] = time.monotonic() + delay
+        if self._pause_log.due(lane) is not None:
+            log.warning(
+                "lane %s: %d attempts in a row failed; its calls wait %.1fs between "
+                "attempts until one succeeds (other lanes go on; logged at most once a "
+                "minute)", lane, failures, delay,
+            )

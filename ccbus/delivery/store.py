@@ -32,7 +32,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -172,7 +172,10 @@ class DeliveryStore(Protocol):
     forgets_each: bool
 
     def add(self, rows: list[Pending]) -> list[int]: ...
-    def due(self, now: float, limit: int, skip: set[int]) -> list[Pending]: ...
+    def due(self, now: float, limit: int, skip: set[int],
+            full_lanes: Collection[str] = ()) -> list[Pending]:
+        """Up to ``limit`` calls due by ``now``, soonest first, leaving out the ids in
+        ``skip`` and the calls of ``full_lanes`` (lanes with no room in memory)."""
     def done(self, row_ids: list[int]) -> None: ...
     def checkpoint(self) -> None: ...
     def retry_later(self, row_id: int, next_at: float, attempts: int, error: str) -> None: ...
@@ -326,16 +329,35 @@ class SqliteDeliveryStore:
                 raise
         return [i or 0 for i in ids]
 
-    def due(self, now: float, limit: int, skip: set[int]) -> list[Pending]:
+    def due(self, now: float, limit: int, skip: set[int],
+            full_lanes: Collection[str] = ()) -> list[Pending]:
+        """Two steps: the ids and lanes of what is due (small rows; the skipped ones
+        left out in Python), then the whole rows of the chosen.  Fetching whole rows
+        for every id in ``skip`` as well (thousands behind a dead target) made each
+        poll hold the store's lock long enough to slow every ``add``."""
         with self._lock:
-            cursor = self._db.execute(
-                "SELECT key, rule, action, idx, lane, params, event, created, attempts, "
-                "next_at, last_error, id, secrets FROM outbox WHERE next_at <= ? ORDER BY next_at "
-                "LIMIT ?",
-                (now, limit + len(skip)),
-            )
-            rows = [Pending(*r) for r in cursor]
-        return [r for r in rows if r.id not in skip][:limit]
+            lanes = tuple(full_lanes)
+            where = "next_at <= ?"
+            if lanes:
+                where += f" AND lane NOT IN ({','.join('?' * len(lanes))})"
+            chosen: list[int] = []
+            for row_id, in self._db.execute(
+                f"SELECT id FROM outbox WHERE {where} ORDER BY next_at LIMIT ?",  # noqa: S608
+                (now, *lanes, limit + len(skip)),
+            ):
+                if row_id not in skip:
+                    chosen.append(row_id)
+                    if len(chosen) >= limit:
+                        break
+            rows: list[Pending] = []
+            for start in range(0, len(chosen), 500):
+                part = chosen[start:start + 500]
+                rows.extend(Pending(*r) for r in self._db.execute(
+                    "SELECT key, rule, action, idx, lane, params, event, created, attempts, "
+                    f"next_at, last_error, id, secrets FROM outbox WHERE id IN "  # noqa: S608
+                    f"({','.join('?' * len(part))})", part))
+        rows.sort(key=lambda r: r.next_at)
+        return rows
 
     def done(self, row_ids: list[int]) -> None:
         """Forget delivered calls, in one transaction (the dispatcher batches them)."""
@@ -488,9 +510,11 @@ class MemoryDeliveryStore:
             ids.append(row.id)
         return ids
 
-    def due(self, now: float, limit: int, skip: set[int]) -> list[Pending]:
+    def due(self, now: float, limit: int, skip: set[int],
+            full_lanes: Collection[str] = ()) -> list[Pending]:
         ready = sorted(
-            (r for r in self.rows.values() if r.next_at <= now and r.id not in skip),
+            (r for r in self.rows.values()
+             if r.next_at <= now and r.id not in skip and r.lane not in full_lanes),
             key=lambda r: r.next_at,
         )
         return ready[:limit]

@@ -24,7 +24,12 @@ from typing import Any, NoReturn
 
 import msgspec
 
-__all__ = ["decode_json"]
+__all__ = ["TooDeep", "decode_json"]
+
+
+class TooDeep(ValueError):
+    """A document nested deeper than the decoder goes: a ``ValueError`` like any
+    other bad JSON, told apart so that it can be counted on its own."""
 
 _decode = msgspec.json.Decoder().decode
 
@@ -36,11 +41,11 @@ def decode_json(raw: str | bytes | bytearray) -> Any:
     except msgspec.DecodeError:
         pass
     except RecursionError:
-        raise ValueError("JSON is nested too deeply") from None
+        raise TooDeep("JSON is nested too deeply") from None
     try:
         doc = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except RecursionError:
-        raise ValueError("JSON is nested too deeply") from None
+        raise TooDeep("JSON is nested too deeply") from None
     _refuse_lone_surrogates(doc)
     return doc
 

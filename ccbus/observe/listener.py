@@ -21,8 +21,9 @@ everything it serves, and every response is counted by status.
 
 from __future__ import annotations
 
+import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -35,20 +36,41 @@ from starlette.routing import Route
 
 from ccbus.observe.health import readiness, status_document
 from ccbus.observe.live import live_page, live_stream
+from ccbus.observe.logs import LogEvery
 from ccbus.observe.metrics import CONTENT_TYPE, families, render
 
 if TYPE_CHECKING:
     from ccbus.observe.view import BusView, CounterView
 
-__all__ = ["build_app", "serve_asgi"]
+__all__ = ["ProtocolErrors", "build_app", "serve_asgi"]
+
+log = logging.getLogger("ccbus.listener")
+
+
+#: Why a request was refused before it reached a route, for the log.
+_PROTOCOL_ERRORS = {
+    400: "not valid HTTP/1.1 (a malformed request line or header, or conflicting "
+         "Content-Length headers)",
+    431: "request headers too large (too many or too long)",
+}
 
 
 class CountResponses:
-    """ASGI middleware: ``http_responses{status}`` for every answer the listener gives."""
+    """ASGI middleware: ``http_responses{status}`` for every answer the listener gives,
+    and a 400 for a request of the shape used to smuggle requests past a proxy.
+
+    A request with both ``Content-Length`` and ``Transfer-Encoding``, or more than
+    one ``Content-Length``, is framed differently by different servers: a proxy
+    in front could read one request where this listener reads two.  HTTP/1.1
+    lets a server refuse it (RFC 9112, 6.3), so it is refused, counted as
+    ``http_refused_requests{reason="ambiguous_length"}`` and logged (once a
+    minute), and the connection closed.
+    """
 
     def __init__(self, app: Any, counters: CounterView) -> None:
         self.app = app
         self.counters = counters
+        self._log_every = LogEvery(60.0)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -60,7 +82,41 @@ class CountResponses:
                 self.counters.inc("http_responses", status=str(message["status"]))
             await send(message)
 
+        lengths = sum(1 for name, _ in scope["headers"] if name.lower() == b"content-length")
+        chunked = any(name.lower() == b"transfer-encoding" for name, _ in scope["headers"])
+        if lengths > 1 or (lengths and chunked):
+            self.counters.inc("http_refused_requests", reason="ambiguous_length")
+            if self._log_every.due("ambiguous_length") is not None:
+                client = scope.get("client") or ("?", 0)
+                log.warning("listener: refused a request from %s with 400: both Content-Length "
+                            "and Transfer-Encoding, or several Content-Length headers "
+                            "(counted in ccbus_http_refused_requests_total; logged at most "
+                            "once a minute)", client[0])
+            answer = JSONResponse(
+                {"error": "ambiguous body length: both Content-Length and Transfer-Encoding, "
+                          "or several Content-Length headers"},
+                status_code=400, headers={"Connection": "close"})
+            await answer(scope, receive, counting_send)
+            return
         await self.app(scope, receive, counting_send)
+
+
+class ProtocolErrors:
+    """Counts (and logs, once a minute per status) the requests the HTTP server
+    itself refuses before any route sees them: malformed requests (400) and
+    headers over the size limit (431).  See :func:`_count_protocol_errors`."""
+
+    def __init__(self, counters: CounterView) -> None:
+        self.counters = counters
+        self._log_every = LogEvery(60.0)
+
+    def __call__(self, status: int) -> None:
+        self.counters.inc("http_responses", status=str(status))
+        self.counters.inc("http_refused_requests", reason=f"protocol_{status}")
+        if self._log_every.due(status) is not None:
+            log.warning("listener: refused a request with %d: %s (counted in "
+                        "ccbus_http_refused_requests_total; logged at most once a minute)",
+                        status, _PROTOCOL_ERRORS.get(status, "not valid HTTP"))
 
 
 def build_app(bus: BusView, routes: Iterable[Route] = ()) -> Starlette:
@@ -120,6 +176,7 @@ async def serve_asgi(
     stop: anyio.Event,
     *,
     client_timeout: float = 10.0,
+    on_protocol_error: Callable[[int], None] | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on the bound, listening ``sock`` until ``stop`` is set.
@@ -142,5 +199,37 @@ async def serve_asgi(
     # request line still incomplete) is closed after this.  Not hypercorn's read_timeout:
     # it would also cut off live-view streams and requests waiting on back-pressure.
     config.keep_alive_timeout = client_timeout
+    if on_protocol_error is not None:
+        _count_protocol_errors()
+        config.ccbus_on_protocol_error = on_protocol_error  # type: ignore[attr-defined]
     task_status.started()
     await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+
+
+_patched = False
+
+
+def _count_protocol_errors() -> None:
+    """Let each server's ``Config`` hear the error responses Hypercorn sends itself.
+
+    Hypercorn answers a request h11 cannot parse (400, 431) without calling the
+    app, so no middleware sees it, and it has no hook for it: its HTTP/1.1
+    protocol's one method that sends them is wrapped, once per process, to call
+    the ``ccbus_on_protocol_error`` of the server's own config (several servers
+    in one process each count their own).
+    """
+    global _patched
+    if _patched:
+        return
+    from hypercorn.protocol.h11 import H11Protocol
+
+    original = H11Protocol._send_error_response
+
+    async def send_error_response(self: Any, status_code: int) -> None:
+        hear = getattr(self.config, "ccbus_on_protocol_error", None)
+        if hear is not None:
+            hear(status_code)
+        await original(self, status_code)
+
+    H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
+    _patched = True

@@ -32,10 +32,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTENT_TYPE", "LATENCY_BUCKETS", "Counters", "Family", "Histogram", "KeyCache", "Labels",
-    "SeriesKey", "families", "histogram_family", "render",
+    "MAX_LABEL_VALUES", "OTHER", "SeriesKey", "families", "histogram_family", "render",
 ]
 
 Labels = tuple[tuple[str, str], ...]
+#: Distinct values one label of one counter may take; later values count as :data:`OTHER`.
+MAX_LABEL_VALUES = 1000
+#: The label value that stands for every value past :data:`MAX_LABEL_VALUES`.
+OTHER = "other"
+#: The counter of increments whose label values were folded into :data:`OTHER`.
+FOLDED = "metrics_labels_folded"
 #: A counter series: its name and labels (see :meth:`Counters.key`).
 SeriesKey = tuple[str, Labels]
 
@@ -63,23 +69,41 @@ class KeyCache(dict[K, V], Generic[K, V]):
 
     For counters that move on every event or call, where building and ordering a
     label dict each time (:meth:`Counters.inc`) was a measurable share of the bus.
+    Holds at most ``limit`` keys: short keys made from outside data (event types)
+    must not grow it for ever; past the limit a key is made on each use instead.
     """
 
-    def __init__(self, make: Callable[[K], V]) -> None:
+    def __init__(self, make: Callable[[K], V], limit: int = 4 * MAX_LABEL_VALUES) -> None:
         super().__init__()
         self.make = make
+        self.limit = limit
 
     def __missing__(self, short: K) -> V:
-        key = self[short] = self.make(short)
+        key = self.make(short)
+        if len(self) < self.limit:
+            self[short] = key
         return key
 
 
 class Counters:
-    def __init__(self) -> None:
+    """Counter series by name and labels, with label cardinality bounded.
+
+    Label values often come from outside (an event's ``type``, a source's
+    refusal reason): without a bound, a sender inventing a new event type per
+    message grows ``/metrics`` and memory for ever.  So each label of each
+    counter keeps at most ``max_label_values`` distinct values; past that a new
+    value is counted under ``other`` (:data:`OTHER`), and every increment folded
+    that way is also counted in ``metrics_labels_folded{metric, label}``.
+    """
+
+    def __init__(self, max_label_values: int = MAX_LABEL_VALUES) -> None:
         self._values: defaultdict[tuple[str, Labels], float] = defaultdict(float)
+        self.max_label_values = max_label_values
+        #: distinct values seen so far, per (counter, label), up to the bound
+        self._seen: dict[tuple[str, str], set[str]] = {}
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        self._values[(name, _labels(labels))] += amount
+        self.add((name, _labels(labels)), amount)
 
     def key(self, name: str, **labels: str) -> SeriesKey:
         """One series' key, for a path that runs per event and keeps it (see :meth:`add`)."""
@@ -87,7 +111,32 @@ class Counters:
 
     def add(self, key: SeriesKey, amount: float = 1.0) -> None:
         """:meth:`inc` by a key from :meth:`key`: no label dict to build and order."""
-        self._values[key] += amount
+        values = self._values
+        if key in values:  # the hot path: a series that exists
+            values[key] += amount
+        else:
+            self._new_series(key, amount)
+
+    def _new_series(self, key: SeriesKey, amount: float) -> None:
+        """A series not seen before: kept if each label value is within the bound,
+        else counted with the values past it folded into ``other``."""
+        name, labels = key
+        folded: list[str] = []
+        kept: list[tuple[str, str]] = []
+        for label, value in labels:
+            seen = self._seen.get((name, label))
+            if seen is None:
+                seen = self._seen[(name, label)] = set()
+            if value not in seen:
+                if len(seen) >= self.max_label_values and name != FOLDED:
+                    folded.append(label)
+                    value = OTHER
+                else:
+                    seen.add(value)
+            kept.append((label, value))
+        self._values[(name, tuple(kept))] += amount
+        for label in folded:
+            self._values[(FOLDED, (("label", label), ("metric", name)))] += amount
 
     def get(self, name: str, **labels: str) -> float:
         return self._values.get((name, _labels(labels)), 0.0)
@@ -215,12 +264,16 @@ COUNTER_HELP = {
     "source_reconnects": "Times a source went into the reconnecting state.",
     "source_bad_input": "Inputs a source refused (bad frames, signatures, bodies), by reason.",
     "http_responses": "Responses of the local HTTP listener, by status code.",
+    "http_refused_requests": "Requests the local HTTP listener refused before any route saw "
+                             "them, by reason (ambiguous_length, protocol_400, protocol_431).",
     "config_reload_errors": "Config reloads refused because the new config had errors.",
     "state_flush_errors": "Failures to save rule state.",
     "emit_dropped": "Derived events not raised, by rule and reason: depth (too many "
     "generations) or fan_out (one event caused too many derived events).",
     "storage_outages": "Times the state directory filled up and input was paused.",
     "storage_probe_failures": "Probes of a full state directory that found no room yet.",
+    FOLDED: "Increments counted under label value 'other' because the label already had "
+            "its maximum number of distinct values, by metric and label.",
 }
 
 

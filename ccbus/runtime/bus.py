@@ -81,7 +81,7 @@ from ccbus.rules.state import SqliteStateStore, StateTable
 from ccbus.runtime.lock import StateDirLock
 from ccbus.runtime.service import LIVE_KEYS, Service, checked_config
 from ccbus.runtime.systemd import Notifier
-from ccbus.sources.api import Source, SourceContext
+from ccbus.sources.api import BadInputCounter, Source, SourceContext
 from ccbus.sources.backoff import Backoff
 
 __all__ = ["Bus", "SourceRuntime"]
@@ -477,9 +477,9 @@ class Bus:
             runtime.source = spec.factory(runtime.context)
             self.sources[name] = runtime
 
-    def _bad_input_counter(self, source: str) -> Callable[[str], None]:
-        def count(reason: str) -> None:
-            self.counters.inc("source_bad_input", source=source, reason=reason)
+    def _bad_input_counter(self, source: str) -> BadInputCounter:
+        def count(reason: str, amount: int = 1) -> None:
+            self.counters.inc("source_bad_input", amount, source=source, reason=reason)
 
         return count
 
@@ -740,7 +740,7 @@ class Bus:
     ) -> None:
         from starlette.routing import Route
 
-        from ccbus.observe.listener import build_app, serve_asgi
+        from ccbus.observe.listener import ProtocolErrors, build_app, serve_asgi
 
         http = self.config.http
         sock = socket.socket(socket.AF_INET6 if ":" in http.host else socket.AF_INET)
@@ -760,7 +760,9 @@ class Bus:
                       for runtime in self.sources.values()
                       for path, methods, handler in runtime.context.routes]
             await serve_asgi(build_app(self, routes), sock, stop,
-                             client_timeout=http.client_timeout, task_status=task_status)
+                             client_timeout=http.client_timeout,
+                             on_protocol_error=ProtocolErrors(self.counters),
+                             task_status=task_status)
         finally:
             done.set()
 

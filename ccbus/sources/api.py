@@ -61,7 +61,10 @@ from ccbus.sources.refused import Refusals
 
 T = TypeVar("T")
 
-__all__ = ["DEGRADED", "READY_STATES", "DemoSource", "Source", "SourceContext", "SourceSpec"]
+__all__ = [
+    "DEGRADED", "READY_STATES", "BadInputCounter", "DemoSource", "Source", "SourceContext",
+    "SourceSpec",
+]
 
 #: States in which a source does its job: ``/readyz`` counts it as ready.
 READY_STATES = frozenset(
@@ -69,6 +72,12 @@ READY_STATES = frozenset(
 )
 #: Working, but not fully (one of two brokers down, a lagging consumer): ready, and said so.
 DEGRADED = "degraded"
+
+
+class BadInputCounter(Protocol):
+    """``count_bad_input(reason, amount=1)``: what :attr:`SourceContext.count_bad_input` is."""
+
+    def __call__(self, reason: str, amount: int = 1) -> None: ...
 
 
 class Source(Protocol):
@@ -97,9 +106,11 @@ class SourceContext:
     routes: list[tuple[str, list[str], Any]] = field(default_factory=list)
     #: ``set_state("connected")`` etc.; shown by health and metrics.
     set_state: Callable[[str], None] = lambda state: None
-    #: ``count_bad_input("bad_signature")``: one refused input, by reason, for ``/metrics``.
+    #: ``count_bad_input("bad_signature")``: one refused input, by reason, for ``/metrics``;
+    #: ``count_bad_input("kernel_drop", 250)`` for many at once (losses a source learns
+    #: of in bulk, such as datagrams the kernel dropped).
     #: Prefer :meth:`refuse`, which also logs and keeps the message as a dead letter.
-    count_bad_input: Callable[[str], None] = lambda reason: None
+    count_bad_input: BadInputCounter = field(default=lambda reason, amount=1: None)
     #: ``paused()``: why the bus takes no input now (its state directory is full), else
     #: None.  ``emit`` waits meanwhile anyway; a source that can tell its peer to come
     #: back later (an HTTP 503) should do so instead of holding the request.

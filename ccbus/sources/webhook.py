@@ -10,25 +10,39 @@
           hmac_secret: ${CRM_WEBHOOK_SECRET}  # or token: ..., or both
 
 The body is one event object or a JSON array of them (CloudEvents-like:
-only ``type`` is required).  Authentication, checked before the body is
-parsed:
+only ``type`` is required).  Authentication:
 
-* ``token``: the request carries ``Authorization: Bearer <token>``.
+* ``token``: the request carries ``Authorization: Bearer <token>``.  Checked
+  on the headers, before a byte of the body is read.
 * ``hmac_secret``: the request carries ``X-Ccbus-Timestamp`` (Unix seconds)
   and ``X-Ccbus-Signature: sha256=<hex>``, the HMAC-SHA256 of
-  ``"<timestamp>.<body>"``; timestamps more than ``max_skew`` away from now
-  are refused, so a captured request cannot be replayed later.
+  ``"<timestamp>.<body>"``.  The timestamp is checked on the headers: one
+  that is not a finite number (``nan``, ``inf``), or more than ``max_skew``
+  away from now, is refused before the body is read, so a captured request
+  cannot be replayed later.  The signature needs the body, so at most
+  ``max_unverified_reads`` bodies not yet proven by a signature are read at
+  once (503 with ``Retry-After`` past that): a flood of unsigned requests
+  costs at most that many times ``max_body`` bytes of memory.
+* Replays within the window: a signature already accepted (202) is refused
+  with 409 until its timestamp leaves the ``max_skew`` window, so the same
+  signed request is accepted once.  The signatures are kept in memory
+  (at most ``max_replay_cache``; past that the oldest are forgotten early), so
+  a restart forgets them: the bus's duplicate check by event ``id``
+  (``dedup_window``) still drops events sent again with the same id.  A
+  bearer token proves only who sent a request, not which one: with ``token``
+  alone, give events an ``id`` to make a repeated request harmless.
 
 A source with neither refuses to start unless ``allow_unauthenticated: true``
 (for loopback experiments).  Answers: 202 with the number of events
 accepted (after their actions are recorded), 400 naming what is wrong with
-the body, 401 for bad credentials, 413 for a body over ``max_body`` bytes
-(refused from ``Content-Length`` before reading, or as soon as a chunked
-body passes the limit), 408 for a body that takes longer than
-``read_timeout`` to arrive, 503 with ``Retry-After`` while the bus cannot
-record events (its state directory is full: see
-:mod:`ccbus.delivery.outage`), so the sender keeps the events and sends
-them again later.  Each refusal is counted by reason
+the body (not JSON, not UTF-8, nested too deeply, not an event), 401 for bad
+credentials, 409 for a replayed signed request, 413 for a body over
+``max_body`` bytes (refused from ``Content-Length`` before reading, or as
+soon as a chunked body passes the limit), 408 for a body that takes longer
+than ``read_timeout`` to arrive, 503 when too many unsigned bodies are being
+read already, and 503 with ``Retry-After`` while the bus cannot record events
+(its state directory is full: see :mod:`ccbus.delivery.outage`), so the
+sender keeps the events and sends them again later.  Each refusal is counted by reason
 (``ccbus_source_bad_input_total``) and logged, at most once a minute per
 reason, so a flood of bad requests cannot flood the journal.
 """
@@ -37,7 +51,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import re
 import time
+from collections import OrderedDict
 from typing import Any
 
 import anyio
@@ -47,7 +64,7 @@ from starlette.responses import JSONResponse
 
 from ccbus.config.schema import Duration, Options
 from ccbus.events.envelope import Event
-from ccbus.events.jsondecode import decode_json
+from ccbus.events.jsondecode import TooDeep, decode_json
 from ccbus.hookspecs import hookimpl
 from ccbus.observe.logs import LogEvery
 from ccbus.sources.api import SourceContext, SourceSpec
@@ -59,6 +76,7 @@ LOG_INTERVAL = 60.0
 PAUSED_RETRY_AFTER = 30
 SIGNATURE_HEADER = "x-ccbus-signature"
 TIMESTAMP_HEADER = "x-ccbus-timestamp"
+_SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 
 
 class WebhookOptions(Options):
@@ -69,6 +87,10 @@ class WebhookOptions(Options):
     allow_unauthenticated: bool = False
     max_body: int = Field(default=MAX_BODY, gt=0)
     read_timeout: Duration = 10.0
+    #: Bodies read at once before their HMAC signature is checked (see the module docstring).
+    max_unverified_reads: int = Field(default=16, gt=0)
+    #: Accepted signatures remembered to refuse replays within ``max_skew``.
+    max_replay_cache: int = Field(default=100_000, gt=0)
 
     @model_validator(mode="after")
     def _needs_auth(self) -> WebhookOptions:
@@ -93,6 +115,9 @@ class WebhookSource:
         self.accepted = 0
         self.rejected = 0
         self._log_every = LogEvery(LOG_INTERVAL)  # per refusal reason
+        self._unverified = anyio.Semaphore(self.options.max_unverified_reads)
+        #: signatures accepted, and until when their timestamp is within the window
+        self._signatures: OrderedDict[str, float] = OrderedDict()
         ctx.add_route(self.path, self.receive, ["POST"])
 
     async def run(self) -> None:
@@ -100,25 +125,56 @@ class WebhookSource:
         self.ctx.log.info("webhook %s: listening on %s", self.ctx.name, self.path)
         await anyio.sleep_forever()
 
-    def _authorized(self, request: Request, body: bytes) -> str | None:
-        """None when the request may pass, else why not (for the log, not the caller)."""
+    def _token_problem(self, request: Request) -> str | None:
+        """None when the bearer token (if one is configured) is right, else why not."""
         if self.options.token:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.options.token}".encode()):
                 return "missing or wrong bearer token"
-        if self.options.hmac_secret:
-            stamp = request.headers.get(TIMESTAMP_HEADER, "")
-            signature = request.headers.get(SIGNATURE_HEADER, "")
-            try:
-                skew = abs(time.time() - float(stamp))
-            except ValueError:
-                return f"missing or malformed {TIMESTAMP_HEADER}"
-            if skew > self.options.max_skew:
-                return f"timestamp {skew:.0f}s away from now (replayed request?)"
-            expected = sign(self.options.hmac_secret, stamp, body)
-            if not hmac.compare_digest(signature.encode(), expected.encode()):
-                return "signature does not match the body"
         return None
+
+    def _stamp_problem(self, request: Request) -> str | None:
+        """What the HMAC headers say wrong before the body is needed: the timestamp
+        (a finite number within ``max_skew``) and the signature's shape."""
+        stamp = request.headers.get(TIMESTAMP_HEADER, "")
+        try:
+            when = float(stamp)
+        except ValueError:
+            return f"missing or malformed {TIMESTAMP_HEADER}"
+        if not math.isfinite(when):  # NaN compares false with everything: no window at all
+            return f"{TIMESTAMP_HEADER} is not a finite number"
+        skew = abs(time.time() - when)
+        if skew > self.options.max_skew:
+            return f"timestamp {skew:.0f}s away from now (replayed request?)"
+        if not _SIGNATURE.fullmatch(request.headers.get(SIGNATURE_HEADER, "")):
+            return f"missing or malformed {SIGNATURE_HEADER} (want sha256=<64 hex digits>)"
+        return None
+
+    def _signature_problem(self, request: Request, body: bytes) -> str | None:
+        stamp = request.headers.get(TIMESTAMP_HEADER, "")
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        assert self.options.hmac_secret
+        expected = sign(self.options.hmac_secret, stamp, body)
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
+            return "signature does not match the body"
+        return None
+
+    def _seen_before(self, request: Request) -> bool:
+        """Remember a signed request's signature until its timestamp leaves the window;
+        True if it was already remembered (a replay)."""
+        now = time.time()
+        seen = self._signatures
+        while seen:  # forget what left the window (roughly in order of arrival)
+            oldest, expires = next(iter(seen.items()))
+            if expires > now and len(seen) < self.options.max_replay_cache:
+                break
+            del seen[oldest]
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        if signature in seen:
+            return True
+        expires = float(request.headers.get(TIMESTAMP_HEADER, "0")) + self.options.max_skew
+        seen[signature] = expires
+        return False
 
     async def _body(self, request: Request) -> bytes | JSONResponse:
         """The body, read within the size and time limits, or the refusal to send."""
@@ -145,16 +201,48 @@ class WebhookSource:
         paused = self.ctx.paused()
         if paused is not None:  # not read, not acknowledged: the sender keeps it
             return self._reject(request, 503, "not_accepting", paused, close=True,
-                                retry_after=PAUSED_RETRY_AFTER, quiet=True)
-        body = await self._body(request)
+                                headers={"Retry-After": str(PAUSED_RETRY_AFTER)}, quiet=True)
+        problem = self._token_problem(request)
+        if problem is None and self.options.hmac_secret:
+            problem = self._stamp_problem(request)
+        if problem is not None:  # refused on the headers: the body is never read
+            return self._reject(request, 401, "unauthorized", problem, public="unauthorized",
+                                close=True)
+        if self.options.hmac_secret and not self.options.token:
+            # nothing proves the sender yet: bound how many such bodies are in memory
+            if self._unverified.value == 0:
+                return self._reject(request, 503, "busy",
+                                    f"more than {self.options.max_unverified_reads} unsigned "
+                                    "bodies being read at once", close=True,
+                                    headers={"Retry-After": "1"})
+            async with self._unverified:
+                body = await self._body(request)
+        else:
+            body = await self._body(request)
         if isinstance(body, JSONResponse):
             return body
-        problem = self._authorized(request, body)
-        if problem is not None:
-            self._reject(request, 401, "unauthorized", problem)
-            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        if self.options.hmac_secret:
+            problem = self._signature_problem(request, body)
+            if problem is not None:
+                return self._reject(request, 401, "unauthorized", problem, public="unauthorized")
+            if self._seen_before(request):
+                return self._reject(request, 409, "replayed",
+                                    "this signed request was accepted before (replayed?)")
+        answer: JSONResponse | None = None
+        try:
+            answer = await self._accept(request, body)
+            return answer
+        finally:
+            if answer is None or answer.status_code != 202:
+                # not accepted after all (a refusal, or the bus stopping): a sender may
+                # send it again without being taken for a replay
+                self._signatures.pop(request.headers.get(SIGNATURE_HEADER, ""), None)
+
+    async def _accept(self, request: Request, body: bytes) -> JSONResponse:
         try:
             doc: Any = decode_json(body)
+        except TooDeep as err:
+            return self._reject(request, 400, "too_deep", f"invalid JSON: {err}")
         except ValueError as err:  # UnicodeDecodeError, nesting and RFC 8259 included
             return self._reject(request, 400, "invalid_json", f"invalid JSON: {err}")
         docs = doc if isinstance(doc, list) else [doc]
@@ -173,12 +261,13 @@ class WebhookSource:
 
     def _reject(
         self, request: Request, status: int, reason: str, detail: str, *, close: bool = False,
-        retry_after: int | None = None, quiet: bool = False,
+        public: str | None = None, headers: dict[str, str] | None = None, quiet: bool = False,
     ) -> JSONResponse:
         """Count, log (at most once a minute per reason) and answer a refusal.
 
         ``close``: the body was not read to its end, so the connection cannot carry
         another request; ``Connection: close`` tells the client not to reuse it.
+        ``public``: what the client is told, when ``detail`` is for the log only.
         ``quiet``: counted, not logged (the bus already logs why it takes no input).
         """
         self.rejected += 1
@@ -193,10 +282,8 @@ class WebhookSource:
                 detail,
                 reason,
             )
-        headers = {"Connection": "close"} if close else {}
-        if retry_after is not None:
-            headers["Retry-After"] = str(retry_after)
-        return JSONResponse({"error": detail}, status_code=status, headers=headers)
+        headers = {**(headers or {}), **({"Connection": "close"} if close else {})}
+        return JSONResponse({"error": public or detail}, status_code=status, headers=headers)
 
 
 @hookimpl

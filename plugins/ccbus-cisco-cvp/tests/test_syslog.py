@@ -164,6 +164,26 @@ async def test_logger_tcp_newline_and_octet_counted(tmp_path: Path, collect: Any
 
 
 @pytest.mark.anyio
+async def test_tcp_last_message_without_newline_is_delivered_on_close(
+    tmp_path: Path, collect: Any
+) -> None:
+    """A real TCP client sends two messages, the last without its newline, and closes:
+    both arrive.  An octet-counted frame cut short by the close is refused, counted."""
+    port = free_tcp_port()
+    async with collect(tmp_path, {"syslog": {"udp": None, "tcp": f"127.0.0.1:{port}"}}) as c:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"<14>first line\n<14>last line, no newline")
+        await c.wait_for(lambda: len(c.events) == 2)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"<14>whole\n")
+            sock.sendall(b"100 <14>cut short")
+        await c.wait_for(lambda: c.source.rejected.get("truncated_frame") == 1)
+        await c.wait_for(lambda: len(c.events) == 3)
+    assert [e.data["message"] for e in c.events] == ["first line", "last line, no newline",
+                                                     "whole"]
+
+
+@pytest.mark.anyio
 async def test_garbage_datagrams_are_counted_logged_kept_and_the_listener_goes_on(
     tmp_path: Path, collect: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -207,6 +227,46 @@ async def test_udp_overflow_is_dropped_and_counted_not_silently(
         # none lost silently: every datagram was either emitted or counted as dropped
         await c.wait_for(lambda: len(c.events) + c.source.syslog_dropped == 40)
         assert c.source.received["syslog"] == len(c.events)
+
+
+@pytest.mark.anyio
+async def test_datagrams_the_kernel_drops_are_counted_on_metrics(
+    tmp_path: Path, bus_with: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loop is kept from reading while 2,000 datagrams arrive at a small receive
+    buffer: the kernel drops most of them, and ``/metrics`` says how many, the
+    same number as the kernel's own count."""
+    from ccbus.observe.metrics import families, render
+
+    caplog.set_level(logging.WARNING, "ccbus.source.cvp")
+    port = free_udp_port()
+    options = {"syslog": {"udp": f"127.0.0.1:{port}", "receive_buffer": 4096}}
+    async with bus_with(tmp_path, options) as harness:
+        source = harness.source
+        with anyio.fail_after(30):
+            await source.listening.wait()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for n in range(2000):  # synchronous: the event loop reads none of them meanwhile
+                sock.sendto(b"<14>flood %d" % n, ("127.0.0.1", port))
+        await harness.wait_for(lambda: source.syslog_kernel_dropped > 0, within=30)
+        await anyio.sleep(1.5)  # one more reading of the kernel's count: all of it counted
+        text = render(families(harness.bus, *await harness.bus.outbox_counts()))
+        line = next(line for line in text.splitlines()
+                    if line.startswith("ccbus_source_bad_input_total")
+                    and 'reason="kernel_drop"' in line)
+        counted = float(line.rsplit(" ", 1)[1])
+        assert counted == source.syslog_kernel_dropped > 1000
+        assert source.received["syslog"] + counted == 2000
+        assert "the kernel dropped" in caplog.text and "syslog.receive_buffer" in caplog.text
+
+
+def test_kernel_drops_reads_the_sockets_line_of_proc_net_udp(tmp_path: Path) -> None:
+    from ccbus_cisco_cvp.syslog import kernel_drops
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        assert kernel_drops(sock) == 0  # the real /proc/net/udp
+        assert kernel_drops(sock, tmp_path) is None  # no such file: not Linux
 
 
 @pytest.mark.anyio

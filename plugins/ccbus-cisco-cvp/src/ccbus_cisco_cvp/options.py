@@ -59,6 +59,10 @@ class SyslogOptions(Options):
     #: senders reconnect with their next message). It frees the slots of peers that
     #: vanished without closing and of connections that never send. null: never.
     idle_timeout: Duration | None = Field(default=300.0, gt=0)
+    #: The UDP socket's receive buffer in bytes (``SO_RCVBUF``; the kernel doubles it
+    #: and caps it at ``net.core.rmem_max``); null: the system default. Datagrams that
+    #: arrive while it is full are dropped by the kernel, counted as ``kernel_drop``.
+    receive_buffer: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> SyslogOptions:

@@ -21,6 +21,7 @@ Syslog: UDP and TCP listeners; see :mod:`ccbus_cisco_cvp.syslog`.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
@@ -37,12 +38,14 @@ from ccbus import Event, RefusedInput, SourceContext, decode_json, parse_timesta
 from .mapping import VENDOR, Mapper
 from .options import CvpOptions
 from .protocol import CHANNELS, Channel, Problem, validate
-from .syslog import SyslogError, TcpFramer, parse
+from .syslog import SyslogError, TcpFramer, kernel_drops, parse
 
 __all__ = ["CvpSource"]
 
 LOG_FIRST = 10
 LOG_EVERY = 100
+#: How often the kernel's drop count of the UDP socket is read (seconds).
+KERNEL_DROPS_INTERVAL = 1.0
 _CHANNELS = {c.key: c for c in CHANNELS}
 
 
@@ -57,6 +60,9 @@ class CvpSource:
         #: datagrams dropped because the bus fell behind (UDP cannot wait); also counted
         #: on ``/metrics`` as ``syslog_overflow``, but not kept as dead letters
         self.syslog_dropped = 0
+        #: datagrams the kernel dropped before they were read (the socket's buffer was
+        #: full); counted on ``/metrics`` as ``kernel_drop``
+        self.syslog_kernel_dropped = 0
         self.connection: StompConnection | None = None
         #: subscription id -> channel
         self.channels: dict[str, Channel] = {}
@@ -185,6 +191,9 @@ class CvpSource:
             if options.udp:
                 udp = await ports.enter_async_context(await self._bind_udp(options.udp))
                 tg.start_soon(self._udp, udp, send)
+                raw = udp.extra(anyio.abc.SocketAttribute.raw_socket)
+                # the count so far, read before anything can arrive: all later drops count
+                tg.start_soon(self._kernel_drops, raw, kernel_drops(raw))
             if options.tcp:
                 listener = await ports.enter_async_context(await self._bind_tcp(options.tcp))
                 tg.start_soon(listener.serve, self._tcp_connection)
@@ -194,6 +203,10 @@ class CvpSource:
     async def _bind_udp(self, address: str) -> UDPSocket:
         host, _, port = address.rpartition(":")
         udp = await anyio.create_udp_socket(local_host=host, local_port=int(port))
+        options = self.options.syslog
+        if options is not None and options.receive_buffer is not None:
+            raw = udp.extra(anyio.abc.SocketAttribute.raw_socket)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.receive_buffer)
         self.udp_port = udp.extra(anyio.abc.SocketAttribute.local_port)
         self.ctx.log.info("cvp %s: syslog on udp %s:%s", self.ctx.name, host, self.udp_port)
         return udp
@@ -222,6 +235,27 @@ class CvpSource:
                             self.options.syslog.queue_size if self.options.syslog else 0,
                             peer_host, self.syslog_dropped,
                         )
+
+    async def _kernel_drops(self, sock: socket.socket, seen: int | None) -> None:
+        """Count what the kernel dropped for the UDP socket (``seen`` so far), as it
+        happens (within :data:`KERNEL_DROPS_INTERVAL`): otherwise those losses are
+        invisible."""
+        if seen is None:
+            self.ctx.log.info("cvp %s: the kernel's count of dropped syslog datagrams cannot "
+                              "be read here (no /proc/net/udp): not counted", self.ctx.name)
+            return
+        while True:
+            await anyio.sleep(KERNEL_DROPS_INTERVAL)
+            now = await anyio.to_thread.run_sync(kernel_drops, sock)
+            if now is None or now <= seen:
+                continue
+            new, seen = now - seen, now
+            self.syslog_kernel_dropped += new
+            self.ctx.count_bad_input("kernel_drop", new)
+            self.ctx.log.warning(
+                "cvp %s: the kernel dropped %d syslog datagram(s) before they were read "
+                "(the socket's receive buffer was full; raise syslog.receive_buffer) "
+                "[%d dropped so far]", self.ctx.name, new, self.syslog_kernel_dropped)
 
     async def _syslog_worker(self, queue: Any) -> None:
         async with queue:
@@ -264,18 +298,26 @@ class CvpSource:
             limit = (options.idle_timeout if begun is None
                      else begun + options.read_timeout - anyio.current_time())
             chunk = None
+            ended = False
             with anyio.move_on_after(limit):
-                chunk = await stream.receive()
-            if chunk is None:
+                try:
+                    chunk = await stream.receive()
+                except anyio.EndOfStream:
+                    ended = True
+            if chunk is None and not ended:
                 await self._tcp_timed_out(peer, framer.buffer, idle=begun is None)
                 return
+            partial = framer.buffer
             try:
-                messages = framer.feed(chunk)
+                messages = framer.finish() if ended else framer.feed(chunk or b"")
             except SyslogError as err:
-                await self.ctx.refuse(err.reason, str(err), framer.buffer[:1024], peer=peer)
+                kept = partial if ended else framer.buffer
+                await self.ctx.refuse(err.reason, str(err), kept[:1024], peer=peer)
                 return  # the stream is out of step: close it, the sender reconnects
             for data in messages:
                 await self.syslog_message(data, peer)  # TCP waits: back-pressure
+            if ended:  # the peer closed: its last message, if unterminated, went above
+                return
             if not framer.buffer:
                 begun = None
             elif messages or begun is None:

@@ -7,18 +7,25 @@ that is not syslog, so the source can count and dead-letter it.
 
 :class:`TcpFramer` splits a TCP stream into messages as RFC 6587 allows:
 octet counting (``123 <34>1 ...``) or a newline after each message, decided
-per message, as rsyslog does.
+per message, as rsyslog does; a last message without its newline is
+delivered when the peer closes (:meth:`TcpFramer.finish`).
 
 UDP cannot push back: datagrams go into a bounded queue and, if the bus
-falls behind, the overflow is dropped and counted, never silently.
+falls behind, the overflow is dropped and counted, never silently.  What
+the kernel drops before the source reads it (the socket's receive buffer
+full) is read from the socket's ``drops`` column in ``/proc/net/udp``
+(:func:`kernel_drops`) and counted too.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+from pathlib import Path
 from typing import Any
 
-__all__ = ["FACILITIES", "SEVERITIES", "SyslogError", "TcpFramer", "parse"]
+__all__ = ["FACILITIES", "SEVERITIES", "SyslogError", "TcpFramer", "kernel_drops", "parse"]
 
 FACILITIES = (
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
@@ -223,3 +230,41 @@ class TcpFramer:
                     messages.append(line)
                 self.buffer = rest
         return messages
+
+    def finish(self) -> list[bytes]:
+        """The message the stream ended in the middle of, as the peer closed.
+
+        A sender may close right after its last message without the newline
+        (``logger``, ``nc``, rsyslog's last line): that message is complete and
+        is delivered, as rsyslog does.  An octet-counted frame cut short is not
+        (its length says so): :class:`SyslogError` ``truncated_frame``.
+        """
+        rest, self.buffer = self.buffer, b""
+        if not rest.strip(b"\r\n\x00"):
+            return []
+        if rest[:1].isdigit():
+            raise SyslogError("truncated_frame", "the connection closed in the middle of an "
+                                                 f"octet-counted frame ({len(rest)} bytes)")
+        return [rest]
+
+
+def kernel_drops(sock: socket.socket, proc: Path = Path("/proc/net")) -> int | None:
+    """Datagrams the kernel dropped for ``sock`` since it was opened (its receive
+    buffer was full), or None where that cannot be read (not Linux).
+
+    Linux keeps the count per socket and shows it as the last column (``drops``)
+    of ``/proc/net/udp`` and ``udp6``, on the line whose ``inode`` is the
+    socket's.  (``SO_RXQ_OVFL`` gives the same number, but only as ancillary
+    data of ``recvmsg``, which the event loop's datagram transport does not use.)
+    """
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    name = "udp6" if sock.family == socket.AF_INET6 else "udp"
+    try:
+        lines = (proc / name).read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 13 and fields[9] == inode:
+            return int(fields[-1])
+    return None
