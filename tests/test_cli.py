@@ -245,7 +245,7 @@ def test_run_refuses_a_port_out_of_range_without_a_traceback(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:8787", "[::]:8787", "192.0.2.1:8787"])
 def test_check_warns_when_the_listener_binds_beyond_loopback(tmp_path: Path, listen: str) -> None:
-    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: x, do: [log: x]}]\n")
+    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: system.alert, do: [log: x]}]\n")
     config = write(tmp_path / "c.yaml", f'http: {{listen: "{listen}"}}\n')
     code, out = invoke("check", "-c", str(config))
     assert code == 0, out
