@@ -230,3 +230,16 @@ async def test_the_simulators_syslog_lines_parse(tmp_path: Path, cvp_source: Any
 def test_logger_is_util_linux() -> None:
     out = subprocess.run([LOGGER, "--version"], capture_output=True, text=True, check=True)
     assert "util-linux" in out.stdout
+
+
+def test_a_syslog_error_is_the_cores_refused_input() -> None:
+    """Raised inside ``ctx.convert``, it is a dead letter with its own reason (issue #16)."""
+    from ccbus_cisco_cvp.errors import SyslogError as Error
+
+    from ccbus import RefusedInput
+
+    assert Error is SyslogError and issubclass(SyslogError, RefusedInput)
+    with pytest.raises(RefusedInput) as err:
+        parse(b"no priority")
+    assert (err.value.reason, err.value.detail) == (
+        "no_priority", "syslog message does not start with <PRI>")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .errors import SyslogError
+
 __all__ = ["FACILITIES", "SEVERITIES", "SyslogError", "TcpFramer", "parse"]
 
 FACILITIES = (
@@ -35,14 +37,6 @@ _RFC3164_TIME = re.compile(
 _TAG = re.compile(r"^(?P<app>[^\s:\[]{1,48})(\[(?P<pid>[^\]]{1,128})\])?: ?")
 _SD_NAME = re.compile(r"[^= \]\"]{1,32}")
 _BOM = "\ufeff"
-
-
-class SyslogError(ValueError):
-    """Not a syslog message; ``reason`` is the counter label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def parse(raw: bytes) -> dict[str, Any]:
