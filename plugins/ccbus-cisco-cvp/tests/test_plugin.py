@@ -123,7 +123,7 @@ def test_the_plugins_example_rules_pass_their_tests(host: PluginHost) -> None:
 
 @pytest.mark.anyio
 async def test_ccbus_simulate_cvp_feeds_a_running_source(
-    activemq: ActiveMQBroker, bus_with: Any, tmp_path: Path
+    activemq: ActiveMQBroker, cvp_bus: Any, tmp_path: Path
 ) -> None:
     """The simulator as an admin runs it: its call flows, malformed bodies and syslog lines
     reach the rules through the real broker and a real UDP socket."""
@@ -136,8 +136,8 @@ async def test_ccbus_simulate_cvp_feeds_a_running_source(
         "syslog": {"udp": f"127.0.0.1:{udp}"},
     }
     # the simulator publishes on the default topics: this test's subscriptions start now
-    async with bus_with(tmp_path, options) as h:
-        await h.wait_for(lambda: h.bus.sources["cvp"].state == "connected")
+    async with cvp_bus(options) as h:
+        await h.wait_until(lambda: h.state() == "connected", timeout=30)
         result = await anyio.run_process(
             [str(CCBUS), "simulate", "cvp", "--broker", activemq.stomp_url, "--calls", "8",
              "--every", "0", "--pause", "0", "--seed", "4", "--malformed",
@@ -148,10 +148,10 @@ async def test_ccbus_simulate_cvp_feeds_a_running_source(
         output = result.stdout.decode()
         assert "plugin: cisco-cvp" in output and "played" in output
         types = lambda: set(h.recorder.types())  # noqa: E731
-        await h.wait_for(lambda: {"call.started", "call.queued", "call.transferred",
-                                  "call.abandoned", "call.ended", "system.alert",
-                                  "device.status_changed", "cvp.syslog"} <= types())
-        source = h.source
-        await h.wait_for(lambda: sum(source.rejected.values()) >= 7)
+        await h.wait_until(lambda: {"call.started", "call.queued", "call.transferred",
+                                    "call.abandoned", "call.ended", "system.alert",
+                                    "device.status_changed", "cvp.syslog"} <= types(), timeout=30)
+        source = h.source()
+        await h.wait_until(lambda: sum(source.rejected.values()) >= 7, timeout=30)
     assert {"invalid_json", "missing_field", "bad_enum", "wrong_type", "wrong_channel",
             "unknown_event_type", "not_an_object"} <= set(source.rejected)

@@ -14,6 +14,8 @@ import pytest
 from ccbus_cisco_cvp.scenarios import contact_center, syslog_lines
 from ccbus_cisco_cvp.syslog import SyslogError, TcpFramer, parse
 
+from ccbus.testing import wait_until
+
 LOGGER = shutil.which("logger") or "logger"
 
 
@@ -119,10 +121,10 @@ def test_a_broken_octet_count_is_bad_framing(stream: bytes) -> None:
 
 @pytest.mark.anyio
 async def test_logger_udp_rfc5424_and_rfc3164_reach_the_source(
-    tmp_path: Path, collect: Any
+    tmp_path: Path, cvp_source: Any
 ) -> None:
     port = free_udp_port()
-    async with collect(tmp_path, {"syslog": {"udp": f"127.0.0.1:{port}"}}) as c:
+    async with cvp_source({"syslog": {"udp": f"127.0.0.1:{port}"}}) as c:
         assert c.source.udp_port == port
         assert c.states == ["binding", "listening"]  # not ready until bound
         await logger("-d", "-n", "127.0.0.1", "-P", str(port), "--rfc5424", "-t", "CVP",
@@ -131,7 +133,7 @@ async def test_logger_udp_rfc5424_and_rfc3164_reach_the_source(
                      "ICM did not answer")
         await logger("-d", "-n", "127.0.0.1", "-P", str(port), "--rfc3164", "-t", "VXML",
                      "-p", "local3.warning", "disk 91% on vxml-02")
-        await c.wait_for(lambda: len(c.events) == 2)
+        await wait_until(lambda: len(c.events) == 2, timeout=30)
     first, second = c.events
     assert first.type == second.type == "cvp.syslog"
     assert first.data["format"] == "rfc5424"
@@ -147,15 +149,15 @@ async def test_logger_udp_rfc5424_and_rfc3164_reach_the_source(
 
 
 @pytest.mark.anyio
-async def test_logger_tcp_newline_and_octet_counted(tmp_path: Path, collect: Any) -> None:
+async def test_logger_tcp_newline_and_octet_counted(tmp_path: Path, cvp_source: Any) -> None:
     port = free_tcp_port()
-    async with collect(tmp_path, {"syslog": {"udp": None, "tcp": f"127.0.0.1:{port}"}}) as c:
+    async with cvp_source({"syslog": {"udp": None, "tcp": f"127.0.0.1:{port}"}}) as c:
         await logger("-T", "-n", "127.0.0.1", "-P", str(port), "--rfc5424", "-t", "CVP",
                      "-p", "local4.notice", "--sd-id", "cvp@9", "--sd-param", 'metric="cpu"',
                      "plain framing")
         await logger("-T", "--octet-count", "-n", "127.0.0.1", "-P", str(port), "--rfc3164",
                      "-t", "CVP", "-p", "local4.info", "octet counted")
-        await c.wait_for(lambda: len(c.events) == 2)
+        await wait_until(lambda: len(c.events) == 2, timeout=30)
     assert [e.data["message"] for e in c.events] == ["plain framing", "octet counted"]
     # logger adds its own timeQuality element next to ours
     assert c.events[0].data["structuredData"]["cvp@9"] == {"metric": "cpu"}
@@ -165,37 +167,37 @@ async def test_logger_tcp_newline_and_octet_counted(tmp_path: Path, collect: Any
 
 @pytest.mark.anyio
 async def test_tcp_last_message_without_newline_is_delivered_on_close(
-    tmp_path: Path, collect: Any
+    cvp_source: Any
 ) -> None:
     """A real TCP client sends two messages, the last without its newline, and closes:
     both arrive.  An octet-counted frame cut short by the close is refused, counted."""
     port = free_tcp_port()
-    async with collect(tmp_path, {"syslog": {"udp": None, "tcp": f"127.0.0.1:{port}"}}) as c:
+    async with cvp_source({"syslog": {"udp": None, "tcp": f"127.0.0.1:{port}"}}) as c:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"<14>first line\n<14>last line, no newline")
-        await c.wait_for(lambda: len(c.events) == 2)
+        await wait_until(lambda: len(c.events) == 2, timeout=30)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"<14>whole\n")
             sock.sendall(b"100 <14>cut short")
-        await c.wait_for(lambda: c.source.rejected.get("truncated_frame") == 1)
-        await c.wait_for(lambda: len(c.events) == 3)
+        await wait_until(lambda: c.source.rejected.get("truncated_frame") == 1, timeout=30)
+        await wait_until(lambda: len(c.events) == 3, timeout=30)
     assert [e.data["message"] for e in c.events] == ["first line", "last line, no newline",
                                                      "whole"]
 
 
 @pytest.mark.anyio
 async def test_garbage_datagrams_are_counted_logged_kept_and_the_listener_goes_on(
-    tmp_path: Path, collect: Any, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, cvp_source: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "ccbus.source.cvp")
     port = free_udp_port()
-    async with collect(tmp_path, {"syslog": {"udp": f"127.0.0.1:{port}"}}) as c:
+    async with cvp_source({"syslog": {"udp": f"127.0.0.1:{port}"}}) as c:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(b"\x00\x01binary junk", ("127.0.0.1", port))
             sock.sendto(b"<14>1 2026-11-22T09:00:00Z h a - - [oops", ("127.0.0.1", port))
         await logger("-d", "-n", "127.0.0.1", "-P", str(port), "still alive")
-        await c.wait_for(lambda: len(c.events) == 1)
-        await c.wait_for(lambda: c.source.dead_letters.written == 2)
+        await wait_until(lambda: len(c.events) == 1, timeout=30)
+        await wait_until(lambda: c.source.dead_letters.written == 2, timeout=30)
     assert c.source.rejected == {"no_priority": 1, "bad_structured_data": 1}
     assert c.events[0].data["message"] == "still alive"
     assert "source cvp: refused a message (no_priority) from peer udp 127.0.0.1:" in caplog.text
@@ -206,7 +208,7 @@ async def test_garbage_datagrams_are_counted_logged_kept_and_the_listener_goes_o
 
 @pytest.mark.anyio
 async def test_udp_overflow_is_dropped_and_counted_not_silently(
-    tmp_path: Path, collect: Any, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, cvp_source: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "ccbus.source.cvp")
     release = anyio.Event()
@@ -216,22 +218,22 @@ async def test_udp_overflow_is_dropped_and_counted_not_silently(
 
     port = free_udp_port()
     options = {"syslog": {"udp": f"127.0.0.1:{port}", "queue_size": 5}}
-    async with collect(tmp_path, options, emit=slow_bus) as c:
+    async with cvp_source(options, emit=slow_bus) as c:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             for n in range(40):
                 sock.sendto(b"<14>message %d" % n, ("127.0.0.1", port))
         # at most one is held by the stuck emit and five wait in the queue: the rest are dropped
-        await c.wait_for(lambda: c.source.syslog_dropped >= 34)
+        await wait_until(lambda: c.source.syslog_dropped >= 34, timeout=30)
         assert "syslog queue full (5): dropped a datagram from 127.0.0.1" in caplog.text
         release.set()
         # none lost silently: every datagram was either emitted or counted as dropped
-        await c.wait_for(lambda: len(c.events) + c.source.syslog_dropped == 40)
+        await wait_until(lambda: len(c.events) + c.source.syslog_dropped == 40, timeout=30)
         assert c.source.received["syslog"] == len(c.events)
 
 
 @pytest.mark.anyio
 async def test_datagrams_the_kernel_drops_are_counted_on_metrics(
-    tmp_path: Path, bus_with: Any, caplog: pytest.LogCaptureFixture
+    cvp_bus: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The loop is kept from reading while 2,000 datagrams arrive at a small receive
     buffer: the kernel drops most of them, and ``/metrics`` says how many, the
@@ -241,14 +243,14 @@ async def test_datagrams_the_kernel_drops_are_counted_on_metrics(
     caplog.set_level(logging.WARNING, "ccbus.source.cvp")
     port = free_udp_port()
     options = {"syslog": {"udp": f"127.0.0.1:{port}", "receive_buffer": 4096}}
-    async with bus_with(tmp_path, options) as harness:
-        source = harness.source
+    async with cvp_bus(options) as harness:
+        source = harness.source()
         with anyio.fail_after(30):
             await source.listening.wait()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             for n in range(2000):  # synchronous: the event loop reads none of them meanwhile
                 sock.sendto(b"<14>flood %d" % n, ("127.0.0.1", port))
-        await harness.wait_for(lambda: source.syslog_kernel_dropped > 0, within=30)
+        await wait_until(lambda: source.syslog_kernel_dropped > 0, timeout=30)
         await anyio.sleep(1.5)  # one more reading of the kernel's count: all of it counted
         text = render(families(harness.bus, *await harness.bus.outbox_counts()))
         line = next(line for line in text.splitlines()
@@ -270,15 +272,15 @@ def test_kernel_drops_reads_the_sockets_line_of_proc_net_udp(tmp_path: Path) -> 
 
 
 @pytest.mark.anyio
-async def test_the_simulators_syslog_lines_parse(tmp_path: Path, collect: Any) -> None:
+async def test_the_simulators_syslog_lines_parse(tmp_path: Path, cvp_source: Any) -> None:
     lines = syslog_lines(contact_center(8, seed=3))
     assert len(lines) >= 6
     port = free_tcp_port()
-    async with collect(tmp_path, {"syslog": {"udp": None, "tcp": f"127.0.0.1:{port}"}}) as c:
+    async with cvp_source({"syslog": {"udp": None, "tcp": f"127.0.0.1:{port}"}}) as c:
         async with await anyio.connect_tcp("127.0.0.1", port) as stream:
             for line in lines:
                 await stream.send(b"%d %s" % (len(line), line))
-        await c.wait_for(lambda: len(c.events) == len(lines))
+        await wait_until(lambda: len(c.events) == len(lines), timeout=30)
     assert c.source.rejected == {}
     formats = {e.data["format"] for e in c.events}
     assert formats == {"rfc5424", "rfc3164"}
@@ -288,3 +290,16 @@ async def test_the_simulators_syslog_lines_parse(tmp_path: Path, collect: Any) -
 def test_logger_is_util_linux() -> None:
     out = subprocess.run([LOGGER, "--version"], capture_output=True, text=True, check=True)
     assert "util-linux" in out.stdout
+
+
+def test_a_syslog_error_is_the_cores_refused_input() -> None:
+    """Raised inside ``ctx.convert``, it is a dead letter with its own reason (issue #16)."""
+    from ccbus_cisco_cvp.errors import SyslogError as Error
+
+    from ccbus import RefusedInput
+
+    assert Error is SyslogError and issubclass(SyslogError, RefusedInput)
+    with pytest.raises(RefusedInput) as err:
+        parse(b"no priority")
+    assert (err.value.reason, err.value.detail) == (
+        "no_priority", "syslog message does not start with <PRI>")

@@ -21,25 +21,28 @@ GET_STATE = next(spec for spec in COMMANDS if spec.command == "GetState")
 
 
 async def test_every_documented_error_is_retried_or_fails_as_the_guide_says(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
 ) -> None:
     name = unique_name("Connector")
     async with emulator(activemq, name) as emu, \
-            bus_with(tmp_path, options_for(activemq, name)) as h:
-        await h.wait_for(lambda: h.state == "connected")
-        await h.command("cucm.login", agent="1001")
-        await h.wait_for(lambda: h.outcomes("cucm.login")["ok"] == 1)
+            cucm_bus(options_for(activemq, name)) as h:
+        await h.wait_until(lambda: h.state() == "connected", timeout=30)
+        await h.publish("test.cucm.login", agent="1001")
+        await h.wait_until(lambda: h.counter("actions", action="cucm.login", outcome="ok") == 1,
+                           timeout=30)
         ok = dead = 0
         for code in ERRORS:
             emu.fail_next(code, command="GetState")
-            await h.command("cucm.get_state", agent="1001")
+            await h.publish("test.cucm.get_state", agent="1001")
             if ERRORS[code].retry:  # answered with the error, then resent and answered
                 ok += 1
-                await h.wait_for(lambda ok=ok: h.outcomes("cucm.get_state")["ok"] == ok)
+                await h.wait_until(lambda ok=ok: h.counter("actions", action="cucm.get_state",
+                                                           outcome="ok") == ok, timeout=30)
             else:
                 dead += 1
-                await h.wait_for(lambda dead=dead: len(h.dead_letters()) == dead)
-        await h.wait_for(lambda: len(h.recorder.results("GetState")) >= len(ERRORS) + ok)
+                await h.wait_until(lambda dead=dead: len(h.dead_letters()) == dead, timeout=30)
+        await h.wait_until(lambda: len(h.recorder.results("GetState")) >= len(ERRORS) + ok,
+                           timeout=30)
         letters = h.dead_letters()
     permanent = [c for c, spec in ERRORS.items() if not spec.retry]
     assert permanent == ["MISSING_EXTENSION", "WRONG_EXTENSION", "USER_NOT_FOUND"]
@@ -47,33 +50,35 @@ async def test_every_documented_error_is_retried_or_fails_as_the_guide_says(
     retried = len(ERRORS) - len(permanent)
     # each retried code: the error answer, then a second GetState that succeeded
     assert emu.commands("GetState") == len(permanent) + 2 * retried
-    assert h.outcomes("cucm.get_state") == {"ok": retried, "retry": retried,
-                                            "dead_letter": len(permanent)}
+    outcomes = {o: h.counter("actions", action="cucm.get_state", outcome=o)
+                for o in ("ok", "retry", "dead_letter")}
+    assert outcomes == {"ok": retried, "retry": retried, "dead_letter": len(permanent)}
     errors = [r["errorType"] for r in h.recorder.results("GetState") if r["outcome"] == "error"]
     assert sorted(errors) == sorted(ERRORS)  # record actions may run out of order
 
 
 async def test_bad_extensions_get_the_connectors_errors(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
 ) -> None:
     name = unique_name("Connector")
     async with emulator(activemq, name) as emu, \
-            bus_with(tmp_path, options_for(activemq, name), delivery={"attempts": 2}) as h:
-        await h.wait_for(lambda: h.state == "connected")
-        await h.command("cucm.login", agent="10a1")
-        await h.wait_for(lambda: len(h.dead_letters()) == 1)
-        await h.command("cucm.login", agent="1999")
-        await h.wait_for(lambda: len(h.dead_letters()) == 2)
-        await h.command("cucm.login", agent="1001")
-        await h.wait_for(lambda: h.outcomes("cucm.login")["ok"] == 1)
-        await h.command("cucm.make_call", agent="1001", number="")
-        await h.wait_for(lambda: len(h.dead_letters()) == 3)
-        await h.command("cucm.make_call", agent="1001", number="0000")
+            cucm_bus(options_for(activemq, name), delivery={"attempts": 2}) as h:
+        await h.wait_until(lambda: h.state() == "connected", timeout=30)
+        await h.publish("test.cucm.login", agent="10a1")
+        await h.wait_until(lambda: len(h.dead_letters()) == 1, timeout=30)
+        await h.publish("test.cucm.login", agent="1999")
+        await h.wait_until(lambda: len(h.dead_letters()) == 2, timeout=30)
+        await h.publish("test.cucm.login", agent="1001")
+        await h.wait_until(lambda: h.counter("actions", action="cucm.login", outcome="ok") == 1,
+                           timeout=30)
+        await h.publish("test.cucm.make_call", agent="1001", number="")
+        await h.wait_until(lambda: len(h.dead_letters()) == 3, timeout=30)
+        await h.publish("test.cucm.make_call", agent="1001", number="0000")
         # INVALID_PARTY: "send the request again" -> retried, then out of attempts
-        await h.wait_for(lambda: len(h.dead_letters()) == 4)
+        await h.wait_until(lambda: len(h.dead_letters()) == 4, timeout=30)
         # a '#' would change the command's shape: refused before anything is sent
-        await h.command("cucm.make_call", agent="1001", number="12#34")
-        await h.wait_for(lambda: len(h.dead_letters()) == 5)
+        await h.publish("test.cucm.make_call", agent="1001", number="12#34")
+        await h.wait_until(lambda: len(h.dead_letters()) == 5, timeout=30)
         reasons = [d.reason for d in h.dead_letters()]
     assert "answered Login#10a1 with WRONG_EXTENSION" in reasons[0]
     assert "answered Login#1999 with USER_NOT_FOUND" in reasons[1]
@@ -84,92 +89,100 @@ async def test_bad_extensions_get_the_connectors_errors(
 
 
 async def test_out_of_service_refuses_commands_until_the_connector_is_back(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
     caplog: Any,
 ) -> None:
     caplog.set_level(logging.INFO)
     name = unique_name("Connector")
-    async with emulator(activemq, name) as emu, bus_with(
-        tmp_path, options_for(activemq, name), delivery={"attempts": 50}
+    async with emulator(activemq, name) as emu, cucm_bus(
+        options_for(activemq, name), delivery={"attempts": 50}
     ) as h:
-        await h.wait_for(lambda: h.state == "connected")
-        await h.command("cucm.login", agent="1001")
-        await h.wait_for(lambda: h.outcomes("cucm.login")["ok"] == 1)
+        await h.wait_until(lambda: h.state() == "connected", timeout=30)
+        await h.publish("test.cucm.login", agent="1001")
+        await h.wait_until(lambda: h.counter("actions", action="cucm.login", outcome="ok") == 1,
+                           timeout=30)
         await emu.set_in_service(False)
-        await h.wait_for(lambda: h.state == "out_of_service")
-        await h.command("cucm.get_state", agent="1001")
-        await h.wait_for(lambda: h.outcomes("cucm.get_state")["retry"] >= 2)
+        await h.wait_until(lambda: h.state() == "out_of_service", timeout=30)
+        await h.publish("test.cucm.get_state", agent="1001")
+        await h.wait_until(lambda: h.counter("actions", action="cucm.get_state",
+                                             outcome="retry") >= 2, timeout=30)
+        # still saying Hello (every hello_interval: waited for, the retries above may be
+        # quicker than one interval on a loaded machine), and the command never sent
+        await h.wait_until(lambda: h.source().stats["hellos"] >= 2, timeout=30)
         assert emu.commands("GetState") == 0  # refused here, never sent
-        assert h.source.stats["hellos"] >= 2  # still saying Hello
         await emu.set_in_service(True)
-        await h.wait_for(lambda: h.outcomes("cucm.get_state")["ok"] == 1)
-        await h.wait_for(lambda: len(h.recorder.of("cucm.System")) >= 3)
-        await h.recorded("system.alert")
+        await h.wait_until(lambda: h.counter("actions", action="cucm.get_state",
+                                             outcome="ok") == 1, timeout=30)
+        await h.wait_until(lambda: len(h.recorder.of("cucm.System")) >= 3, timeout=30)
+        await h.recorder.wait_count(1, lambda c: c.event.type == "system.alert", timeout=30)
     assert emu.commands("GetState") == 1
-    statuses = [c["data"]["status"] for c in h.recorder.of("cucm.System")]
+    statuses = [c.event.data["status"] for c in h.recorder.of("cucm.System")]
     # in, out, in again (keepalives add more IN_SERVICE answers)
     assert statuses.count("IN_SERVICE") >= 2 and "OUT_OF_SERVICE" in statuses
     alerts = h.recorder.of("system.alert")
-    assert alerts and alerts[0]["data"]["component"] == "cucm-connector"
+    assert alerts and alerts[0].event.data["component"] == "cucm-connector"
     assert any("GetState#1001 not sent: the CUCM Connector is OUT_OF_SERVICE" in r.getMessage()
                for r in caplog.records)
 
 
 async def test_keepalives_and_an_outage_raise_device_status_and_alerts_once(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
 ) -> None:
     """Every Hello is answered with a System event; only changes become canonical events."""
     name = unique_name("Connector")
     options = options_for(activemq, name, keepalive_interval=0.5)
-    async with emulator(activemq, name) as emu, bus_with(tmp_path, options) as h:
+    async with emulator(activemq, name) as emu, cucm_bus(options) as h:
         def answers(status: str) -> int:
-            return sum(c["data"]["status"] == status for c in h.recorder.of("cucm.System"))
+            return sum(c.event.data["status"] == status for c in h.recorder.of("cucm.System"))
 
-        await h.wait_for(lambda: h.state == "connected")
-        await h.wait_for(lambda: answers("IN_SERVICE") >= 4, within=60)  # keepalives answered
+        await h.wait_until(lambda: h.state() == "connected", timeout=30)
+        await h.wait_until(lambda: answers("IN_SERVICE") >= 4, timeout=60)  # keepalives answered
         await emu.set_in_service(False)
-        await h.wait_for(lambda: answers("OUT_OF_SERVICE") >= 4, within=60)  # Hellos answered
+        await h.wait_until(lambda: answers("OUT_OF_SERVICE") >= 4, timeout=60)  # Hellos answered
         await emu.set_in_service(True)
-        await h.wait_for(lambda: h.state == "connected", within=60)
+        await h.wait_until(lambda: h.state() == "connected", timeout=60)
         back = answers("IN_SERVICE")
-        await h.wait_for(lambda: answers("IN_SERVICE") >= back + 3, within=60)
+        await h.wait_until(lambda: answers("IN_SERVICE") >= back + 3, timeout=60)
 
-    changes = [(c["data"]["status"], c["data"].get("previousStatus"), c["data"]["nativeStatus"])
+    changes = [(c.event.data["status"], c.event.data.get("previousStatus"),
+                c.event.data["nativeStatus"])
                for c in h.recorder.of("device.status_changed")]
     # record actions run concurrently: compare what was raised, not the order it was recorded in
     assert sorted(changes, key=str) == sorted([
         ("up", None, "IN_SERVICE"), ("down", "up", "OUT_OF_SERVICE"),
         ("up", "down", "IN_SERVICE"),
     ], key=str)
-    alerts = sorted((c["data"]["severity"], c["data"]["message"])
+    alerts = sorted((c.event.data["severity"], c.event.data["message"])
                     for c in h.recorder.of("system.alert"))
     assert [severity for severity, _ in alerts] == ["info", "major"]
     assert "back IN_SERVICE" in alerts[0][1] and "is OUT_OF_SERVICE" in alerts[1][1]
-    assert {c["data"]["component"] for c in h.recorder.of("system.alert")} == {"cucm-connector"}
+    assert {c.event.data["component"] for c in h.recorder.of("system.alert")} == {"cucm-connector"}
 
 
 async def test_a_late_answer_is_not_followed_by_a_second_send(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
 ) -> None:
     """The first attempt gives up waiting; the retry waits for that send, not a new one."""
     name = unique_name("Connector")
     options = options_for(activemq, name, answer_timeout=0.3, command_ttl=8)
-    async with emulator(activemq, name) as emu, bus_with(tmp_path, options) as h:
-        await h.wait_for(lambda: h.state == "connected")
-        await h.command("cucm.login", agent="1001")
-        await h.wait_for(lambda: h.outcomes("cucm.login")["ok"] == 1, within=60)
+    async with emulator(activemq, name) as emu, cucm_bus(options) as h:
+        await h.wait_until(lambda: h.state() == "connected", timeout=30)
+        await h.publish("test.cucm.login", agent="1001")
+        await h.wait_until(lambda: h.counter("actions", action="cucm.login", outcome="ok") == 1,
+                           timeout=60)
         emu.delay = 1.5
-        await h.command("cucm.make_call", agent="1001", number="4930555")
-        await h.wait_for(lambda: h.outcomes("cucm.make_call")["ok"] == 1)
-        assert h.outcomes("cucm.make_call")["retry"] >= 1
-        assert h.source.stats["waited_for_earlier"] >= 1
-        assert h.source.stats["late_answers"] + h.source.stats["answers"] >= 1
+        await h.publish("test.cucm.make_call", agent="1001", number="4930555")
+        await h.wait_until(lambda: h.counter("actions", action="cucm.make_call",
+                                             outcome="ok") == 1, timeout=30)
+        assert h.counter("actions", action="cucm.make_call", outcome="retry") >= 1
+        assert h.source().stats["waited_for_earlier"] >= 1
+        assert h.source().stats["late_answers"] + h.source().stats["answers"] >= 1
     assert emu.commands("MakeCall") == 1
     assert len(h.recorder.results("MakeCall")) == 1
 
 
 async def test_a_retry_after_an_answer_replays_it_even_after_a_restart(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
 ) -> None:
     """The outbox may run a call again after it succeeded (a crash before it forgot it)."""
     name = unique_name("Connector")
@@ -182,18 +195,19 @@ async def test_a_retry_after_an_answer_replays_it_even_after_a_restart(
                              log=logging.getLogger("test"), attempt=attempt)
 
     async with emulator(activemq, name) as emu:
-        async with bus_with(tmp_path, options) as h:
-            await h.wait_for(lambda: h.state == "connected")
-            await h.command("cucm.login", agent="1001")
-            await h.wait_for(lambda: h.outcomes("cucm.login")["ok"] == 1)
+        async with cucm_bus(options) as h:
+            await h.wait_until(lambda: h.state() == "connected", timeout=30)
+            await h.publish("test.cucm.login", agent="1001")
+            await h.wait_until(lambda: h.counter("actions", action="cucm.login",
+                                                 outcome="ok") == 1, timeout=30)
             first = await run_command(GET_STATE, params, context(1))
             again = await run_command(GET_STATE, params, context(2))
         assert emu.commands("GetState") == 1
         assert (first.replayed, again.replayed) == (False, True)
         assert again.correlation_id == first.correlation_id
         assert again.answer == first.answer
-        async with bus_with(tmp_path, options) as h:  # same state directory: a restart
-            await h.wait_for(lambda: h.state == "connected")
+        async with cucm_bus(options) as h:  # same state directory: a restart
+            await h.wait_until(lambda: h.state() == "connected", timeout=30)
             third = await run_command(GET_STATE, params, context(3))
             other = await run_command(GET_STATE, params, ActionContext(
                 rule="r", event=event, idempotency_key="another-call",
@@ -204,12 +218,12 @@ async def test_a_retry_after_an_answer_replays_it_even_after_a_restart(
 
 
 async def test_an_error_answer_is_not_replayed(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
 ) -> None:
     name = unique_name("Connector")
     async with emulator(activemq, name) as emu, \
-            bus_with(tmp_path, options_for(activemq, name)) as h:
-        await h.wait_for(lambda: h.state == "connected")
+            cucm_bus(options_for(activemq, name)) as h:
+        await h.wait_until(lambda: h.state() == "connected", timeout=30)
         event = Event(type="x", source="test")
         ctx = ActionContext(rule="r", event=event, idempotency_key="k",
                             log=logging.getLogger("test"))
@@ -224,25 +238,26 @@ async def test_an_error_answer_is_not_replayed(
 
 
 async def test_a_silent_connector_loses_the_session_and_a_new_one_is_handshaken(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
 ) -> None:
     name = unique_name("Connector")
     options = options_for(activemq, name, keepalive_interval=0.6, keepalive_misses=2)
-    async with bus_with(tmp_path, options) as h:
+    async with cucm_bus(options) as h:
         async with emulator(activemq, name):
-            await h.wait_for(lambda: h.state == "connected")
+            await h.wait_until(lambda: h.state() == "connected", timeout=30)
         # the connector is gone: keepalive Hellos go unanswered
-        await h.wait_for(lambda: h.state == "handshaking")
-        assert h.source.stats["keepalive_missed"] >= 2
+        await h.wait_until(lambda: h.state() == "handshaking", timeout=30)
+        assert h.source().stats["keepalive_missed"] >= 2
         async with emulator(activemq, name) as emu:
-            await h.wait_for(lambda: h.state == "connected")
-            await h.command("cucm.login", agent="1001")
-            await h.wait_for(lambda: h.outcomes("cucm.login")["ok"] == 1)
+            await h.wait_until(lambda: h.state() == "connected", timeout=30)
+            await h.publish("test.cucm.login", agent="1001")
+            await h.wait_until(lambda: h.counter("actions", action="cucm.login",
+                                                 outcome="ok") == 1, timeout=30)
         assert emu.stats["hellos"] >= 1
 
 
 async def test_bad_input_is_logged_counted_and_the_session_carries_on(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
     caplog: Any,
 ) -> None:
     caplog.set_level(logging.WARNING)
@@ -259,8 +274,8 @@ async def test_bad_input_is_logged_counted_and_the_session_carries_on(
         "no separators": "malformed",
         "System#": "malformed",
     }
-    async with emulator(activemq, name) as emu, bus_with(tmp_path, options) as h:
-        await h.wait_for(lambda: h.state == "connected")
+    async with emulator(activemq, name) as emu, cucm_bus(options) as h:
+        await h.wait_until(lambda: h.state() == "connected", timeout=30)
         conn = emu.connection
         for body in bodies:
             await conn.send(client, body)
@@ -269,20 +284,20 @@ async def test_bad_input_is_logged_counted_and_the_session_carries_on(
             lambda: raw.send(client, b"\xff\xfe#Error", headers={"content-length": "8"})
         )
         await conn.send(client, "1001#AgentState#NOT_READY#2026-11-22T10:00:00Z")
-        await h.wait_for(lambda: h.recorder.of("agent.state_changed"))
-        assert h.state == "connected"
+        await h.wait_until(lambda: h.recorder.of("agent.state_changed"), timeout=30)
+        assert h.state() == "connected"
     expected: dict[str, int] = {}
     for reason in [*bodies.values(), "not_utf8"]:
         expected[reason] = expected.get(reason, 0) + 1
     assert {r: h.bad_input(r) for r in expected} == expected
-    assert dict(h.source.ctx.refusals.counts) == expected
-    assert h.recorder.of("agent.state_changed")[0]["data"]["state"] == "not_ready"
+    assert dict(h.source().ctx.refusals.counts) == expected
+    assert h.recorder.of("agent.state_changed")[0].event.data["state"] == "not_ready"
     logged = [r.getMessage() for r in caplog.records if "refused a message" in r.getMessage()]
     assert len(logged) == sum(expected.values())
     assert any("(unknown_event) from destination" in m and "unknown event 'Bogus'" in m
                for m in logged)
     # every one is kept as a dead letter, with its reason and body, for an admin to read
-    letters = h.source.ctx.refusals.dead_letters.read()
+    letters = h.source().ctx.refusals.dead_letters.read()
     assert sorted(d["reason"] for d in letters) == sorted(
         r for r, n in expected.items() for _ in range(n))
     assert {d["message"] for d in letters} >= set(bodies)
@@ -290,7 +305,7 @@ async def test_bad_input_is_logged_counted_and_the_session_carries_on(
 
 
 async def test_a_poison_message_is_a_dead_letter_acknowledged_and_the_next_one_arrives(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, emulator: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, emulator: Any, options_for: Any,
 ) -> None:
     """JSON nested 100,000 levels deep, on a durable subscription: refused, kept, counted,
     acknowledged (a second bus on the same subscription does not get it again), and the
@@ -302,18 +317,19 @@ async def test_a_poison_message_is_a_dead_letter_acknowledged_and_the_next_one_a
     poison = '{"type":' * 100_000 + '"AgentState"' + "}" * 100_000
     good = "1001#AgentState#NOT_READY#2026-11-22T10:00:00Z"
     async with emulator(activemq, name) as emu:
-        async with bus_with(tmp_path, options) as h:
-            await h.wait_for(lambda: h.state == "connected")
+        async with cucm_bus(options) as h:
+            await h.wait_until(lambda: h.state() == "connected", timeout=30)
             await emu.connection.send(client, poison)
             await emu.connection.send(client, good)
-            await h.recorded("agent.state_changed")
-            await h.wait_for(lambda: h.bad_input("bad_json") == 1)
-            conn = h.source.conn
+            await h.recorder.wait_count(1, lambda c: c.event.type == "agent.state_changed",
+                                        timeout=30)
+            await h.wait_until(lambda: h.bad_input("bad_json") == 1, timeout=30)
+            conn = h.source().conn
             await conn.flush_acks()
             assert h.bus.sources["cucm"].restarts == 0
             assert conn.stats["connects"] == 1
-            assert h.state == "connected"
-            letters = h.source.ctx.refusals.dead_letters.read()
+            assert h.state() == "connected"
+            letters = h.source().ctx.refusals.dead_letters.read()
             assert [d["reason"] for d in letters] == ["bad_json"]
             assert "nested too deeply" in letters[0]["detail"]
             assert letters[0]["destination"] == client
@@ -321,12 +337,13 @@ async def test_a_poison_message_is_a_dead_letter_acknowledged_and_the_next_one_a
             assert letters[0]["truncated"] is True
         # the same durable subscription again: had the poison not been acknowledged,
         # the broker would hand it to this bus now
-        async with bus_with(tmp_path, options) as again:
-            await again.wait_for(lambda: again.state == "connected")
+        async with cucm_bus(options) as again:
+            await again.wait_until(lambda: again.state() == "connected", timeout=30)
             await emu.connection.send(client, good.replace("NOT_READY", "READY"))
-            await again.recorded("agent.state_changed")
+            await again.recorder.wait_count(1, lambda c: c.event.type == "agent.state_changed",
+                                            timeout=30)
             await anyio.sleep(0.5)
             assert again.bad_input("bad_json") == 0
-            assert len(again.source.ctx.refusals.dead_letters.read()) == 1
-    assert h.recorder.of("agent.state_changed")[0]["data"]["state"] == "not_ready"
-    assert again.recorder.of("agent.state_changed")[-1]["data"]["state"] == "available"
+            assert len(again.source().ctx.refusals.dead_letters.read()) == 1
+    assert h.recorder.of("agent.state_changed")[0].event.data["state"] == "not_ready"
+    assert again.recorder.of("agent.state_changed")[-1].event.data["state"] == "available"

@@ -41,7 +41,7 @@ async def handshake(peer: Any, client_topic: str) -> JmsMessage:
 
 
 async def test_commands_reach_a_jms_connector_with_every_header_and_its_answer_completes_them(
-    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, cucm_bus: Any, options_for: Any,
     caplog: Any,
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -50,11 +50,11 @@ async def test_commands_reach_a_jms_connector_with_every_header_and_its_answer_c
     client_topic = options["client_topic"]
     async with jms_peer(activemq) as peer:
         await peer.consume(f"queue:{name}")
-        async with bus_with(tmp_path, options) as h:
+        async with cucm_bus(options) as h:
             await handshake(peer, client_topic)
-            await h.wait_for(lambda: h.state == "connected")
+            await h.wait_until(lambda: h.state() == "connected", timeout=30)
 
-            await h.command("cucm.make_call", agent="1001", number="+4930123")
+            await h.publish("test.cucm.make_call", agent="1001", number="+4930123")
             seen = await peer.next_message(30)
             while seen.type.startswith("Hello#"):  # keepalives may come in between
                 await peer.reply(seen, "System#IN_SERVICE")
@@ -63,10 +63,11 @@ async def test_commands_reach_a_jms_connector_with_every_header_and_its_answer_c
             make_call = seen
             assert seen.delivery_mode == "persistent"
             await peer.reply(seen, "1001#DialogState#INITIATING#2026-11-22T10:00:00Z#777#+4930123")
-            await h.wait_for(lambda: h.recorder.results("MakeCall"))
-            await h.wait_for(lambda: h.outcomes("cucm.make_call")["ok"] == 1)
+            await h.wait_until(lambda: h.recorder.results("MakeCall"), timeout=30)
+            await h.wait_until(lambda: h.counter("actions", action="cucm.make_call",
+                                                 outcome="ok") == 1, timeout=30)
 
-            await h.command("cucm.blind_transfer", agent="1001", target="2002",
+            await h.publish("test.cucm.blind_transfer", agent="1001", target="2002",
                             connection_id="777")
             seen = await peer.next_message(30)
             while seen.type.startswith("Hello#"):
@@ -74,15 +75,16 @@ async def test_commands_reach_a_jms_connector_with_every_header_and_its_answer_c
                 seen = await peer.next_message(30)
             assert_command(seen, "Transfer_sst#1001", "2002,777", client_topic, ttl=5)
             await peer.reply(seen, "1001#Error#INVALID_PARTY")
-            await h.wait_for(lambda: h.recorder.results("Transfer_sst"))
-            await h.wait_for(lambda: h.outcomes("cucm.blind_transfer")["retry"] >= 1)
-            await h.recorded("call.started")
+            await h.wait_until(lambda: h.recorder.results("Transfer_sst"), timeout=30)
+            await h.wait_until(lambda: h.counter("actions", action="cucm.blind_transfer",
+                                                 outcome="retry") >= 1, timeout=30)
+            await h.recorder.wait_count(1, lambda c: c.event.type == "call.started", timeout=30)
 
     result = h.recorder.results("MakeCall")[0]
     assert result["correlationId"] == make_call.correlation_id
     assert (result["outcome"], result["state"], result["connectionId"]) == ("ok", "INITIATING",
                                                                             "777")
-    assert h.recorder.of("call.started")[0]["data"]["callId"] == "777"
+    assert h.recorder.of("call.started")[0].event.data["callId"] == "777"
     failed = h.recorder.results("Transfer_sst")[0]
     assert (failed["outcome"], failed["errorType"]) == ("error", "INVALID_PARTY")
     logs = [r.getMessage() for r in caplog.records]
@@ -107,7 +109,7 @@ DETAIL = "trunk \U0001f4de down\x00code 7"  # and a NUL, which Java sends as C0 
 
 
 async def test_emoji_and_nul_from_the_java_connector_reach_the_bus_as_sent(
-    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, cucm_bus: Any, options_for: Any,
 ) -> None:
     name = unique_name("Connector")
     options = options_for(activemq, name)
@@ -116,26 +118,27 @@ async def test_emoji_and_nul_from_the_java_connector_reach_the_bus_as_sent(
                   "errorMessage": "SIP \U0001f6a8 503"}
     async with jms_peer(activemq) as peer:
         await peer.consume(f"queue:{name}")
-        async with bus_with(tmp_path, options) as h:
+        async with cucm_bus(options) as h:
             await handshake(peer, client_topic)
-            await h.wait_for(lambda: h.state == "connected")
+            await h.wait_until(lambda: h.state() == "connected", timeout=30)
             events = f"topic:{client_topic}"
             await peer.send(events, f"1001#AgentInfo#{AGENT_NAME}")
             await peer.send(events, f"1001#Error#PLEASE_RETRY#{DETAIL}")
             await peer.send(events, json.dumps(json_error, ensure_ascii=False))
-            await h.recorded("cucm.AgentInfo")
-            errors = await h.recorded("cucm.Error", 2)
+            await h.recorder.wait_count(1, lambda c: c.event.type == "cucm.AgentInfo", timeout=30)
+            errors = await h.recorder.wait_count(2, lambda c: c.event.type == "cucm.Error",
+                                                 timeout=30)
             assert h.bad_input("not_utf8") == 0
-    info = h.recorder.of("cucm.AgentInfo")[0]["data"]
+    info = h.recorder.of("cucm.AgentInfo")[0].event.data
     assert info["agentName"] == AGENT_NAME
-    by_agent = {e["subject"]: e["data"] for e in errors}
+    by_agent = {e.event.subject: e.event.data for e in errors}
     assert by_agent["1001"]["message"] == DETAIL
     assert by_agent["1001"]["raw"] == f"1001#Error#PLEASE_RETRY#{DETAIL}"
     assert by_agent["1002"]["errorMessage"] == json_error["errorMessage"]
 
 
 async def test_a_command_with_text_beyond_the_bmp_reaches_the_java_connector_intact(
-    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, cucm_bus: Any, options_for: Any,
 ) -> None:
     """Java reads a STOMP body as modified UTF-8 and refuses 4-byte UTF-8: ccbus sends the
     Java form."""
@@ -144,15 +147,16 @@ async def test_a_command_with_text_beyond_the_bmp_reaches_the_java_connector_int
     number = "sip:\U0001f600-desk@example.com"
     async with jms_peer(activemq) as peer:
         await peer.consume(f"queue:{name}")
-        async with bus_with(tmp_path, options) as h:
+        async with cucm_bus(options) as h:
             await handshake(peer, options["client_topic"])
-            await h.wait_for(lambda: h.state == "connected")
-            await h.command("cucm.make_call", agent="1001", number=number)
+            await h.wait_until(lambda: h.state() == "connected", timeout=30)
+            await h.publish("test.cucm.make_call", agent="1001", number=number)
             seen = await next_command(peer)
             assert (seen.message_class, seen.type, seen.body) == (
                 "TextMessage", "MakeCall#1001", number)
             await peer.reply(seen, "1001#DialogState#INITIATING#t#778")
-            await h.wait_for(lambda: h.outcomes("cucm.make_call")["ok"] == 1)
+            await h.wait_until(lambda: h.counter("actions", action="cucm.make_call",
+                                                 outcome="ok") == 1, timeout=30)
 
 
 #: A copy of the vendor's guide the plugin is written to.
@@ -165,7 +169,7 @@ def guide_command_names() -> list[str]:
 
 
 async def test_every_command_reaches_the_java_connector_spelt_as_the_guide_spells_it(
-    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, bus_with: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, jms_peer: Any, cucm_bus: Any, options_for: Any,
 ) -> None:
     """A connector comparing JMSType as Java strings do knows only the guide's spelling
     (``Conferencecall``, not ``ConferenceCall``): match case-sensitively, every command."""
@@ -177,15 +181,16 @@ async def test_every_command_reaches_the_java_connector_spelt_as_the_guide_spell
     sent: list[str] = []
     async with jms_peer(activemq) as peer:
         await peer.consume(f"queue:{name}")
-        async with bus_with(tmp_path, options) as h:
+        async with cucm_bus(options) as h:
             hello = await handshake(peer, options["client_topic"])
             sent.append((hello.type or "").partition("#")[0])
-            await h.wait_for(lambda: h.state == "connected")
+            await h.wait_until(lambda: h.state() == "connected", timeout=30)
             for spec in COMMANDS:
-                await h.command(spec.action, agent="1001",
+                await h.publish(f"test.{spec.action}", agent="1001",
                                 **{arg: params[arg] for arg in spec.args})
                 seen = await next_command(peer)
                 sent.append((seen.type or "").partition("#")[0])
                 await peer.reply(seen, "1001#DialogState#ACTIVE#t#777")
-                await h.wait_for(lambda spec=spec: h.outcomes(spec.action)["ok"] == 1)
+                await h.wait_until(lambda spec=spec: h.counter("actions", action=spec.action,
+                                                               outcome="ok") == 1, timeout=30)
     assert sent == guide

@@ -116,7 +116,7 @@ def test_ccbus_check_catches_misspelt_action_parameters(tmp_path: Path,
 
 @pytest.mark.anyio
 async def test_ccbus_simulate_cucm_serves_a_real_session(
-    tmp_path: Path, activemq: ActiveMQBroker, bus_with: Any, options_for: Any,
+    tmp_path: Path, activemq: ActiveMQBroker, cucm_bus: Any, options_for: Any,
 ) -> None:
     name = unique_name("Connector")
     process = await anyio.open_process(
@@ -138,15 +138,17 @@ async def test_ccbus_simulate_cucm_serves_a_real_session(
             with anyio.fail_after(60):
                 while b"plugin: cucm" not in output:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
-            async with bus_with(tmp_path, options_for(activemq, name)) as h:
-                await h.wait_for(lambda: h.state == "connected")
-                await h.command("cucm.login", agent="1005")
-                await h.wait_for(lambda: h.outcomes("cucm.login")["ok"] == 1)
+            async with cucm_bus(options_for(activemq, name)) as h:
+                await h.wait_until(lambda: h.state() == "connected", timeout=30)
+                await h.publish("test.cucm.login", agent="1005")
+                await h.wait_until(lambda: h.counter("actions", action="cucm.login",
+                                                     outcome="ok") == 1, timeout=30)
                 # the emulator rings logged-in agents: answer the first call
-                await h.wait_for(lambda: h.recorder.of("call.started"))
-                call = h.recorder.of("call.started")[0]["data"]["callId"]
-                await h.command("cucm.answer_call", agent="1005", connection_id=call)
-                await h.wait_for(lambda: h.outcomes("cucm.answer_call")["ok"] == 1)
+                await h.wait_until(lambda: h.recorder.of("call.started"), timeout=30)
+                call = h.recorder.of("call.started")[0].event.data["callId"]
+                await h.publish("test.cucm.answer_call", agent="1005", connection_id=call)
+                await h.wait_until(lambda: h.counter("actions", action="cucm.answer_call",
+                                                     outcome="ok") == 1, timeout=30)
             tg.cancel_scope.cancel()
     finally:
         process.terminate()

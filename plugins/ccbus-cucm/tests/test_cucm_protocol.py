@@ -235,3 +235,15 @@ def test_out_of_service_is_also_an_alert_and_times_come_from_the_vendor() -> Non
     bad = "1001#AgentState#READY#0001-01-01T00:00:00"
     mapped = to_events(parse_event(bad), source="c", message_id="ID:3", received=NOW, raw=bad)
     assert mapped[0].time == NOW
+
+
+def test_a_protocol_error_is_the_cores_refused_input() -> None:
+    """Raised inside ``ctx.convert``, it is a dead letter with its own reason (issue #16)."""
+    from ccbus_cucm.errors import ProtocolError as Error
+
+    from ccbus import RefusedInput
+
+    assert Error is ProtocolError and issubclass(ProtocolError, RefusedInput)
+    with pytest.raises(RefusedInput) as caught:
+        parse_event("")
+    assert (caught.value.reason, caught.value.detail) == ("empty_body", "empty event body")

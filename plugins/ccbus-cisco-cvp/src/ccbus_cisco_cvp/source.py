@@ -35,10 +35,11 @@ from ccbus_stomp import StompConnection, StompMessage, topic
 
 from ccbus import Event, RefusedInput, SourceContext, decode_json, parse_timestamp
 
+from .errors import SyslogError
 from .mapping import VENDOR, Mapper
 from .options import CvpOptions
 from .protocol import CHANNELS, Channel, Problem, validate
-from .syslog import SyslogError, TcpFramer, kernel_drops, parse
+from .syslog import TcpFramer, kernel_drops, parse
 
 __all__ = ["CvpSource"]
 
@@ -312,7 +313,7 @@ class CvpSource:
                 messages = framer.finish() if ended else framer.feed(chunk or b"")
             except SyslogError as err:
                 kept = partial if ended else framer.buffer
-                await self.ctx.refuse(err.reason, str(err), kept[:1024], peer=peer)
+                await self.ctx.refuse(err.reason, err.detail, kept[:1024], peer=peer)
                 return  # the stream is out of step: close it, the sender reconnects
             for data in messages:
                 await self.syslog_message(data, peer)  # TCP waits: back-pressure
@@ -347,10 +348,7 @@ class CvpSource:
             self.emitted += 1
 
     def _syslog_event(self, data: bytes, peer: str, received: datetime) -> Event:
-        try:
-            fields = parse(data)
-        except SyslogError as err:
-            raise RefusedInput(err.reason, str(err)) from None
+        fields = parse(data)  # a SyslogError is a RefusedInput: a dead letter with its reason
         fields["peer"] = peer
         moment = None
         if fields["format"] == "rfc5424":

@@ -25,6 +25,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from .errors import SyslogError
+
 __all__ = ["FACILITIES", "SEVERITIES", "SyslogError", "TcpFramer", "kernel_drops", "parse"]
 
 FACILITIES = (
@@ -42,14 +44,6 @@ _RFC3164_TIME = re.compile(
 _TAG = re.compile(r"^(?P<app>[^\s:\[]{1,48})(\[(?P<pid>[^\]]{1,128})\])?: ?")
 _SD_NAME = re.compile(r"[^= \]\"]{1,32}")
 _BOM = "\ufeff"
-
-
-class SyslogError(ValueError):
-    """Not a syslog message; ``reason`` is the counter label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def parse(raw: bytes) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 from ccbus import decode_json
 
+from .errors import ProtocolError
+
 __all__ = [
     "COMMANDS",
     "ERRORS",
@@ -41,14 +43,6 @@ __all__ = [
     "parse_event",
     "render_event",
 ]
-
-
-class ProtocolError(ValueError):
-    """A message that is not an event of the guide; ``reason`` is a short counter label."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,13 +46,8 @@ import anyio
 from anyio.abc import TaskGroup
 from ccbus_stomp import StompConnection, StompMessage, StompOptions, queue, topic
 
-from .protocol import (
-    COMMANDS_BY_NAME,
-    CucmMessage,
-    ProtocolError,
-    parse_command_type,
-    render_event,
-)
+from .errors import ProtocolError
+from .protocol import COMMANDS_BY_NAME, CucmMessage, parse_command_type, render_event
 
 __all__ = ["CucmEmulator", "parse_agents"]
 

@@ -59,7 +59,7 @@ from ccbus import (
 from .ledger import Ledger
 from .mapping import DeviceStatuses, to_events
 from .options import CucmOptions
-from .protocol import CucmMessage, ProtocolError, command_body, error_spec, parse_event
+from .protocol import CucmMessage, command_body, error_spec, parse_event
 
 __all__ = ["CommandResult", "CucmSource", "running_source"]
 
@@ -327,10 +327,7 @@ class CucmSource:
             raise RefusedInput(
                 "not_utf8", f"body is neither UTF-8 nor Java's modified UTF-8: {err}"
             ) from None
-        try:
-            parsed = parse_event(text)
-        except ProtocolError as err:
-            raise RefusedInput(err.reason, str(err)) from None
+        parsed = parse_event(text)  # a ProtocolError is a RefusedInput: a dead letter
         events = to_events(
             parsed, source=self.ctx.name, message_id=message.message_id or uuid.uuid4().hex,
             received=received, raw=text, devices=self.devices,
