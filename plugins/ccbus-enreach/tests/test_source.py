@@ -184,7 +184,7 @@ async def test_a_poison_message_is_a_dead_letter_and_the_next_one_arrives(
             [letter] = source.ctx.refusals.dead_letters.read()
             assert letter["reason"] == "malformed_frame"
             assert letter["detail"].startswith("unreadable hub message (")
-    assert "JSON is nested too deeply" in letter["detail"]
+            assert "JSON is nested too deeply" in letter["detail"]
             assert letter["message"].startswith('{"type":1,"target":"MessageReceived"')
             assert letter["truncated"] is True
             # dealt with once, not handed over again: later traffic finds nothing left of it
