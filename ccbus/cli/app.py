@@ -23,6 +23,7 @@ import anyio
 import click
 
 from ccbus.cli.console import ConsoleReporter
+from ccbus.cli.schema import schema
 from ccbus.config.file import Config, ConfigErrors, LoadedConfig, load_config
 from ccbus.config.yamlfile import load_yaml
 from ccbus.delivery.store import StateDirError
@@ -108,6 +109,9 @@ rules_option = click.option(
 def cli(ctx: click.Context) -> None:
     """ccbus: contact-center events in, YAML rules, actions out."""
     ctx.ensure_object(dict)
+
+
+cli.add_command(schema)
 
 
 def _plugins(ctx: click.Context) -> PluginHost:

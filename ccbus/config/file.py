@@ -90,7 +90,7 @@ class Config(Options):
     #: How many recent runs each rule keeps for ``ccbus traces`` and the live view.
     traces: int = Field(default=20, ge=0, le=10_000)
 
-    @field_validator("rules", mode="before")
+    @field_validator("rules", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _rules_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
