@@ -17,6 +17,7 @@ import pytest
 from support import CCBUS, REPO
 
 from ccbus.config.yamlfile import load_yaml
+from ccbus.rules.testing import CASE_KEYS
 
 
 def generate(kind: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -144,3 +145,9 @@ def test_the_rules_schema_rejects_a_misspelt_key_and_a_wrong_type(
     # an installed plugin's action (ccbus-cucm)
     cucm = {"rules": [{**rule, "do": [{"cucm.make_call": {"agnt": "1001", "number": "1"}}]}]}
     assert any("'agnt' was unexpected" in p for p in problems(rules_validator, cucm))
+
+
+def test_test_cases_have_the_keys_the_runner_takes(
+    rules_validator: jsonschema.Draft7Validator,
+) -> None:
+    assert sorted(rules_validator.schema["$defs"]["TestCase"]["properties"]) == sorted(CASE_KEYS)
