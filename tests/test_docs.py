@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from support import REPO
 
 from ccbus.events.envelope import CANONICAL_EVENTS
 from ccbus.plugins import PluginHost
+from ccbus.rules.expressions import ExpressionCompiler
 from ccbus.rules.functions import build_library
 from ccbus.rules.loader import load_rules
 from ccbus.rules.testing import ManualClock, run_file_tests
@@ -36,7 +38,10 @@ def test_rule_reference_examples_load_and_pass_their_tests(tmp_path: Path, line:
     assert [str(e) for e in ruleset.errors] == []
     [rule_file] = ruleset.files
     assert rule_file.tests, f"the example at docs/rules.md:{line} has no tests"
-    for result in run_file_tests(rule_file, plugins.actions, clock):
+    def compiler_for(secrets: Mapping[str, str]) -> ExpressionCompiler:
+        return make_compiler(plugins, clock, secrets)
+
+    for result in run_file_tests(rule_file, plugins.actions, clock, compiler_for=compiler_for):
         assert result.passed, (f"docs/rules.md:{line} case {result.name!r}: "
                                f"{result.failures}; calls: {result.actual}")
 

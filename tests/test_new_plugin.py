@@ -36,7 +36,9 @@ TIMEOUT = 600
 LEFTOVER = re.compile(r"__[A-Z][A-Z_]*__")
 
 RENDERED_FILES = {
+    ".github/workflows/ci.yml",
     ".gitignore",
+    "LICENSE",
     "README.md",
     "pyproject.toml",
     "rules/example.yaml",
@@ -116,9 +118,10 @@ def import_rendered(project: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleTyp
     return module
 
 
-#: Two agents; only the one becoming ready is greeted by the rendered rule.
+#: Two agents; only the one becoming available (the canonical state, docs/events.md) is
+#: greeted by the rendered rule.
 AGENT_EVENTS = (
-    '{"type": "agent.state_changed", "data": {"agentId": "ada", "state": "ready"}}\n'
+    '{"type": "agent.state_changed", "data": {"agentId": "ada", "state": "available"}}\n'
     '{"type": "agent.state_changed", "data": {"agentId": "bob", "state": "not_ready"}}\n'
 )
 
@@ -163,6 +166,40 @@ def test_replay_summary_counts_the_rendered_action_delivered_or_failed(
     else:
         assert "actions: 1 delivered, 0 failed" in result.output, result.output
         assert module.SENT == ["ADA!"]
+
+
+def test_rendered_rule_tests_the_canonical_agent_state(tmp_path: Path) -> None:
+    """The example rule must teach a value ``agent.state_changed`` really carries."""
+    vocabulary = re.search(r"\| `state` \| str \| yes \| ([a-z_, ]+)\.",
+                           (REPO / "docs" / "events.md").read_text(encoding="utf-8"))
+    assert vocabulary is not None
+    states = {s.strip() for s in vocabulary.group(1).split(",")}
+    project = render_plugin("acme-crm", tmp_path)
+    rule = yaml.safe_load((project / "rules" / "example.yaml").read_text(encoding="utf-8"))
+    compared = re.findall(r'state == "(\w+)"', rule["rules"][0]["if"])
+    assert compared and set(compared) <= states, (compared, states)
+
+
+def test_rendered_project_has_a_license_and_passes_its_ci_lint_and_types(
+    tmp_path: Path,
+) -> None:
+    """The CI workflow runs ruff, mypy and pytest; ruff and mypy pass as rendered."""
+    project = render_plugin("acme-crm", tmp_path)
+    license_text = (project / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License") and "Your Name" in license_text
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["license"] == "MIT"
+    assert pyproject["project"]["license-files"] == ["LICENSE"]
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text("utf-8"))
+    runs = [step["run"] for job in workflow["jobs"].values() for step in job["steps"]
+            if "run" in step]
+    assert {"ruff check .", "mypy", "pytest"} <= set(runs), runs
+    bin_dir = Path(sys.executable).parent
+    for command in ("ruff check .", "mypy"):
+        tool, *args = command.split()
+        proc = subprocess.run([str(bin_dir / tool), *args], cwd=project, capture_output=True,
+                              text=True, timeout=TIMEOUT)
+        assert proc.returncode == 0, f"{command}:\n{proc.stdout}{proc.stderr}"
 
 
 # ---------------------------------------------------------------------------
@@ -236,6 +273,9 @@ def test_new_plugin_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
 
     out = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], env=env, cwd=project)
     assert re.search(r"\b5 passed\b", out), out
+    # what the rendered CI workflow runs besides pytest, with the tools the test extra installs
+    _run([venv / "bin" / "ruff", "check", "."], env=env, cwd=project)
+    _run([venv / "bin" / "mypy"], env=env, cwd=project)
 
     events = tmp_path / "events.jsonl"
     events.write_text(AGENT_EVENTS, encoding="utf-8")

@@ -275,7 +275,7 @@ class NotifyParams(Options):
     format: Literal["text", "markdown", "html"] = "text"
     attach: list[str] = Field(default_factory=list)
 
-    @field_validator("to", mode="before")
+    @field_validator("to", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value

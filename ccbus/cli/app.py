@@ -13,7 +13,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ import anyio
 import click
 
 from ccbus.cli.console import ConsoleReporter
+from ccbus.cli.schema import schema
 from ccbus.config.file import Config, ConfigErrors, LoadedConfig, load_config
 from ccbus.config.secrets import SecretBook
 from ccbus.config.yamlfile import load_yaml
@@ -34,7 +35,7 @@ from ccbus.observe.logs import Redactor, setup_logging
 from ccbus.pipeline import Outcome, Pipeline
 from ccbus.plugins import PluginHost
 from ccbus.rules.engine import Engine
-from ccbus.rules.expressions import EnvelopeView
+from ccbus.rules.expressions import EnvelopeView, ExpressionCompiler
 from ccbus.rules.lint import emitted_types, field_warnings, unknown_patterns
 from ccbus.rules.loader import RuleSet, load_rules
 from ccbus.rules.testing import ManualClock, run_file_tests
@@ -112,6 +113,9 @@ rules_option = click.option(
 def cli(ctx: click.Context) -> None:
     """ccbus: contact-center events in, YAML rules, actions out."""
     ctx.ensure_object(dict)
+
+
+cli.add_command(schema)
 
 
 def _plugins(ctx: click.Context) -> PluginHost:
@@ -646,41 +650,84 @@ def _condition(rule: Any, event: Any) -> tuple[str, int]:
 
 @cli.command(name="test")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@config_option
 @click.option("-v", "--verbose", is_flag=True, help="Show the calls of passing cases too.")
 @click.pass_context
-def test_rules(ctx: click.Context, paths: tuple[Path, ...], verbose: bool) -> None:
-    """Run the test cases in rule files (offline: nothing is executed)."""
+def test_rules(
+    ctx: click.Context, paths: tuple[Path, ...], config: Path | None, verbose: bool
+) -> None:
+    """Run the test cases in rule files (offline: nothing is executed).
+
+    PATHS default to ``rules``, or with ``-c`` to the config's ``rules:``.
+    With ``-c``, rules see the config's ``secrets:`` (``secret("name")``) as in
+    ``ccbus run``, and a case's ``secrets: {name: value}`` stands in for them;
+    if the config's secrets cannot be read here (no ``$CREDENTIALS_DIRECTORY``
+    in CI), cases must stand in the ones they use.  Secret values from the
+    config are masked in what is shown.
+    """
     plugins = _plugins(ctx)
     logging.getLogger("ccbus.rules").setLevel(logging.CRITICAL)  # failures are reported below
+    secrets: dict[str, str] = {}
+    rule_paths = list(paths) or [Path("rules")]
+    if config is not None:
+        loaded = _test_config(config)
+        secrets = dict(loaded.config.secrets)
+        rule_paths = list(paths) or loaded.rule_paths
+    redact = Redactor({v for v in secrets.values() if v}).text
     clock = ManualClock(0)
-    ruleset = load_rules(
-        list(paths) or [Path("rules")],
-        actions=plugins.actions,
-        compiler=make_compiler(plugins, clock),
-    )
+
+    def compiler_for(stand_ins: Mapping[str, str]) -> ExpressionCompiler:
+        return make_compiler(plugins, clock, {**secrets, **stand_ins})
+
+    ruleset = load_rules(rule_paths, actions=plugins.actions, compiler=compiler_for({}))
     passed = failed = 0
     for rule_file in ruleset.files:
         for err in rule_file.errors:
             _fail([err.describe()])
             failed += 1
-        for result in run_file_tests(rule_file, plugins.actions, clock):
+        for result in run_file_tests(
+            rule_file, plugins.actions, clock, compiler_for=compiler_for
+        ):
             label = f"{result.file}:{result.line} {result.name}"
             if result.passed:
                 passed += 1
                 click.echo(click.style("PASS ", fg="green") + label)
                 if verbose:
                     for call in result.actual:
-                        click.echo(f"      {call}")
+                        click.echo(f"      {redact(call)}")
             else:
                 failed += 1
                 click.echo(click.style("FAIL ", fg="red", bold=True) + label)
                 for failure in result.failures:
-                    click.echo(f"    {failure}")
+                    click.echo(f"    {redact(failure)}")
     if passed + failed == 0:
         click.echo("no rule tests found (add 'tests:' to a rule file)", err=True)
         sys.exit(1)
     click.echo(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
+
+
+def _test_config(config: Path) -> LoadedConfig:
+    """The config's ``rules:`` and ``secrets:`` for ``ccbus test``; its ``rules:`` alone
+    (with a warning) when the secrets cannot be expanded on this machine."""
+    try:
+        return load_config(config, only=frozenset({"rules", "secrets"}))
+    except ConfigErrors as err:
+        if not any("secrets." in str(e) for e in err.errors):
+            _fail([str(e) for e in err.errors])
+            sys.exit(1)
+        for problem in err.errors:
+            click.echo(click.style("warning: ", fg="yellow") + str(problem), err=True)
+        click.echo(
+            click.style("warning: ", fg="yellow")
+            + "the config's secrets are not available here: cases must stand in the ones "
+            "their rules use ('secrets: {name: value}' in the case)",
+            err=True,
+        )
+    except ConfigError as err:
+        _fail([str(err)])
+        sys.exit(1)
+    return _workspace(config, (), only=frozenset({"rules"}))
 
 
 @cli.command()

@@ -9,7 +9,8 @@ directory names:
 * ``__PACKAGE__``: the import package (``ccbus_acme_crm``);
 * ``__DIST__``: the distribution name on PyPI (``ccbus-acme-crm``);
 * ``__CCBUS_MINOR__``: this ccbus's ``major.minor`` (``0.1``), the lower
-  bound of the plugin's ``ccbus`` dependency.
+  bound of the plugin's ``ccbus`` dependency;
+* ``__YEAR__``: the current year, for the copyright line of ``LICENSE``.
 
 Why not Jinja or cookiecutter: the template is a dozen short files with
 nothing conditional, and a placeholder no real code uses keeps
@@ -24,6 +25,7 @@ would be picked up), while the rendered project has the real names.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shutil
@@ -64,6 +66,7 @@ def placeholders(name: str) -> dict[str, str]:
         "__PACKAGE__": "ccbus_" + name.replace("-", "_"),
         "__DIST__": "ccbus-" + name,
         "__CCBUS_MINOR__": _minor_version(__version__),
+        "__YEAR__": str(datetime.date.today().year),
     }
 
 

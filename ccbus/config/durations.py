@@ -7,10 +7,14 @@ from typing import Any
 
 from ccbus.errors import EvaluationError
 
-__all__ = ["click_duration", "format_duration", "parse_duration"]
+__all__ = ["DURATION_PATTERN", "click_duration", "format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+#: What :func:`parse_duration` accepts as text, as one pattern (for JSON Schema).
+DURATION_PATTERN = (
+    r"^\s*(\d+(\.\d+)?|(\d+(\.\d+)?\s*([mM][sS]|[smhdwSMHDW])\s*)+)\s*$"
+)
 
 
 def parse_duration(value: Any) -> float:

@@ -101,7 +101,7 @@ class Config(Options):
     #: ``ccbus check`` refuses a rule whose ``on:`` matches no known type.
     event_types: list[str] = Field(default_factory=list)
 
-    @field_validator("rules", mode="before")
+    @field_validator("rules", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _rules_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value

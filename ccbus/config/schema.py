@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
 
-from ccbus.config.durations import parse_duration
+from ccbus.config.durations import DURATION_PATTERN, parse_duration
 from ccbus.config.yamlfile import location
 from ccbus.errors import ConfigError
 
@@ -42,7 +42,20 @@ class Options(BaseModel):
 
 
 #: Seconds, written in YAML as ``30s``, ``15m``, ``1h30m`` or a number.
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: (Its JSON Schema, for editors, says both forms: ``ccbus schema``.)
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ],
+            "description": "seconds, or e.g. 30s, 15m, 1h30m, 250ms, 2d",
+        }
+    ),
+]
 
 
 def validate(

@@ -86,7 +86,7 @@ class RuleSpec(Options):
             raise ValueError("'on' needs at least one event type or glob, e.g. 'cvp.call.*'")
         return value
 
-    @field_validator("if_", mode="before")
+    @field_validator("if_", mode="before", json_schema_input_type=str | bool | float | None)
     @classmethod
     def _condition_as_text(cls, value: Any) -> Any:
         # YAML turns `if: true` into a bool; accept it as the expression "True".

@@ -22,6 +22,12 @@ called in a test only when the case says what that action returned::
         results:
           cucm.make_call: {connectionId: "4711", state: INITIATING}
 
+A rule that reads ``secret("name")`` sees the config's ``secrets:`` when
+``ccbus test -c CONFIG`` runs it; a case may stand in test values instead,
+so the real ones are needed neither in the test nor on the machine::
+
+        secrets: {crm-hmac: test-hmac}
+
 ``expect: []`` asserts that nothing happens.  Each case starts with fresh
 rule state; the clock starts at ``start`` (default: the first event's
 ``time``, else 2026-01-05T09:00:00Z, a Monday morning).
@@ -33,6 +39,7 @@ breaks another file's tests.  Nothing is executed: the same pipeline as
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,10 +53,19 @@ from ccbus.events.envelope import Event, parse_timestamp
 from ccbus.pipeline import Outcome, Pipeline
 from ccbus.records import Invocation
 from ccbus.rules.engine import Engine
+from ccbus.rules.expressions import ExpressionCompiler
 from ccbus.rules.functions import Clock
-from ccbus.rules.loader import RuleFile
+from ccbus.rules.loader import RuleFile, load_rules
+from ccbus.rules.model import Rule
 
-__all__ = ["CaseResult", "ManualClock", "run_file_tests"]
+__all__ = ["CASE_KEYS", "CaseResult", "CompilerFor", "ManualClock", "run_file_tests"]
+
+#: The keys a test case may have.
+CASE_KEYS = ("name", "events", "expect", "start", "results", "secrets")
+
+#: Builds the expression compiler for a set of secrets (on the tests' clock): how a
+#: case's stand-in ``secrets:`` reach ``secret()``, which is bound when rules compile.
+CompilerFor = Callable[[Mapping[str, str]], ExpressionCompiler]
 
 DEFAULT_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -78,12 +94,19 @@ class CaseResult:
 
 
 def run_file_tests(
-    rule_file: RuleFile, actions: dict[str, ActionSpec], clock: ManualClock
+    rule_file: RuleFile,
+    actions: dict[str, ActionSpec],
+    clock: ManualClock,
+    *,
+    compiler_for: CompilerFor | None = None,
 ) -> list[CaseResult]:
     """Run every test case of one rule file against that file's rules.
 
     ``clock`` must be the clock the file's rules were compiled against (so
-    ``now()`` in expressions follows the test's waits).
+    ``now()`` in expressions follows the test's waits).  A case with
+    ``secrets:`` runs the file's rules compiled again by ``compiler_for``
+    with those values (``secret()`` is bound at compile time); without
+    ``compiler_for`` such a case is reported as malformed.
     """
     results = []
     for index, case in enumerate(rule_file.tests):
@@ -93,7 +116,7 @@ def run_file_tests(
         )
         result = CaseResult(rule_file.path, str(name), line)
         try:
-            _run_case(rule_file, case, actions, clock, result)
+            _run_case(rule_file, case, actions, clock, result, compiler_for)
         except (ValueError, TypeError, KeyError, EvaluationError) as err:
             result.failures.append(f"the test case itself is malformed: {err}")
         results.append(result)
@@ -106,14 +129,15 @@ def _run_case(
     actions: dict[str, ActionSpec],
     clock: ManualClock,
     result: CaseResult,
+    compiler_for: CompilerFor | None = None,
 ) -> None:
     if not isinstance(case, dict):
         raise ValueError("a test case is a mapping with 'name', 'events' and 'expect'")
-    unknown = set(case) - {"name", "events", "expect", "start", "results"}
+    unknown = set(case) - set(CASE_KEYS)
     if unknown:
         raise ValueError(
             f"unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-            "(a case has name, events, expect, start, results)"
+            f"(a case has {', '.join(CASE_KEYS)})"
         )
     returned = case.get("results") or {}
     if not isinstance(returned, dict):
@@ -122,7 +146,10 @@ def _run_case(
     if "expect" not in case:
         raise ValueError("missing 'expect' (use 'expect: []' for 'nothing happens')")
     clock.current = _start(case, steps)
-    pipeline = Pipeline(Engine(rule_file.rules))
+    rules = rule_file.rules
+    if case.get("secrets") is not None:
+        rules = _with_secrets(rule_file, case["secrets"], actions, compiler_for)
+    pipeline = Pipeline(Engine(rules))
     invocations: list[Invocation] = []
     for number, step in enumerate(steps, start=1):
         if not isinstance(step, dict):
@@ -144,6 +171,24 @@ def _run_case(
         result.failures.extend(f"event {number}: {e}" for e in outcome.render_errors)
     result.actual = [_show(i) for i in invocations]
     _compare(_expectations(case["expect"], actions), invocations, result)
+
+
+def _with_secrets(
+    rule_file: RuleFile,
+    stand_ins: Any,
+    actions: dict[str, ActionSpec],
+    compiler_for: CompilerFor | None,
+) -> list[Rule]:
+    """The file's rules compiled again, ``secret()`` answering with the case's values."""
+    if not isinstance(stand_ins, dict) or not all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in stand_ins.values()
+    ):
+        raise ValueError("'secrets' maps secret names to test values, e.g. {crm-hmac: test}")
+    if compiler_for is None:
+        raise ValueError("'secrets' stand-ins need `ccbus test` (this runner cannot recompile)")
+    values = {str(k): str(v) for k, v in stand_ins.items()}
+    [again] = load_rules([rule_file.path], actions=actions, compiler=compiler_for(values)).files
+    return again.rules
 
 
 def _continued(

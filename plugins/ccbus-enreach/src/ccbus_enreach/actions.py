@@ -47,7 +47,7 @@ class SubscribeParams(Options):
     def _entity(cls, value: str) -> str:
         return check_entity_id(value)
 
-    @field_validator("events", mode="before")
+    @field_validator("events", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _events(cls, value: object) -> object:
         if isinstance(value, str):  # `events: UserStatus` or a rendered "A, B"

@@ -82,7 +82,7 @@ class GenesysOptions(Options):
     backoff_initial: Duration = 0.5
     backoff_cap: Duration = 60.0
 
-    @field_validator("bootstrap_servers", mode="before")
+    @field_validator("bootstrap_servers", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
