@@ -28,6 +28,7 @@ from ccbus.config.yamlfile import load_yaml
 from ccbus.delivery.store import StateDirError
 from ccbus.errors import ConfigError, EvaluationError
 from ccbus.events.files import BadLine, read_events
+from ccbus.observe.admin import exposure_warning
 from ccbus.observe.logs import Redactor, setup_logging
 from ccbus.pipeline import Outcome, Pipeline
 from ccbus.plugins import PluginHost
@@ -145,6 +146,8 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
             + f"plugin {failure.name} failed to load: {failure.error}",
             err=True,
         )
+    if exposed := exposure_warning(loaded.config.http.host, loaded.config.http.admin_token):
+        click.echo(click.style("warning: ", fg="yellow") + exposed, err=True)
     if problems:
         _fail(problems)
         click.echo(f"{len(problems)} problem(s) found.", err=True)

@@ -57,6 +57,9 @@ class HttpConfig(Options):
     enabled: bool = True
     #: A client that sends nothing (or a request body too slowly) for this long is cut off.
     client_timeout: Duration = 10.0
+    #: The live console's retry and purge need it in ``X-Ccbus-Token`` when set, and
+    #: are refused without it off loopback (``${credential:NAME}`` keeps it out of the file).
+    admin_token: str | None = None
 
     @field_validator("listen")
     @classmethod
