@@ -12,7 +12,8 @@
       crm-hmac: ${credential:crm-hmac}
     rules: [rules]                   # directories or files, relative to this file
     state_dir: /var/lib/ccbus
-    http: {listen: "127.0.0.1:8787"}  # health, metrics, traces, live view, webhooks
+    http: {listen: "127.0.0.1:8787"}  # health, metrics, traces, live console, webhooks
+                                     # (admin_token: the console's retry/purge need it)
     log_format: text                 # or json: one JSON object per line
     traces: 20                       # runs each rule keeps for `ccbus traces` (0: off)
 
