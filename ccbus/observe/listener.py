@@ -19,8 +19,8 @@ port 0.  Hypercorn runs as an ordinary task and leaves signals to the bus.
 It is loopback by default: nothing here asks for credentials to read, so
 put it behind a proxy that does before exposing it.  The two routes that
 change state (the console's retry and purge) are guarded on their own: same
-origin, JSON, and ``http.admin_token`` (required off loopback).  Secrets are redacted from
-everything it serves, and every response is counted by status.
+origin, JSON, and ``http.admin_token`` (required off loopback).  Secrets are
+redacted from everything it serves, and every response is counted by status.
 """
 
 from __future__ import annotations

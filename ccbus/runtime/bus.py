@@ -675,7 +675,6 @@ class Bus:
             return await anyio.to_thread.run_sync(both)
         return both()
 
-
     # -- the console's dead letters (a DeadLetterDesk) -------------------------------------
 
     async def dead_letter_list(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
