@@ -23,14 +23,16 @@ import anyio
 import click
 
 from ccbus.cli.console import ConsoleReporter
+from ccbus.cli.remote import listener_url as _listener_url
 from ccbus.cli.schema import schema
+from ccbus.cli.tail import tail
 from ccbus.config.file import Config, ConfigErrors, LoadedConfig, load_config
 from ccbus.config.secrets import SecretBook
-from ccbus.config.yamlfile import load_yaml
 from ccbus.delivery.store import StateDirError
 from ccbus.errors import ConfigError, EvaluationError, MissingField
 from ccbus.events.files import BadLine, read_events
 from ccbus.events.jsondecode import decode_json
+from ccbus.observe.admin import exposure_warning
 from ccbus.observe.logs import Redactor, setup_logging
 from ccbus.pipeline import Outcome, Pipeline
 from ccbus.plugins import PluginHost
@@ -164,6 +166,8 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
             + f"plugin {failure.name} failed to load: {failure.error}",
             err=True,
         )
+    if exposed := exposure_warning(loaded.config.http.host, loaded.config.http.admin_token):
+        click.echo(click.style("warning: ", fg="yellow") + exposed, err=True)
     if problems:
         _fail(problems)
         click.echo(f"{len(problems)} problem(s) found.", err=True)
@@ -235,30 +239,6 @@ def run(ctx: click.Context, config: Path | None, dry_run: bool) -> None:
 
 
 # ---------------------------------------------------------------------------
-
-
-def _listener_url(config: Path | None, url: str | None) -> str:
-    """Where a running instance listens: ``--url``, else the config's ``http.listen``."""
-    if url:
-        return url.rstrip("/")
-    listen = "127.0.0.1:8787"
-    if config is not None:
-        # only http.listen, unexpanded: an admin's shell has no $CREDENTIALS_DIRECTORY
-        try:
-            root = load_yaml(config)
-        except ConfigError as err:
-            raise click.ClickException(str(err)) from None
-        http = root.get("http") if isinstance(root, dict) else None
-        value = http.get("listen") if isinstance(http, dict) else None
-        if isinstance(value, str) and "${" in value:
-            raise click.UsageError(f"{config}: http.listen uses a variable; give --url")
-        if isinstance(value, str):
-            listen = value
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _get_json(url: str) -> tuple[int, Any]:
@@ -983,6 +963,8 @@ def dead_letters_purge(
         removed = store.purge(older_than=cutoff)
     click.echo(f"{removed} dead letter(s) purged")
 
+
+cli.add_command(tail)
 
 #: ccbus's own top-level commands: a plugin's ``register_commands`` may not replace them.
 CORE_COMMANDS = frozenset(cli.commands)

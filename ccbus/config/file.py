@@ -12,7 +12,8 @@
       crm-hmac: ${credential:crm-hmac}
     rules: [rules]                   # directories or files, relative to this file
     state_dir: /var/lib/ccbus
-    http: {listen: "127.0.0.1:8787"}  # health, metrics, traces, live view, webhooks
+    http: {listen: "127.0.0.1:8787"}  # health, metrics, traces, live console, webhooks
+                                     # (admin_token: the console's retry/purge need it)
     log_format: text                 # or json: one JSON object per line
     traces: 20                       # runs each rule keeps for `ccbus traces` (0: off)
 
@@ -62,6 +63,9 @@ class HttpConfig(Options):
     enabled: bool = True
     #: A client that sends nothing (or a request body too slowly) for this long is cut off.
     client_timeout: Duration = 10.0
+    #: The live console's retry and purge need it in ``X-Ccbus-Token`` when set, and
+    #: are refused without it off loopback (``${credential:NAME}`` keeps it out of the file).
+    admin_token: str | None = None
 
     @field_validator("listen")
     @classmethod

@@ -9,14 +9,18 @@
     GET /traces[/RULE]     each rule's last runs               ccbus.observe.traces
     GET /live              the live view page                  ccbus.observe.live
     GET /live/stream       its Server-Sent Events              ccbus.observe.live
+    GET /dead-letters      the newest dead letters             ccbus.observe.admin
+    POST /dead-letters/retry, /dead-letters/purge              ccbus.observe.admin
     POST <source routes>   inbound webhooks etc.               sources' add_route
 
 Starlette routes, served by Hypercorn on a socket the bus has already
 bound, so a port clash is reported clearly at start-up and tests can bind
 port 0.  Hypercorn runs as an ordinary task and leaves signals to the bus.
-It is loopback by default: nothing here asks for credentials, so put it
-behind a proxy that does before exposing it.  Secrets are redacted from
-everything it serves, and every response is counted by status.
+It is loopback by default: nothing here asks for credentials to read, so
+put it behind a proxy that does before exposing it.  The two routes that
+change state (the console's retry and purge) are guarded on their own: same
+origin, JSON, and ``http.admin_token`` (required off loopback).  Secrets are
+redacted from everything it serves, and every response is counted by status.
 """
 
 from __future__ import annotations
@@ -34,13 +38,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ccbus.observe.admin import AdminPolicy, admin_routes
 from ccbus.observe.health import readiness, status_document
 from ccbus.observe.live import live_page, live_stream
 from ccbus.observe.logs import LogEvery
 from ccbus.observe.metrics import CONTENT_TYPE, families, render
 
 if TYPE_CHECKING:
-    from ccbus.observe.view import BusView, CounterView
+    from ccbus.observe.view import BusView, CounterView, DeadLetterDesk
 
 __all__ = ["ProtocolErrors", "build_app", "serve_asgi"]
 
@@ -119,9 +124,17 @@ class ProtocolErrors:
                         status, _PROTOCOL_ERRORS.get(status, "not valid HTTP"))
 
 
-def build_app(bus: BusView, routes: Iterable[Route] = ()) -> Starlette:
-    """The listener's routes over ``bus``, plus ``routes`` (sources' inbound endpoints)."""
+def build_app(
+    bus: BusView,
+    routes: Iterable[Route] = (),
+    *,
+    desk: DeadLetterDesk | None = None,
+    policy: AdminPolicy | None = None,
+) -> Starlette:
+    """The listener's routes over ``bus``, plus ``routes`` (sources' inbound endpoints),
+    plus the console's dead-letter routes over ``desk`` (guarded by ``policy``)."""
     redact = bus.redactor.value
+    policy = policy or AdminPolicy()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
@@ -155,7 +168,9 @@ def build_app(bus: BusView, routes: Iterable[Route] = ()) -> Starlette:
         _, dead_letters = await bus.outbox_counts()
         return {"sources": doc["sources"], "status": doc["status"],
                 "rules": bus.rule_names(),
-                "dead_letters": dead_letters}
+                "dead_letters": dead_letters,
+                "admin": policy.describe() if desk is not None else {"enabled": False,
+                                                                      "token_required": False}}
 
     own = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -167,6 +182,8 @@ def build_app(bus: BusView, routes: Iterable[Route] = ()) -> Starlette:
         Route("/live", live_page, methods=["GET"]),
         Route("/live/stream", live_stream(bus.live, snapshot, redact), methods=["GET"]),
     ]
+    if desk is not None:
+        own += admin_routes(desk, policy, redact)
     return Starlette(routes=[*own, *routes], middleware=[Middleware(CountResponses, bus.counters)])
 
 

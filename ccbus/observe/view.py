@@ -11,14 +11,15 @@ attributes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ccbus.observe.live import LiveFeed
     from ccbus.observe.logs import Redactor
     from ccbus.observe.traces import RuleTraces
 
-__all__ = ["BusView", "CounterView", "HistogramView", "RuleStatsView", "SourceView"]
+__all__ = ["BusView", "CounterView", "DeadLetterDesk", "HistogramView", "RuleStatsView",
+           "SourceView"]
 
 #: A counter series as a snapshot lists it: name, labels, value.
 CounterSample = tuple[str, dict[str, str], float]
@@ -117,4 +118,25 @@ class BusView(Protocol):
 
     async def outbox_counts(self) -> tuple[int, int]:
         """Calls pending in the outbox, and dead letters."""
+        ...
+
+
+class DeadLetterDesk(Protocol):
+    """The dead letters as the live console lists and acts on them.
+
+    Not part of :class:`BusView`: that is read-only and handed to plugins'
+    hooks; only the listener's guarded routes (:mod:`ccbus.observe.admin`) get this.
+    """
+
+    async def dead_letter_list(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """How many dead letters there are, and the newest ``limit`` of them, newest first."""
+        ...
+
+    async def retry_dead_letters(self, ids: list[int]) -> list[int]:
+        """Put dead letters back in the outbox; returns the ids moved (``ValueError``:
+        this store cannot)."""
+        ...
+
+    async def purge_dead_letters(self, ids: list[int]) -> int:
+        """Delete dead letters; returns how many (``ValueError``: this store cannot)."""
         ...

@@ -400,7 +400,7 @@ class Bus:
         for firing in outcome.firings:
             self.counters.add(self._rule_fired[firing.rule.name])
             self.live.publish("rule", partial(_firing_record, firing.rule.name, firing.event,
-                                              outcome.invocations, self.secrets))
+                                              outcome.invocations, self.secrets, time.time()))
         if self.config.traces:
             if dry:
                 dry_ids = {id(i) for i in dry}
@@ -740,6 +740,7 @@ class Bus:
     ) -> None:
         from starlette.routing import Route
 
+        from ccbus.observe.admin import AdminPolicy, is_loopback
         from ccbus.observe.listener import ProtocolErrors, build_app, serve_asgi
 
         http = self.config.http
@@ -759,7 +760,8 @@ class Bus:
             routes = [Route(path, handler, methods=methods)
                       for runtime in self.sources.values()
                       for path, methods, handler in runtime.context.routes]
-            await serve_asgi(build_app(self, routes), sock, stop,
+            policy = AdminPolicy(token=http.admin_token or None, loopback=is_loopback(http.host))
+            await serve_asgi(build_app(self, routes, desk=self, policy=policy), sock, stop,
                              client_timeout=http.client_timeout,
                              on_protocol_error=ProtocolErrors(self.counters),
                              task_status=task_status)
@@ -785,9 +787,55 @@ class Bus:
             return await anyio.to_thread.run_sync(both)
         return both()
 
+    # -- the console's dead letters (a DeadLetterDesk) -------------------------------------
+
+    async def dead_letter_list(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """How many dead letters there are, and the newest ``limit``, newest first."""
+        store = self.delivery_store
+        if not isinstance(store, SqliteDeliveryStore):  # delivery.outbox: false
+            letters = list(getattr(store, "dead", []))
+        else:
+            letters = await anyio.to_thread.run_sync(store.dead_letters)
+        newest = letters[::-1][:limit]
+        return len(letters), [
+            {"id": d.id, "rule": d.rule, "action": d.action, "attempts": d.attempts,
+             "created": d.created, "failed_at": d.failed_at, "reason": d.reason,
+             "retryable": d.params is not None, "event": _event_summary(d.event)}
+            for d in newest
+        ]
+
+    def _sqlite_store(self) -> SqliteDeliveryStore:
+        store = self.delivery_store
+        if not isinstance(store, SqliteDeliveryStore):
+            raise ValueError("dead letters are kept in memory (delivery.outbox: false): "
+                             "they cannot be retried or purged")
+        return store
+
+    async def retry_dead_letters(self, ids: list[int]) -> list[int]:
+        """Back in the outbox, due now; the dispatcher's poll picks them up."""
+        moved: list[int] = await anyio.to_thread.run_sync(self._sqlite_store().resurrect, ids)
+        self.live.publish("dead_letters", {"retried": moved, "at": time.time()})
+        return moved
+
+    async def purge_dead_letters(self, ids: list[int]) -> int:
+        store = self._sqlite_store()
+        purged: int = await anyio.to_thread.run_sync(lambda: store.purge(ids=ids))
+        self.live.publish("dead_letters", {"purged": purged, "at": time.time()})
+        return purged
+
+
+def _event_summary(stored: str) -> dict[str, Any]:
+    """The envelope attributes of a dead letter's stored event, for the console's line."""
+    try:
+        doc = json.loads(stored)
+    except ValueError:
+        return {}
+    return {k: doc.get(k) for k in ("id", "type", "source", "subject", "time")}
+
 
 def _event_record(event: Event) -> dict[str, Any]:
-    """What the live view shows of an event (the data abridged)."""
+    """What the live view shows of an event: the data abridged for its line, the whole
+    envelope for its expanded row and ``ccbus tail --json``."""
     data = json.dumps(event.data, default=str, ensure_ascii=False)
     return {
         "id": event.id,
@@ -796,12 +844,15 @@ def _event_record(event: Event) -> dict[str, Any]:
         "subject": event.subject,
         "time": event.time.isoformat(),
         "data": data if len(data) <= LIVE_DATA_CHARS else data[: LIVE_DATA_CHARS - 1] + "…",
+        # the whole envelope, for the console's expanded row and `ccbus tail --json`
+        "envelope": event.to_cloudevent(),
     }
 
 
-def _firing_record(
-    rule: str, event: Event, invocations: list[Invocation], secrets: SecretBook
-) -> dict[str, Any]:
+def _firing_record(rule: str, event: Event, invocations: list[Invocation],
+                   secrets: SecretBook, at: float) -> dict[str, Any]:
+    """A rule hit for the live view; ``at`` is taken when the rule fired (the record is
+    built later, when a page reads it); calls show secrets as references."""
     calls = [i.describe(secrets) for i in invocations if i.rule == rule and i.event is event]
     return {"rule": rule, "type": event.type, "source": event.source, "event": event.id,
-            "calls": calls[:10], "at": time.time()}
+            "calls": calls[:10], "at": at}
