@@ -282,7 +282,7 @@ def check_output(tmp_path: Path, http: str) -> tuple[int, str]:
     from ccbus.cli.app import cli
     from ccbus.plugins import PluginHost
 
-    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: x.y, do: [log: hi]}]\n")
+    write(tmp_path / "rules" / "r.yaml", "rules: [{name: r, on: system.alert, do: [log: hi]}]\n")
     config = write(tmp_path / "ccbus.yaml", f"http: {http}\n")
     result = CliRunner().invoke(cli, ["check", "-c", str(config)],
                                 obj={"plugins": PluginHost(autoload=False)})
@@ -299,4 +299,4 @@ def test_check_warns_about_a_listener_beyond_loopback_without_a_token(tmp_path: 
     for http, warned in cases.items():
         code, out = check_output(tmp_path, http)
         assert code == 0, out
-        assert ("beyond loopback" in out) is warned, (http, out)
+        assert ("http.admin_token is not set" in out) is warned, (http, out)
