@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import threading
 from typing import Any
 
 import anyio
@@ -132,10 +133,11 @@ async def test_a_ping_between_the_fragments_of_a_message_is_answered_and_left_ou
     listener = await anyio.abc.SocketListener.from_socket(sock)
     async with listener:
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        opened = threading.Event()
         client = PongingWebSocketClient(
             url=f"ws://127.0.0.1:{port}/rte",
             on_message=lambda _client, message: messages.append(message),
-            on_open=lambda: None,
+            on_open=opened.set,
             on_error=lambda error: None,
             on_close=lambda: None,
         )
@@ -147,6 +149,11 @@ async def test_a_ping_between_the_fragments_of_a_message_is_answered_and_left_ou
                 received = BufferedByteReceiveStream(server)
                 await received.receive_until(b"\r\n\r\n", 65536)
                 await server.send(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                # frames only once the client has read the 101 (as a SignalR hub, which
+                # answers the client's handshake message first): sent at once, they could
+                # share the client's read of the 101 on a busy machine
+                with anyio.fail_after(30):
+                    await anyio.to_thread.run_sync(opened.wait)
                 payload = bytes([0, 0xFF, 0x80, 7])  # not text: it must come back as it is
                 first, rest = b'{"ty', b'pe":6}' + RS.encode()
                 await server.send(bytes([0x01, len(first)]) + first)  # text, not final
