@@ -10,7 +10,6 @@ suggestion::
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
 
 from ccbus.config.durations import DURATION_PATTERN, parse_duration
+from ccbus.config.suggest import did_you_mean
 from ccbus.config.yamlfile import location
 from ccbus.errors import ConfigError
 
@@ -95,9 +95,9 @@ def _describe(
     kind = item["type"]
     if kind == "extra_forbidden":
         known = _known_keys(model, loc[:-1])
-        close = difflib.get_close_matches(str(key), known, n=1)
+        close = did_you_mean(str(key), known)
         hint = (
-            f" (did you mean {close[0]!r}?)"
+            f" (did you mean {close!r}?)"
             if close
             else (f" (known keys: {', '.join(sorted(known))})" if known else "")
         )

@@ -49,6 +49,7 @@ from typing import Any, NoReturn
 
 import simpleeval
 
+from ccbus.config.suggest import did_you_mean
 from ccbus.errors import EvaluationError, ExpressionSyntaxError, MissingField
 
 __all__ = [
@@ -550,10 +551,8 @@ def _call(helper: str, *args: ast.expr) -> ast.Call:
 
 
 def _suggest(name: str, known: Mapping[str, Any]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = did_you_mean(name, known)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 # ---------------------------------------------------------------------------

@@ -19,11 +19,9 @@ also what lets the tests run the reconnect machinery in milliseconds.
 
 from __future__ import annotations
 
-import difflib
-
 from pydantic import Field, field_validator, model_validator
 
-from ccbus import Duration, Options
+from ccbus import Duration, Options, did_you_mean
 
 from .protocol import ENTITY_TYPES, EVENTS, canonical_event_name, is_guid
 
@@ -45,8 +43,8 @@ def check_event(name: str, entity_type: str | None = None) -> str:
     """
     found = canonical_event_name(name)
     if found is None:
-        close = difflib.get_close_matches(name, list(EVENTS), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = did_you_mean(name, EVENTS)
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise ValueError(f"unknown event name {name!r}{hint}")
     if entity_type is not None and EVENTS[found].entity_type != entity_type:
         raise ValueError(
