@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["build_app", "serve_asgi"]
 
 #: Bytes of a connection's kernel send buffer (Linux doubles it for its bookkeeping).
-SEND_BUFFER = 128 * 1024
+SEND_BUFFER = 32 * 1024
 
 
 class CountResponses:
