@@ -18,6 +18,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -81,13 +82,16 @@ class Pipeline:
         if self._duplicate(event, now):
             outcome.duplicates += 1
             return outcome
-        saved = budget.start(self.event_budget)
+        # budget.start()/restore() inlined: this runs for every event
+        saved = budget.deadline, budget.seconds
+        budget.deadline = min(saved[0], perf_counter() + self.event_budget)
+        budget.seconds = self.event_budget
         try:
             firings = self.engine.route(event, now)
             if firings or self.observer is not None:  # most events fire nothing: no step
                 self._step(event, firings, now, outcome)
         finally:
-            budget.restore(saved)
+            budget.deadline, budget.seconds = saved
         return outcome
 
     def process_due(self, now: float) -> Outcome:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import logging
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 from ccbus.errors import EvaluationError, MissingField, OverBudget
@@ -135,12 +136,13 @@ class Engine:
         data = event.data
         view = EnvelopeView(event)
         trace = self.tracer
+        deadline = budget.deadline
         for rule in rules:
             stats = self.stats[rule.name]
             stats.evaluated += 1
             ok = True
             condition: bool | str | None = None
-            if budget.spent():
+            if perf_counter() > deadline:
                 # not evaluated, and no gate state touched: as if the rule did not match
                 self.record_error(rule, stats, event, budget.exceeded("not evaluated"), now)
                 if trace is not None:
