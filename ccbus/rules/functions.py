@@ -38,7 +38,7 @@ __all__ = ["Clock", "SystemClock", "build_library"]
 MAX_PATTERN_LENGTH = 500
 MAX_REGEX_INPUT = 100_000
 MAX_STRING_LENGTH = 100_000
-#: Longest a regular expression may run on one event, in seconds.
+#: Longest one regular-expression call may run, in seconds (never past the event's budget).
 REGEX_TIMEOUT = 0.1
 
 
