@@ -8,7 +8,8 @@
     ├── ExpressionError      an expression or template cannot compile or evaluate
     │   ├── ExpressionSyntaxError   not valid syntax, or outside the rule grammar
     │   └── EvaluationError         valid, but failed for this event
-    │       └── MissingField        the event lacks a field the expression reads
+    │       ├── MissingField        the event lacks a field the expression reads
+    │       └── OverBudget          the event used up its time budget (``event_budget``)
     ├── PluginError          a plugin failed to import or registered something broken
     ├── SourceError          a source cannot go on as it is
     │   ├── SourceNotReady          the peer is away or refuses for now: retry later
@@ -32,6 +33,7 @@ __all__ = [
     "ExpressionError",
     "ExpressionSyntaxError",
     "MissingField",
+    "OverBudget",
     "PermanentActionError",
     "PluginError",
     "RetryableActionError",
@@ -100,6 +102,16 @@ class MissingField(EvaluationError):
 
     Rules treat this as "condition false" and count it, because vendor
     payloads routinely omit optional fields.
+    """
+
+
+class OverBudget(EvaluationError):
+    """An event used up its time budget before this rule or action was done.
+
+    One event's rules and templates share ``event_budget`` (see
+    :mod:`ccbus.rules.budget`), so no event, however crafted, holds the event
+    loop longer than that: the rule counts as not matching, the action as
+    failed to render, and the bus goes on with the next event.
     """
 
 

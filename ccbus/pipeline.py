@@ -25,14 +25,16 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ccbus.errors import EvaluationError
+from ccbus.errors import EvaluationError, OverBudget
 from ccbus.events.envelope import Event
 from ccbus.observe.logs import LogEvery
 from ccbus.records import Invocation, RenderFailure, Run
+from ccbus.rules.budget import DEFAULT_EVENT_BUDGET, budget
 from ccbus.rules.engine import Engine, Firing
 from ccbus.rules.expressions import EnvelopeView
 from ccbus.rules.model import PREVIOUS, Rule
@@ -74,8 +76,12 @@ class Pipeline:
         dedup_window: float = 600.0,
         dedup_size: int = 100_000,
         observer: Callable[[Event, list[Firing], list[Invocation]], None] | None = None,
+        event_budget: float = DEFAULT_EVENT_BUDGET,
     ) -> None:
         self.engine = engine
+        #: Seconds one event's rules, templates and emitted events may take in all
+        #: (see :mod:`ccbus.rules.budget`).
+        self.event_budget = event_budget
         self.dedup_window = dedup_window
         self.dedup_size = dedup_size
         self.observer = observer
@@ -94,9 +100,16 @@ class Pipeline:
         if self._duplicate(event, now):
             outcome.duplicates += 1
             return outcome
-        firings = self.engine.route(event, now)
-        if firings or self.observer is not None:  # most events fire nothing: no step
-            self._step(event, firings, now, outcome)
+        # budget.start()/restore() inlined: this runs for every event
+        saved = budget.deadline, budget.seconds
+        budget.deadline = min(saved[0], perf_counter() + self.event_budget)
+        budget.seconds = self.event_budget
+        try:
+            firings = self.engine.route(event, now)
+            if firings or self.observer is not None:  # most events fire nothing: no step
+                self._step(event, firings, now, outcome)
+        finally:
+            budget.deadline, budget.seconds = saved
         return outcome
 
     def process_due(self, now: float) -> Outcome:
@@ -106,7 +119,11 @@ class Pipeline:
         for firing in self.engine.due(now):
             by_event.setdefault(id(firing.event), []).append(firing)
         for firings in by_event.values():
-            self._step(firings[0].event, firings, now, outcome)
+            saved = budget.start(self.event_budget)
+            try:
+                self._step(firings[0].event, firings, now, outcome)
+            finally:
+                budget.restore(saved)
         return outcome
 
     def _step(self, event: Event, firings: list[Firing], now: float, outcome: Outcome) -> None:
@@ -175,9 +192,13 @@ class Pipeline:
         if not rule.feeds_next(index):
             return None
         outcome = Outcome()
-        outcome.invocations = self.render_stage(
-            rule, event, index + 1, now, outcome, previous=as_previous(result)
-        )
+        saved = budget.start(self.event_budget)
+        try:
+            outcome.invocations = self.render_stage(
+                rule, event, index + 1, now, outcome, previous=as_previous(result)
+            )
+        finally:
+            budget.restore(saved)
         return outcome
 
     def render_stage(
@@ -202,14 +223,15 @@ class Pipeline:
             if index > start and call.waits_for_previous:
                 break
             try:
-                # the schema's validator itself: ``model_validate`` only wraps it, per call
-                params = (
-                    call.validated
-                    if call.validated is not None
-                    else call.spec.params.__pydantic_validator__.validate_python(
+                if call.validated is not None:  # no holes: nothing to render, nothing to spend
+                    params = call.validated
+                elif budget.spent():
+                    raise budget.exceeded("not rendered")
+                else:
+                    # the schema's validator itself: ``model_validate`` only wraps it, per call
+                    params = call.spec.params.__pydantic_validator__.validate_python(
                         call.params.render(data, view)
                     )
-                )
             except (EvaluationError, ValidationError) as err:
                 reason = _short(err)
                 message = f"action {index + 1} ({call.name}, line {call.line}): {reason}"
@@ -217,7 +239,7 @@ class Pipeline:
                     rule,
                     self.engine.stats[rule.name],
                     event,
-                    EvaluationError(message),
+                    (OverBudget if isinstance(err, OverBudget) else EvaluationError)(message),
                     now,
                     consequence="this action is skipped, the rule's other actions run",
                 )

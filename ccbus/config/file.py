@@ -94,6 +94,9 @@ class Config(Options):
     state_dir: str = "state"
     http: HttpConfig = Field(default_factory=HttpConfig)
     dedup_window: Duration = 600.0
+    #: What one event's rules, templates and emitted events may cost in all, in time
+    #: (see :mod:`ccbus.rules.budget`): past it a rule counts as not matching.
+    event_budget: Duration = Field(default=0.05, gt=0, le=10)
     max_keys_per_rule: int = Field(default=100_000, gt=0)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

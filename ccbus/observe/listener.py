@@ -59,6 +59,9 @@ _PROTOCOL_ERRORS = {
     431: "request headers too large (too many or too long)",
 }
 
+#: Bytes of a connection's kernel send buffer (Linux doubles it for its bookkeeping).
+SEND_BUFFER = 32 * 1024
+
 
 class CountResponses:
     """ASGI middleware: ``http_responses{status}`` for every answer the listener gives,
@@ -207,6 +210,11 @@ async def serve_asgi(
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
+    # Accepted connections inherit the listener's send buffer.  Left to the kernel it
+    # grows to megabytes per connection, which a client that never reads (a stalled
+    # live view) pins for as long as it stays connected; bounded, such a client stops
+    # taking records soon and the live feed drops them for it instead.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None

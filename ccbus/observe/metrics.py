@@ -292,7 +292,8 @@ def families(bus: BusView, outbox_depth: int, dead_letters: int) -> list[Family]
         Family("ccbus_rule_matches_total", "counter", "Evaluations whose condition held."),
         Family("ccbus_rule_throttled_total", "counter", "Firings suppressed by throttle."),
         Family("ccbus_rule_errors_total", "counter",
-               "Failed evaluations, by rule and kind (error, missing_field)."),
+               "Failed evaluations and renders, by rule and kind "
+               "(error, missing_field, over_budget)."),
     ]
     for rule, stats in sorted(bus.rule_stats().items()):
         rules[0].add(stats.evaluated, rule=rule)
@@ -300,6 +301,7 @@ def families(bus: BusView, outbox_depth: int, dead_letters: int) -> list[Family]
         rules[2].add(stats.throttled, rule=rule)
         rules[3].add(stats.errors, rule=rule, kind="error")
         rules[3].add(stats.missing_field, rule=rule, kind="missing_field")
+        rules[3].add(stats.over_budget, rule=rule, kind="over_budget")
     active = Family("ccbus_rules_active", "gauge", "Rules loaded and routing.")
     active.add(len(bus.rule_names()))
 

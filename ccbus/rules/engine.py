@@ -13,9 +13,10 @@ from __future__ import annotations
 import heapq
 import logging
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
-from ccbus.errors import EvaluationError, MissingField
+from ccbus.errors import EvaluationError, MissingField, OverBudget
 from ccbus.events.envelope import Event
 from ccbus.observe.logs import LogEvery
 from ccbus.observe.traces import RuleTraces
@@ -29,6 +30,7 @@ from ccbus.records import (
     TIMER_RUNNING,
     Run,
 )
+from ccbus.rules.budget import budget
 from ccbus.rules.expressions import EnvelopeView, bounded_text
 from ccbus.rules.index import RuleIndex
 from ccbus.rules.model import Rule
@@ -63,6 +65,8 @@ class RuleStats:
     throttled: int = 0
     errors: int = 0
     missing_field: int = 0
+    #: Evaluations and renders not done because the event had used up its budget.
+    over_budget: int = 0
     last_error: str = ""
 
 
@@ -132,14 +136,26 @@ class Engine:
         data = event.data
         view = EnvelopeView(event)
         trace = self.tracer
+        deadline = budget.deadline
         for rule in rules:
             stats = self.stats[rule.name]
             stats.evaluated += 1
             ok = True
             condition: bool | str | None = None
+            if perf_counter() > deadline:
+                # not evaluated, and no gate state touched: as if the rule did not match
+                self.record_error(rule, stats, event, budget.exceeded("not evaluated"), now)
+                if trace is not None:
+                    trace.evaluated(rule.name, event, "error: over budget", NO_MATCH)
+                continue
             if rule.condition is not None:
                 try:
                     ok = condition = bool(rule.condition.evaluate(data, view))
+                except OverBudget as err:
+                    self.record_error(rule, stats, event, err, now)
+                    if trace is not None:
+                        trace.evaluated(rule.name, event, f"error: {err}", NO_MATCH)
+                    continue
                 except EvaluationError as err:
                     self.record_error(rule, stats, event, err, now)
                     ok, condition = False, f"error: {err}"
@@ -315,10 +331,13 @@ class Engine:
         """Count a failed evaluation; log it at most once a minute per rule."""
         if isinstance(err, MissingField):
             stats.missing_field += 1
+        elif isinstance(err, OverBudget):
+            stats.over_budget += 1
         else:
             stats.errors += 1
         stats.last_error = f"{err} (event {event.type} {event.id})"
-        if self._log_every.due(rule.name) is not None:
+        # over budget has its own once-a-minute line: a rule's ordinary errors must not hide it
+        if self._log_every.due((rule.name, type(err) is OverBudget)) is not None:
             log.warning(
                 "rule %s (%s): %s on event %s id=%s; %s "
                 "(further errors of this rule are counted, logged once a minute)",

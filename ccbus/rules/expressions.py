@@ -60,6 +60,7 @@ __all__ = [
     "MAX_NESTING",
     "bounded_text",
     "check_size",
+    "checked_text",
 ]
 
 #: Longest expression text accepted (a rule condition is a line, not a program).
@@ -218,7 +219,34 @@ def _method(obj: Any, name: str) -> Callable[..., Any]:
         return _guarded_replace(obj)
     if name == "join":
         return _guarded_join(obj)
+    if name in _SIZED_METHODS and isinstance(obj, str):
+        return _sized(method, name)
     return method  # type: ignore[no-any-return]
+
+
+#: String methods whose result can outgrow their input: case changes (``"ß".upper()`` is
+#: ``"SS"``, some characters become three) and splits (a list per separator).
+_SIZED_METHODS = frozenset(
+    {"upper", "lower", "casefold", "title", "capitalize", "swapcase",
+     "split", "rsplit", "splitlines"}
+)
+
+
+def _sized(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``method`` with its result held to the documented limits (text, items)."""
+    splits = name in ("split", "rsplit")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if splits and len(args) < 2 and "maxsplit" not in kwargs:
+            kwargs["maxsplit"] = MAX_ITEMS  # one more piece than allowed: enough to refuse
+        result = method(*args, **kwargs)
+        if isinstance(result, str):
+            return checked_text(result, f".{name}()")
+        if len(result) > MAX_ITEMS:
+            raise EvaluationError(f".{name}() would build a list of more than {MAX_ITEMS:,} items")
+        return result
+
+    return call
 
 
 def _guarded_replace(text: str) -> Callable[..., str]:
@@ -321,6 +349,13 @@ def check_size(value: Any, limit: int = _MAX_STRING) -> None:
             budget -= len(item) // 64
         if budget < 0:
             raise EvaluationError("value is too large to render")
+
+
+def checked_text(text: str, what: str = "the result") -> str:
+    """``text``, or an error when it is longer than the string limit."""
+    if len(text) > _MAX_STRING:
+        raise EvaluationError(f"{what} would be over the limit of {_MAX_STRING:,} characters")
+    return text
 
 
 def bounded_text(value: Any) -> str:

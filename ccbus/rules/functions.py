@@ -12,8 +12,8 @@ rule through fifteen minutes in a millisecond.
 
 from __future__ import annotations
 
-import functools
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -24,14 +24,21 @@ import regex
 from ccbus.config.durations import parse_duration
 from ccbus.errors import EvaluationError
 from ccbus.events.envelope import parse_timestamp
-from ccbus.rules.expressions import MAX_ITEMS, EnvelopeView, bounded_text, check_size
+from ccbus.rules.budget import budget, remaining
+from ccbus.rules.expressions import (
+    MAX_ITEMS,
+    EnvelopeView,
+    bounded_text,
+    check_size,
+    checked_text,
+)
 
 __all__ = ["Clock", "SystemClock", "build_library"]
 
 MAX_PATTERN_LENGTH = 500
 MAX_REGEX_INPUT = 100_000
 MAX_STRING_LENGTH = 100_000
-#: Longest a regular expression may run on one event, in seconds.
+#: Longest one regular-expression call may run, in seconds (never past the event's budget).
 REGEX_TIMEOUT = 0.1
 
 
@@ -48,28 +55,156 @@ class SystemClock(Clock):
         return time.time()
 
 
-@functools.lru_cache(maxsize=512)
+#: Most units a pattern may compile to: each literal, class or group is one unit, and
+#: a counted repeat ``{m,n}`` multiplies what it repeats (through nesting) by its
+#: larger count.  ``regex`` unrolls counted repeats when it compiles, so this bounds
+#: the time and memory of compiling; ``(?:x{65535}){65535}`` is refused, ``\d{4}`` is 4.
+MAX_PATTERN_COST = 10_000
+#: Compiled patterns kept, and the units (see above) they may hold in all: rules reuse
+#: a few patterns, and a pattern taken from event data must not pin memory.
+CACHE_PATTERNS = 256
+CACHE_COST = 50_000
+
+_QUANTIFIER = regex.compile(r"\{\s*(\d*)\s*(?:(,)\s*(\d*)\s*)?\}")
+
+
+def pattern_cost(pattern: str) -> int:
+    """How many units ``pattern`` compiles to, at most (see :data:`MAX_PATTERN_COST`).
+
+    A scan of the pattern's text, linear and itself bounded by
+    :data:`MAX_PATTERN_LENGTH`: groups nest, a counted repeat multiplies the
+    atom before it, alternatives add up.  It never counts less than the
+    ``regex`` module builds; it may count more (an escape like ``\\x{41}`` reads
+    as a repeat of 41), which only makes it refuse sooner.
+    """
+    stack: list[int] = [0]  # the weight of each open group so far
+    last = 0  # the weight of the atom a quantifier would apply to
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            stack[-1] += 1
+            last = 1
+            continue
+        if ch == "[":
+            end = i + 1
+            if end < n and pattern[end] == "^":
+                end += 1
+            if end < n and pattern[end] == "]":
+                end += 1
+            while end < n and pattern[end] != "]":
+                end += 2 if pattern[end] == "\\" else 1
+            i = end + 1
+            stack[-1] += 1
+            last = 1
+            continue
+        if ch == "(":
+            stack.append(0)
+            last = 0
+        elif ch == ")":
+            inner = stack.pop() if len(stack) > 1 else stack[0]
+            last = inner + 1
+            stack[-1] += last
+        elif ch == "{":
+            found = _QUANTIFIER.match(pattern, i)
+            if found is not None and (found.group(1) or found.group(3)):
+                low, comma, high = found.groups()
+                count = max(int(low or 0), int(high or 0) if comma else int(low or 0), 1)
+                stack[-1] += last * (count - 1)
+                last *= count
+                i = found.end()
+                continue
+            stack[-1] += 1
+            last = 1
+        elif ch in "*+?|":
+            pass  # not unrolled: an alternative adds its atoms as they come
+        else:
+            stack[-1] += 1
+            last = 1
+        i += 1
+    return sum(stack)
+
+
+class _PatternCache:
+    """The last patterns compiled, and the reasons of the last refused.
+
+    Bounded by count and by cost (:data:`CACHE_COST`), least recently used out
+    first; a refusal is kept too, so the same attack on every event is
+    answered from here.
+    """
+
+    def __init__(self, size: int = CACHE_PATTERNS, cost: int = CACHE_COST) -> None:
+        self.size = size
+        self.cost = cost
+        self.held = 0
+        self._entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+
+    def get(self, pattern: str) -> Any:
+        entry = self._entries.get(pattern)
+        if entry is not None:
+            self._entries.move_to_end(pattern)
+            compiled = entry[0]
+        else:
+            compiled, units = _compile(pattern)
+            self._entries[pattern] = (compiled, units)
+            self.held += units
+            while len(self._entries) > self.size or self.held > self.cost:
+                _, (_, gone) = self._entries.popitem(last=False)
+                self.held -= gone
+        if isinstance(compiled, str):
+            raise EvaluationError(compiled)
+        return compiled
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.held = 0
+
+
+def _compile(pattern: str) -> tuple[Any, int]:
+    """``(compiled pattern or the reason it is refused, units held)``."""
+    shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"regular expression longer than {MAX_PATTERN_LENGTH} characters", 1
+    cost = pattern_cost(pattern)
+    if cost > MAX_PATTERN_COST:
+        return (
+            f"regular expression {shown!r} is too large: its repeats expand to {cost:,} "
+            f"units, the limit is {MAX_PATTERN_COST:,}"
+        ), 1
+    try:
+        return regex.compile(pattern), max(cost, 1)
+    except (regex.error, OverflowError, MemoryError, RecursionError) as err:
+        return f"bad regular expression {shown!r}: {err}", 1
+
+
+_patterns = _PatternCache()
+
+
 def _regex(pattern: str) -> Any:
     """A compiled pattern of the ``regex`` module (re-compatible syntax).
 
     ``regex`` rather than ``re`` because its matching takes a timeout: a
     pattern like ``(a|aa)+$`` backtracks exponentially, and ``re`` would hold
-    the GIL (and the whole bus) until it finished, if ever.
+    the GIL (and the whole bus) until it finished, if ever.  Compiling cannot
+    be interrupted, so a pattern's size is bounded before it is compiled
+    (:func:`pattern_cost`): patterns may come from event data.
     """
     if not isinstance(pattern, str):
         raise EvaluationError("a regular expression must be text")
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise EvaluationError(f"regular expression longer than {MAX_PATTERN_LENGTH} characters")
-    try:
-        return regex.compile(pattern)
-    except regex.error as err:
-        raise EvaluationError(f"bad regular expression {pattern!r}: {err}") from None
+    return _patterns.get(pattern)
 
 
 def _timed(call: Callable[..., Any], pattern: str, *args: Any) -> Any:
+    """Run a match with the smaller of :data:`REGEX_TIMEOUT` and the event's budget left."""
+    left = remaining()
+    if left <= 0:
+        raise budget.exceeded(f"regular expression {pattern[:60]!r} not run")
     try:
-        return call(*args, timeout=REGEX_TIMEOUT)
+        return call(*args, timeout=min(REGEX_TIMEOUT, left))
     except TimeoutError:
+        if left < REGEX_TIMEOUT:
+            raise budget.exceeded(f"regular expression {pattern[:60]!r} stopped") from None
         raise EvaluationError(
             f"regular expression {pattern!r} took longer than {REGEX_TIMEOUT * 1000:.0f} ms "
             "(catastrophic backtracking?)"
@@ -173,13 +308,30 @@ def build_library(
         return value
 
     def sub(pattern: str, replacement: str, text: Any) -> str:
-        """``text`` with every match of ``pattern`` replaced (``\\1`` refers to groups)."""
+        """``text`` with every match of ``pattern`` replaced (``\\1`` refers to groups).
+
+        The result is bounded by the string limit as it is built: a replacement
+        that repeats a group (``sub('(?=(.*))', '\\1', text)``) can grow with the
+        square of the text, so counting the pieces is the only honest bound.
+        """
         subject = _text_arg(text)
-        # bound the worst case before building it: every position could match
-        if len(subject) + len(str(replacement)) * (len(subject) + 1) > MAX_STRING_LENGTH:
-            raise EvaluationError("sub() could build a string over the size limit")
+        if not isinstance(replacement, str):
+            raise EvaluationError("sub() replacement must be text")
+        built = len(subject)
+        literal = "\\" not in replacement
+
+        def piece(found: Any) -> str:
+            nonlocal built
+            out: str = replacement if literal else found.expand(replacement)
+            built += len(out) - (found.end() - found.start())
+            if built > MAX_STRING_LENGTH:
+                raise EvaluationError(
+                    f"sub() would build a string over the limit of {MAX_STRING_LENGTH:,} characters"
+                )
+            return out
+
         try:
-            result: str = _timed(_regex(pattern).sub, pattern, replacement, subject)
+            result: str = _timed(_regex(pattern).sub, pattern, piece, subject)
         except (regex.error, IndexError) as err:
             raise EvaluationError(f"bad replacement {replacement!r}: {err}") from None
         return result
@@ -226,11 +378,11 @@ def build_library(
     # -- text -------------------------------------------------------------
     def lower(text: Any) -> str:
         """Lower-case text (None becomes "")."""
-        return bounded_text(text).lower()
+        return checked_text(bounded_text(text).lower())
 
     def upper(text: Any) -> str:
-        """Upper-case text (None becomes "")."""
-        return bounded_text(text).upper()
+        """Upper-case text (None becomes ""); ``"ß"`` becomes ``"SS"``, so it is size-checked."""
+        return checked_text(bounded_text(text).upper())
 
     def strip(text: Any) -> str:
         """Text without leading and trailing white space."""
@@ -337,6 +489,8 @@ def build_library(
 
 def _check_pattern(pattern: object) -> None:
     """A literal pattern in a rule must compile: say so at load, not at 3 a.m."""
+    if not isinstance(pattern, str):
+        raise ValueError("a regular expression must be text")
     try:
         _regex(pattern)
     except EvaluationError as err:

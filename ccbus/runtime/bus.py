@@ -101,6 +101,17 @@ STATE_FLUSH_INTERVAL = 1.0
 #: the busy event loop before they can parse the next frame (the figures are in
 #: bench/README.md, "Tuning constants").
 SWITCH_INTERVAL = 0.0005
+#: Seconds of routing after which :meth:`Bus.publish` lets the loop run other tasks.
+#: A source that hands over many events without waiting (a webhook body that is a
+#: list, a replay) would otherwise hold the loop for all of them; each event is
+#: bounded by ``event_budget``, this bounds a run of them.  Only routing time counts,
+#: so cheap events leave the loop's turns to the dispatcher's own rhythm.
+YIELD_EVERY = 0.02
+#: Seconds of routing past which an event is costly: its source then waits as long
+#: as the event took before its next event is routed.  A source whose events use up
+#: their ``event_budget`` (a crafted rule or payload) gets at most half of the loop,
+#: and the other half stays with the other sources, ``/healthz`` and delivery.
+COSTLY_EVENT = 0.002
 #: The cyclic garbage collector's thresholds while the bus runs (CPython's
 #: default is 700, 10, 10).  Every event allocates dozens of objects, so at
 #: the default a young collection ran every few events and a full one, which
@@ -214,7 +225,8 @@ class Bus:
         if self.config.traces:
             self.engine.tracer = self.traces
         self.pipeline = Pipeline(
-            self.engine, dedup_window=self.config.dedup_window, observer=observer
+            self.engine, dedup_window=self.config.dedup_window, observer=observer,
+            event_budget=self.config.event_budget,
         )
         self.ruleset = RuleSet()
         self.sources: dict[str, SourceRuntime] = {}
@@ -240,6 +252,9 @@ class Bus:
             outage=self.outage,
         )
         self._wakeup = anyio.Event()
+        self._routed = 0.0  # seconds of routing since publish last yielded the loop
+        #: sources whose last events were costly -> time.perf_counter() until which they wait
+        self._cooling: dict[str, float] = {}
         self._action_logs: KeyCache[str, logging.Logger] = KeyCache(
             lambda action: logging.getLogger(f"ccbus.action.{action}")
         )
@@ -369,13 +384,38 @@ class Bus:
         self.counters.add(self._events_in[event.source, event.type])
         self.live.publish("event", partial(_event_record, event))
         armed = self.engine.timers_armed
+        if self._cooling:
+            await self._cool_down(event.source)
+        began = time.perf_counter()
         outcome = self.pipeline.process(event, self.clock.now())
+        spent = time.perf_counter() - began
+        if spent > COSTLY_EVENT:
+            source = event.source
+            self._cooling[source] = max(self._cooling.get(source, 0.0), began + spent) + spent
         if self.engine.timers_armed != armed:  # a ``for`` timer: the timer task recomputes
             self._wakeup.set()
         if outcome.duplicates:
             self.counters.inc("events_duplicate", outcome.duplicates)
         elif outcome.invocations or outcome.render_errors:  # most events make no call
             await self._enqueue(outcome)
+        self._routed += spent
+        if self._routed > YIELD_EVERY:
+            self._routed = 0.0
+            await anyio.lowlevel.checkpoint()
+
+    async def _cool_down(self, source: str) -> None:
+        """Wait until ``source`` has paid for its costly events (see :data:`COSTLY_EVENT`).
+
+        Checked again after every wait, with no await between the check and the
+        routing that follows: of several tasks of one source (concurrent webhook
+        requests) only one routes, then the others wait for its cost too.
+        """
+        while (until := self._cooling.get(source)) is not None:
+            wait = until - time.perf_counter()
+            if wait <= 0:
+                del self._cooling[source]
+                return
+            await anyio.sleep(wait)
 
     async def _enqueue(self, outcome: Outcome) -> None:
         """Hand an outcome's calls to the dispatcher; returns once they are recorded.
