@@ -162,7 +162,9 @@ async def test_the_console_in_headless_chromium(tmp_path: Path, receiver: HttpRe
                 "[...document.querySelectorAll('tr.dead')].map(r => r.dataset.id)")
             await click(page, f"tr.dead[data-id='{letters[-1]}'] button.retry")
             [first, second, third] = await receiver.wait_for_async(3, timeout=30)
-            assert third.path == "/crm" and third.json() == first.json()
+            # the retried letter is one of the two that failed (their order on the page
+            # follows which of the two concurrent calls failed first)
+            assert third.path == "/crm" and third.json() in (first.json(), second.json())
             await page.wait_for("document.querySelectorAll('tr.dead').length === 1", timeout=30)
             assert await page.evaluate("document.getElementById('dead-count').textContent") == "1"
             assert "back in the outbox" in await page.evaluate(
