@@ -17,7 +17,7 @@ here is imported by the test modules: they ask for fixtures by name.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,14 +27,6 @@ import anyio
 import ccbus_cisco_cvp
 import pytest
 from ccbus_cisco_cvp.scenarios import Item, call_flow, system_events
-from ccbus_peers.activemq import (
-    ActiveMQBroker,
-    BrokerFactory,
-    JmsPeer,
-    open_jms_peer,
-    require_activemq,
-    shared_broker,
-)
 
 from ccbus import Event
 from ccbus.testing import BusHarness, Collected, Recorder, collecting_source
@@ -120,27 +112,4 @@ def cvp_source(tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Coll
     return run
 
 
-# -- the real peers (ccbus_peers.activemq): a private ActiveMQ broker, a Java JMS peer ----
-
-
-@pytest.fixture(scope="session")
-def activemq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveMQBroker]:
-    """The session's private ActiveMQ broker (stomp, stomp+ssl, OpenWire), shared by plugins."""
-    require_activemq()
-    with shared_broker(lambda: tmp_path_factory.mktemp("activemq")) as broker:
-        yield broker
-
-
-@pytest.fixture
-def activemq_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
-    """``activemq_factory(users=..., tls=...)``: a started private broker, for this test only."""
-    require_activemq()
-    with BrokerFactory(lambda: tmp_path_factory.mktemp("activemq-private")) as factory:
-        yield factory
-
-
-@pytest.fixture
-def jms_peer() -> Callable[..., AbstractAsyncContextManager[JmsPeer]]:
-    """``async with jms_peer(broker) as peer``: a Java JMS peer on ``broker``'s OpenWire port."""
-    require_activemq()
-    return open_jms_peer
+# activemq, activemq_factory and jms_peer come from ccbus_peers' pytest plugin.

@@ -22,7 +22,7 @@ test modules: they ask for fixtures by name.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -33,11 +33,6 @@ from ccbus_cucm.protocol import COMMANDS
 from ccbus_cucm.simulator import CucmEmulator
 from ccbus_peers.activemq import (
     ActiveMQBroker,
-    BrokerFactory,
-    JmsPeer,
-    open_jms_peer,
-    require_activemq,
-    shared_broker,
     unique_name,
 )
 from ccbus_stomp import StompOptions
@@ -153,27 +148,4 @@ def emulator() -> Callable[..., Any]:
     return emulator_on
 
 
-# -- the real peers (ccbus_peers.activemq): a private ActiveMQ broker, a Java JMS peer ----
-
-
-@pytest.fixture(scope="session")
-def activemq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveMQBroker]:
-    """The session's private ActiveMQ broker (stomp, stomp+ssl, OpenWire), shared by plugins."""
-    require_activemq()
-    with shared_broker(lambda: tmp_path_factory.mktemp("activemq")) as broker:
-        yield broker
-
-
-@pytest.fixture
-def activemq_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
-    """``activemq_factory(users=..., tls=...)``: a started private broker, for this test only."""
-    require_activemq()
-    with BrokerFactory(lambda: tmp_path_factory.mktemp("activemq-private")) as factory:
-        yield factory
-
-
-@pytest.fixture
-def jms_peer() -> Callable[..., AbstractAsyncContextManager[JmsPeer]]:
-    """``async with jms_peer(broker) as peer``: a Java JMS peer on ``broker``'s OpenWire port."""
-    require_activemq()
-    return open_jms_peer
+# activemq, activemq_factory and jms_peer come from ccbus_peers' pytest plugin.

@@ -8,21 +8,13 @@ real peers in ``ccbus_peers.activemq``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import SocketStream
-from ccbus_peers.activemq import (
-    ActiveMQBroker,
-    BrokerFactory,
-    JmsPeer,
-    open_jms_peer,
-    require_activemq,
-    shared_broker,
-)
 from ccbus_stomp import StompConnection, StompMessage, StompOptions
 
 #: Short timings: recovery in fractions of a second.
@@ -34,30 +26,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-# -- the real peers (ccbus_peers.activemq): a private ActiveMQ broker, a Java JMS peer ----
-
-
-@pytest.fixture(scope="session")
-def activemq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveMQBroker]:
-    """The session's private ActiveMQ broker (stomp, stomp+ssl, OpenWire), shared by plugins."""
-    require_activemq()
-    with shared_broker(lambda: tmp_path_factory.mktemp("activemq")) as broker:
-        yield broker
-
-
-@pytest.fixture
-def activemq_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
-    """``activemq_factory(users=..., tls=...)``: a started private broker, for this test only."""
-    require_activemq()
-    with BrokerFactory(lambda: tmp_path_factory.mktemp("activemq-private")) as factory:
-        yield factory
-
-
-@pytest.fixture
-def jms_peer() -> Callable[..., AbstractAsyncContextManager[JmsPeer]]:
-    """``async with jms_peer(broker) as peer``: a Java JMS peer on ``broker``'s OpenWire port."""
-    require_activemq()
-    return open_jms_peer
+# activemq, activemq_factory and jms_peer come from ccbus_peers' pytest plugin.
 
 
 class Consumer:
