@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import click
 
+from ccbus.cli.cluster import cluster
 from ccbus.cli.console import ConsoleReporter
 from ccbus.config.file import Config, ConfigErrors, LoadedConfig, load_config
 from ccbus.config.yamlfile import load_yaml
@@ -36,6 +37,7 @@ from ccbus.rules.expressions import EnvelopeView
 from ccbus.rules.loader import load_rules
 from ccbus.rules.testing import ManualClock, run_file_tests
 from ccbus.runtime.bus import Bus, make_compiler
+from ccbus.runtime.group import check_database
 from ccbus.runtime.systemd import Notifier
 from ccbus.sources.api import DemoSource
 from ccbus.version import __version__
@@ -130,6 +132,9 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
     loaded = _workspace(config, rules)
     problems = [str(e) for e in plugins.check_sources(loaded)] if config else []
     problems += plugins.check_config(loaded) if config else []
+    if config and loaded.config.cluster is not None:  # the one check that connects
+        unreachable = check_database(loaded.config.cluster, loaded.where("cluster", "dsn"))
+        problems += [unreachable] if unreachable else []
     problems += [
         f"plugin {f.name} failed to load: {f.error}"
         for f in plugins.failures
@@ -840,4 +845,5 @@ def dead_letters_purge(
 
 
 #: ccbus's own top-level commands: a plugin's ``register_commands`` may not replace them.
+cli.add_command(cluster)
 CORE_COMMANDS = frozenset(cli.commands)

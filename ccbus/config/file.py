@@ -14,6 +14,7 @@
     state_dir: /var/lib/ccbus
     http: {listen: "127.0.0.1:8787"}  # health, metrics, traces, live view, webhooks
     log_format: text                 # or json: one JSON object per line
+    cluster: {backend: postgres, dsn: ..., group: site-a, instance: ${HOSTNAME}}
     traces: 20                       # runs each rule keeps for `ccbus traces` (0: off)
 
 Strings may use ``${NAME}`` (environment), ``${NAME:-default}`` and
@@ -34,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from ccbus.config.cluster import ClusterConfig
 from ccbus.config.schema import Duration, Options, validate
 from ccbus.config.yamlfile import LineDict, LineList, load_yaml, location
 from ccbus.delivery.policy import DeliveryConfig
@@ -89,6 +91,8 @@ class Config(Options):
     log_format: Literal["text", "json"] = "text"
     #: How many recent runs each rule keeps for ``ccbus traces`` and the live view.
     traces: int = Field(default=20, ge=0, le=10_000)
+    #: Member of an active/standby group on PostgreSQL (docs/operations.md, "Running a group").
+    cluster: ClusterConfig | None = None
 
     @field_validator("rules", mode="before")
     @classmethod
