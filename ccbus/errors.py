@@ -9,6 +9,7 @@
     │   ├── ExpressionSyntaxError   not valid syntax, or outside the rule grammar
     │   └── EvaluationError         valid, but failed for this event
     │       └── MissingField        the event lacks a field the expression reads
+    ├── NotLeading           this group member stands by: events go to the leader
     ├── PluginError          a plugin failed to import or registered something broken
     ├── SourceError          a source cannot go on as it is
     │   ├── SourceNotReady          the peer is away or refuses for now: retry later
@@ -32,6 +33,7 @@ __all__ = [
     "ExpressionError",
     "ExpressionSyntaxError",
     "MissingField",
+    "NotLeading",
     "PermanentActionError",
     "PluginError",
     "RetryableActionError",
@@ -54,6 +56,13 @@ class ConfigError(CcbusError):
         self.message = message
         self.location = location
         super().__init__(f"{location}: {message}" if location else message)
+
+
+class NotLeading(CcbusError):
+    """An event reached a group member that stands by; the message names the leader.
+
+    The HTTP listener answers it with 503, so a sender retries (another member).
+    """
 
 
 class RuleError(ConfigError):

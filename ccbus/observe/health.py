@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ccbus.observe.view import cluster_of
 from ccbus.sources.api import DEGRADED, READY_STATES
 
 if TYPE_CHECKING:
     from ccbus.observe.view import BusView, SourceView
 
-__all__ = ["readiness", "source_status", "status_document"]
+__all__ = ["cluster_status", "readiness", "source_status", "status_document"]
 
 
 def source_status(runtime: SourceView) -> dict[str, Any]:
@@ -40,14 +41,31 @@ def readiness(bus: BusView) -> tuple[bool, dict[str, Any]]:
     not_ready = sorted(n for n, s in sources.items() if not s["ready"])
     degraded = sorted(n for n, s in sources.items() if s["state"] == DEGRADED)
     ready = bus.started.is_set() and not not_ready
+    member = cluster_of(bus)
+    if member is not None and not member.leading:  # a standby: alive, not ready, and why
+        return False, {"status": "standby", "reason": member.reason(), "not_ready": [],
+                       "degraded": [], "sources": sources, "cluster": cluster_status(bus)}
     if not bus.started.is_set():
         status = "starting"
     elif not_ready:
         status = "not ready"
     else:
         status = "degraded" if degraded else "ready"
-    return ready, {"status": status, "not_ready": not_ready, "degraded": degraded,
-                   "sources": sources}
+    doc: dict[str, Any] = {"status": status, "not_ready": not_ready, "degraded": degraded,
+                           "sources": sources}
+    if member is not None:
+        doc["cluster"] = cluster_status(bus)
+    return ready, doc
+
+
+def cluster_status(bus: BusView) -> dict[str, Any] | None:
+    """The group part of ``/health`` and ``/readyz`` (None without ``cluster:``)."""
+    member = cluster_of(bus)
+    if member is None:
+        return None
+    return {"group": member.group, "instance": member.instance, "role": member.role,
+            "leader": member.leader, "epoch": member.epoch, "failovers": member.failovers,
+            "reason": member.reason()}
 
 
 def status_document(bus: BusView, outbox_depth: int, dead_letters: int) -> dict[str, Any]:
@@ -66,4 +84,5 @@ def status_document(bus: BusView, outbox_depth: int, dead_letters: int) -> dict[
         },
         "outbox_depth": outbox_depth,
         "dead_letters": dead_letters,
+        "cluster": cluster_status(bus),
     }

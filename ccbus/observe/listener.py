@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ccbus.errors import NotLeading
 from ccbus.observe.health import readiness, status_document
 from ccbus.observe.live import live_page, live_stream
 from ccbus.observe.metrics import CONTENT_TYPE, families, render
@@ -111,7 +112,12 @@ def build_app(bus: BusView, routes: Iterable[Route] = ()) -> Starlette:
         Route("/live", live_page, methods=["GET"]),
         Route("/live/stream", live_stream(bus.live, snapshot, redact), methods=["GET"]),
     ]
-    return Starlette(routes=[*own, *routes], middleware=[Middleware(CountResponses, bus.counters)])
+    async def standby(request: Request, exc: Exception) -> Response:
+        """A group member that stands by refuses events: the sender retries the leader."""
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    return Starlette(routes=[*own, *routes], middleware=[Middleware(CountResponses, bus.counters)],
+                     exception_handlers={NotLeading: standby})
 
 
 async def serve_asgi(

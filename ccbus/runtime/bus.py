@@ -50,6 +50,7 @@ from ccbus.actions.api import ActionContext
 from ccbus.actions.http_sessions import HttpClients
 from ccbus.config.file import LoadedConfig
 from ccbus.delivery.dispatcher import Dispatcher
+from ccbus.delivery.postgres import PostgresDeliveryStore, PostgresStateStore
 from ccbus.delivery.store import (
     DeliveryStore,
     MemoryDeliveryStore,
@@ -57,6 +58,7 @@ from ccbus.delivery.store import (
     SqliteDeliveryStore,
     StateDirError,
 )
+from ccbus.errors import NotLeading
 from ccbus.events.envelope import Event
 from ccbus.observe.live import LiveFeed
 from ccbus.observe.logs import Redactor, redact_in_logs
@@ -71,6 +73,7 @@ from ccbus.rules.functions import Clock, SystemClock, build_library
 from ccbus.rules.loader import RuleSet, load_rules
 from ccbus.rules.model import Rule
 from ccbus.rules.state import SqliteStateStore, StateTable
+from ccbus.runtime.group import GroupMember, config_digest
 from ccbus.runtime.service import LIVE_KEYS, Service, checked_config
 from ccbus.runtime.systemd import Notifier
 from ccbus.sources.api import Source, SourceContext
@@ -198,7 +201,8 @@ class Bus:
         self.live = LiveFeed()
         self.traces = RuleTraces(self.config.traces)
         self.compiler = make_compiler(plugins, self.clock, self.config.secrets)
-        self.store = self._rule_state_store() if persist_state else None
+        self.store: SqliteStateStore | PostgresStateStore | None = (
+            self._rule_state_store() if persist_state else None)
         self.engine = Engine(state=StateTable(self.config.max_keys_per_rule))
         if self.config.traces:
             self.engine.tracer = self.traces
@@ -210,16 +214,11 @@ class Bus:
         self.http_port: int | None = None
         self.started = anyio.Event()
         self.http = HttpClients()
+        #: This instance's group membership (``cluster:``), None for a bus on its own.
+        self.cluster = (GroupMember(self.config.cluster, self._digest())
+                        if self.config.cluster is not None else None)
         self.delivery_store = self._delivery_store()
-        self.dispatcher = Dispatcher(
-            self.delivery_store,
-            plugins.actions,
-            self.config.delivery,
-            self._action_context,
-            self.counters,
-            on_settled=self._settled,
-            on_result=self._continue_rule,
-        )
+        self.dispatcher = self._make_dispatcher(self.delivery_store)
         self._wakeup = anyio.Event()
         self._action_logs: KeyCache[str, logging.Logger] = KeyCache(
             lambda action: logging.getLogger(f"ccbus.action.{action}")
@@ -228,9 +227,31 @@ class Bus:
         self._cancel: anyio.CancelScope | None = None
         self.service: Service | None = None
         self._sources_begun = anyio.Event()
+        self._leading = False
         self.load_rules(initial=True)
 
-    def _rule_state_store(self) -> SqliteStateStore:
+    def _make_dispatcher(self, store: DeliveryStore) -> Dispatcher:
+        return Dispatcher(
+            store,
+            self.plugins.actions,
+            self.config.delivery,
+            self._action_context,
+            self.counters,
+            on_settled=self._settled,
+            on_result=self._continue_rule,
+        )
+
+    def _digest(self) -> str:
+        """The config and rule files' digest, so members can tell that others differ."""
+        parts = [self.loaded.path.read_bytes()] if self.loaded.path else []
+        for root in self.loaded.rule_paths:
+            files = sorted(root.rglob("*.y*ml")) if root.is_dir() else [root]
+            parts += [p.read_bytes() for p in files if p.is_file()]
+        return config_digest(*parts)
+
+    def _rule_state_store(self) -> SqliteStateStore | None:
+        if self.config.cluster is not None:
+            return None  # a group keeps rule state in PostgreSQL, opened for each term
         path = self.loaded.state_dir / "rules.sqlite3"
         try:
             return SqliteStateStore(path)
@@ -242,7 +263,8 @@ class Bus:
             ) from None
 
     def _delivery_store(self) -> DeliveryStore:
-        if not self.config.delivery.outbox:
+        if not self.config.delivery.outbox or self.config.cluster is not None:
+            # a group member's outbox is in PostgreSQL, opened when it leads
             return MemoryDeliveryStore()
         return SqliteDeliveryStore(
             self.loaded.state_dir / "delivery.sqlite3", synchronous=self.config.delivery.synchronous
@@ -324,7 +346,13 @@ class Bus:
     # -- events ---------------------------------------------------------------------
 
     async def publish(self, event: Event) -> None:
-        """Route ``event`` and queue its actions; returns when they are queued."""
+        """Route ``event`` and queue its actions; returns when they are queued.
+
+        A group member that stands by raises :class:`~ccbus.errors.NotLeading`
+        (the listener answers 503): only the leader records calls.
+        """
+        if self.cluster is not None and not self._leading:
+            raise NotLeading(self.cluster.reason())
         self.counters.add(self._events_in[event.source, event.type])
         self.live.publish("event", partial(_event_record, event))
         armed = self.engine.timers_armed
@@ -489,12 +517,14 @@ class Bus:
         if handle_signals or notifier is not None:
             self.service = Service(self, notifier or Notifier(None),
                                    reload=self.reload, stop=self.stop)
+        group = self.cluster
         self._restore_state()
         self._build_sources()
         await self.plugins.call_each("startup", bus=self)
         http_stop = anyio.Event()
         async with anyio.create_task_group() as delivery:
-            await delivery.start(self.dispatcher.run)
+            if group is None:  # a group member runs its dispatcher only while it leads
+                await delivery.start(self.dispatcher.run)
             # HTTP lives beside delivery, not among the sources: it is stopped
             # gracefully (answering requests in flight) before delivery drains.
             http_done = anyio.Event()
@@ -506,12 +536,17 @@ class Bus:
                 self._cancel = tg.cancel_scope
                 if self.service is not None:
                     await tg.start(self.service.run)
-                tg.start_soon(self._timers)
-                tg.start_soon(self._flush_state_forever)
                 if watch_rules:
                     tg.start_soon(self._watch_rules)
-                for runtime in self.sources.values():
-                    tg.start_soon(self._supervise, runtime)
+                if group is not None:
+                    for runtime in self.sources.values():
+                        runtime.set_state("standby")
+                    tg.start_soon(group.run, self._lead)
+                else:
+                    tg.start_soon(self._timers)
+                    tg.start_soon(self._flush_state_forever)
+                    for runtime in self.sources.values():
+                        tg.start_soon(self._supervise, runtime)
                 if self._starting():
                     with anyio.move_on_after(START_WAIT):  # every source task has begun
                         await self._sources_begun.wait()
@@ -527,7 +562,7 @@ class Bus:
             self.live.close()
             http_stop.set()
             await http_done.wait()
-            if not await self.dispatcher.drain(DRAIN_TIMEOUT):
+            if group is None and not await self.dispatcher.drain(DRAIN_TIMEOUT):
                 log.warning(
                     "stopping with calls still in flight; they stay in the outbox "
                     "and run again at the next start"
@@ -537,6 +572,53 @@ class Bus:
         await self._flush_state()
         await self.plugins.call_each("shutdown", bus=self)
         log.info("stopped")
+
+    async def _lead(self, epoch: int) -> None:
+        """One term as the group's leader: restore, re-arm, resume, connect; until cancelled.
+
+        Rule state and ``for`` timers come from the database (timers that fell
+        due in the gap fire at once), the dispatcher resumes the calls the old
+        leader left in the outbox (its epoch is fenced by now: the lease
+        passed only after it ran out), and then the sources connect.  When
+        the term ends (lease lost, SIGTERM) the sources stop; calls in flight
+        get a renewal interval to finish, and whatever they record after the
+        lease has passed is refused by the fence.
+        """
+        assert self.config.cluster is not None
+        settings = self.config.cluster
+        delivery = await anyio.to_thread.run_sync(PostgresDeliveryStore, settings, epoch)
+        state = await anyio.to_thread.run_sync(PostgresStateStore, settings, epoch)
+        dispatcher = self._make_dispatcher(delivery)
+        try:
+            self.store, self.delivery_store, self.dispatcher = state, delivery, dispatcher
+            self.engine.state = StateTable(self.config.max_keys_per_rule)
+            self.pipeline.engine = self.engine
+            rows = await anyio.to_thread.run_sync(state.load)
+            used = self.engine.state.restore(rows, self.engine.signatures())
+            self.engine.swap(list(self.engine.index.rules))  # re-arm restored `for` timers
+            log.info("epoch %d: restored %d rule state entries, %d call(s) left in the outbox",
+                     epoch, used, await anyio.to_thread.run_sync(delivery.pending_count))
+            async with anyio.create_task_group() as tg:
+                await tg.start(dispatcher.run)
+                tg.start_soon(self._timers)
+                tg.start_soon(self._flush_state_forever)
+                self._leading = True
+                for runtime in self.sources.values():
+                    tg.start_soon(self._supervise, runtime)
+        finally:
+            self._leading = False
+            for runtime in self.sources.values():
+                runtime.set_state("standby")
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(settings.renew_every):
+                    try:
+                        await dispatcher.drain(settings.renew_every)
+                        await self._flush_state()
+                    except Exception as err:  # fenced, or the database is away
+                        log.warning("epoch %d: leaving the rest to the next leader: %s",
+                                    epoch, err)
+                await anyio.to_thread.run_sync(delivery.close)
+                await anyio.to_thread.run_sync(state.close)
 
     def stop(self) -> None:
         """Stop sources and timers; queued actions still run to completion."""
@@ -585,7 +667,7 @@ class Bus:
     # -- state ----------------------------------------------------------------------------
 
     def _restore_state(self) -> None:
-        if self.store is None:
+        if self.store is None or self.cluster is not None:
             return
         rows = self.store.load()
         used = self.engine.state.restore(rows, self.engine.signatures())

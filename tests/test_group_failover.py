@@ -1,0 +1,167 @@
+"""Failover of a group of three real ``ccbus run`` processes on a real PostgreSQL.
+
+A feeder posts numbered events to the webhook source of whichever member
+answers 202 (a standby answers 503 and the feeder tries the next), as a
+sender that retries until accepted does.  Every event makes one webhook call
+to a local receiver that counts ``Idempotency-Key``s.  The leader is killed
+(SIGKILL), and later frozen (SIGSTOP) for longer than the lease: nothing
+accepted may be lost, and a call is made twice only with the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import postgres
+import pytest
+from http_receiver import HttpReceiver
+from support import free_port
+
+pg_dsn = postgres.pg_dsn  # the fixture: a private database per test
+
+TTL = 3.0
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as r:
+        yield r
+
+
+def member(tmp_path: Path, dsn: str, name: str, hook: str) -> tuple[subprocess.Popen[bytes], int]:
+    home = tmp_path / name
+    (home / "rules").mkdir(parents=True)
+    port = free_port()
+    (home / "rules" / "forward.yaml").write_text(f"""\
+rules:
+  - name: forward
+    on: test.ping
+    do:
+      - webhook: {{url: "{hook}", json: {{n: "{{n}}"}}}}
+""")
+    (home / "ccbus.yaml").write_text(f"""\
+sources:
+  hook: {{plugin: webhook, options: {{allow_unauthenticated: true}}}}
+http: {{listen: "127.0.0.1:{port}"}}
+cluster:
+  dsn: "{dsn}"
+  group: site-a
+  instance: {name}
+  lease_ttl: {TTL}s
+  renew_every: 1s
+""")
+    log = (home / "stderr.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ccbus", "run", "-c", str(home / "ccbus.yaml")],
+                            stdout=log, stderr=subprocess.STDOUT)
+    return proc, port
+
+
+def ready(port: int) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+    except OSError:
+        return 0, {}
+
+
+def post(port: int, n: int) -> bool:
+    body = json.dumps({"id": f"ev-{n}", "type": "test.ping", "source": "x",
+                       "data": {"n": n}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/events/hook", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as r:
+            return r.status == 202
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def leader_of(ports: dict[str, int], timeout: float) -> tuple[str, float]:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        for name, port in ports.items():
+            if ready(port)[0] == 200:
+                return name, time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError("no leader")
+
+
+@pytest.mark.slow
+def test_kill_and_freeze_the_leader_nothing_lost(tmp_path: Path, pg_dsn: str,
+                                                 receiver: HttpReceiver) -> None:
+    hook = receiver.url_for("/hook")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    ports: dict[str, int] = {}
+    for name in ("a", "b", "c"):
+        procs[name], ports[name] = member(tmp_path, pg_dsn, name, hook)
+    try:
+        leader, _ = leader_of(ports, 60)
+        standby = next(n for n in ports if n != leader)
+        for _ in range(100):  # its first lease round may still be under way
+            code, doc = ready(ports[standby])
+            if "nobody" not in str(doc.get("reason")):
+                break
+            time.sleep(0.1)
+        assert code == 503 and doc["reason"] == f"standby of group site-a, leader is {leader}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[standby]}/healthz") as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[leader]}/metrics") as r:
+            text = r.read().decode()
+        assert f'ccbus_cluster_leader{{group="site-a",instance="{leader}"}} 1' in text
+
+        accepted: list[int] = []
+        n = 0
+        failovers: list[float] = []
+
+        def feed(count: int) -> None:
+            nonlocal n
+            for _ in range(count):
+                n += 1
+                deadline = time.monotonic() + 60
+                while not any(post(ports[m], n) for m in ports if procs[m].poll() is None):
+                    assert time.monotonic() < deadline, f"event {n} never accepted"
+                    time.sleep(0.05)
+                accepted.append(n)
+
+        feed(30)
+        for how in (signal.SIGKILL, signal.SIGSTOP):
+            old = leader
+            os.kill(procs[old].pid, how)
+            killed_at = time.monotonic()
+            alive = {m: p for m, p in ports.items() if m != old}
+            leader, _ = leader_of(alive, 60)
+            failovers.append(time.monotonic() - killed_at)
+            feed(30)
+            if how == signal.SIGSTOP:
+                time.sleep(TTL)
+                os.kill(procs[old].pid, signal.SIGCONT)  # wakes up fenced, must not lead
+                time.sleep(3)
+                assert ready(ports[old])[0] == 503
+                feed(10)
+        receiver.wait_for(len(accepted), timeout=60)
+        time.sleep(2)
+        keys = Counter(r.headers["idempotency-key"] for r in receiver.requests)
+        numbers = {int(r.json()["n"]) for r in receiver.requests}
+        assert set(accepted) - numbers == set()  # nothing accepted was lost
+        same_event_other_key = len({k for k in keys}) - len(numbers)
+        assert same_event_other_key == 0  # a call made twice carries the same key
+        assert all(f <= TTL + 3 for f in failovers), failovers  # within the lease (+ a poll)
+        print(f"failover seconds {failovers}, duplicates {sum(keys.values()) - len(keys)}")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+            proc.wait(10)
