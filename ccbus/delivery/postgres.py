@@ -114,6 +114,14 @@ CREATE TABLE IF NOT EXISTS ccbus_rule_state (
     epoch bigint NOT NULL,
     PRIMARY KEY (grp, rule, kind, key)
 );
+CREATE TABLE IF NOT EXISTS ccbus_seen (
+    grp text NOT NULL,
+    source text NOT NULL,
+    id text NOT NULL,
+    seen_at double precision NOT NULL,
+    PRIMARY KEY (grp, source, id)
+);
+CREATE INDEX IF NOT EXISTS ccbus_seen_at ON ccbus_seen (grp, seen_at);
 CREATE OR REPLACE FUNCTION ccbus_fence() RETURNS trigger LANGUAGE plpgsql AS $fence$
 BEGIN
     PERFORM 1 FROM ccbus_lease
@@ -136,6 +144,8 @@ CREATE OR REPLACE TRIGGER ccbus_dead_letters_fence BEFORE INSERT OR UPDATE OR DE
     ON ccbus_dead_letters FOR EACH STATEMENT EXECUTE FUNCTION ccbus_fence();
 CREATE OR REPLACE TRIGGER ccbus_rule_state_fence BEFORE INSERT OR UPDATE OR DELETE
     ON ccbus_rule_state FOR EACH STATEMENT EXECUTE FUNCTION ccbus_fence();
+CREATE OR REPLACE TRIGGER ccbus_seen_fence BEFORE INSERT OR UPDATE OR DELETE
+    ON ccbus_seen FOR EACH STATEMENT EXECUTE FUNCTION ccbus_fence();
 """
 
 
@@ -239,11 +249,17 @@ class PostgresDeliveryStore(_Fenced):
     forgets_each = False
 
     def add(self, rows: list[Pending]) -> list[int]:
-        """Record calls in one transaction (one statement); 0 for a key already recorded."""
+        """Record calls in one transaction; 0 for a key already recorded.
+
+        The ids of the calls' events go into ``ccbus_seen`` in the same
+        transaction: the next leader loads them into its duplicate window, so
+        an event that a sender re-sends after a failover (its answer was lost
+        with the old leader) is not routed twice.
+        """
         if not rows:
             return []
         keys = [r.key for r in rows]
-        (inserted,) = self._write([(
+        inserted, _ = self._write([(
             "INSERT INTO ccbus_outbox (grp, key, rule, action, idx, lane, params, event, "
             "attempts, created, next_at, epoch) SELECT %s, * , %s FROM unnest("
             "%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], "
@@ -253,6 +269,13 @@ class PostgresDeliveryStore(_Fenced):
              [r.index for r in rows], [r.lane for r in rows], [r.params for r in rows],
              [r.event for r in rows], [r.attempts for r in rows], [r.created for r in rows],
              [r.next_at for r in rows]),
+        ), (
+            "INSERT INTO ccbus_seen (grp, source, id, seen_at) SELECT DISTINCT ON (s, i) %s, s, i,"
+            " t FROM (SELECT e::jsonb ->> 'source' AS s, e::jsonb ->> 'id' AS i, t FROM unnest("
+            "%s::text[], %s::float8[]) AS u(e, t)) AS v WHERE s IS NOT NULL AND i IS NOT NULL"
+            " ON CONFLICT (grp, source, id) DO NOTHING",
+            (self.group, list({r.event: None for r in rows}),
+             [r.created for r in {r.event: r for r in rows}.values()]),
         )])
         ids = dict(inserted)
         return [int(ids.get(k, 0)) for k in keys]
@@ -316,6 +339,17 @@ class PostgresDeliveryStore(_Fenced):
 
 class PostgresStateStore(_Fenced):
     """Rule state (``count``, ``throttle`` windows, ``for`` timers) of a group."""
+
+    def seen(self, since: float) -> list[tuple[str, str, float]]:
+        """The duplicate window: events whose calls were recorded since ``since``, oldest first."""
+        return [(str(r[0]), str(r[1]), float(r[2])) for r in self._read(
+            "SELECT source, id, seen_at FROM ccbus_seen WHERE grp = %s AND seen_at >= %s"
+            " ORDER BY seen_at", (self.group, since))]
+
+    def forget_seen(self, before: float) -> None:
+        """Drop ids older than the duplicate window."""
+        self._write([("DELETE FROM ccbus_seen WHERE grp = %s AND seen_at < %s",
+                      (self.group, before))])
 
     def load(self) -> list[tuple[str, str, str, str]]:
         return [(r[0], r[1], r[2], r[3]) for r in self._read(

@@ -596,6 +596,9 @@ class Bus:
             rows = await anyio.to_thread.run_sync(state.load)
             used = self.engine.state.restore(rows, self.engine.signatures())
             self.engine.swap(list(self.engine.index.rules))  # re-arm restored `for` timers
+            since = self.clock.now() - self.config.dedup_window
+            await anyio.to_thread.run_sync(state.forget_seen, since)
+            self.pipeline.remember(await anyio.to_thread.run_sync(state.seen, since))
             log.info("epoch %d: restored %d rule state entries, %d call(s) left in the outbox",
                      epoch, used, await anyio.to_thread.run_sync(delivery.pending_count))
             async with anyio.create_task_group() as tg:
