@@ -204,41 +204,68 @@ def _fenced(err: psycopg.Error) -> bool:
 
 
 class _Fenced:
-    """One connection, one lock, every write under the current epoch."""
+    """A writer connection (every write under the current epoch) and a reader connection.
 
-    def __init__(self, cluster: ClusterConfig, epoch: int) -> None:
+    ``synchronous``, from ``delivery.synchronous``: ``normal`` commits with
+    ``synchronous_commit = off``, which like SQLite's ``synchronous=NORMAL``
+    survives the ccbus process being killed (the commit is in the server's
+    memory, written within ``3 * wal_writer_delay``) but not the database
+    host crashing in that fraction of a second; ``full`` waits for the WAL
+    flush (and for synchronous standbys, where the server has them).
+    """
+
+    def __init__(self, cluster: ClusterConfig, epoch: int, *, synchronous: str = "normal") -> None:
         self.cluster = cluster
         self.group = cluster.group
         self.epoch = epoch
         self._lock = threading.Lock()
         self._conn = connect(cluster)
         set_epoch(self._conn, cluster.group, cluster.instance, epoch)
+        if synchronous == "normal":
+            self._conn.execute("SET synchronous_commit = off")
+        self._read_lock = threading.Lock()
+        self._reader = connect(cluster)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._conn.close()
+            self._reader.close()
 
     def _write(self, statements: list[tuple[str, Any]]) -> list[Any]:
         """Run ``statements`` in one transaction; :class:`Fenced` if the lease moved on."""
-        results: list[Any] = []
         with self._lock:
-            try:
-                with self._conn.transaction():
-                    for sql, params in statements:
-                        cursor = self._conn.execute(sql, params)
-                        results.append(cursor.fetchall() if cursor.description else None)
-            except psycopg.Error as err:
-                if _fenced(err):
-                    raise Fenced(str(err).splitlines()[0]) from None
-                raise
+            return self._write_locked(statements)
+
+    def _write_locked(self, statements: list[tuple[str, Any]]) -> list[Any]:
+        results: list[Any] = []
+        try:  # pipeline mode: BEGIN, the statements and COMMIT in one round trip
+            with self._conn.pipeline(), self._conn.transaction():
+                cursors = [self._conn.execute(sql, params) for sql, params in statements]
+            for cursor in cursors:
+                results.append(cursor.fetchall() if cursor.description else None)
+        except psycopg.Error as err:
+            if _fenced(err):
+                raise Fenced(str(err).splitlines()[0]) from None
+            raise
         return results
 
     def _read(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, params).fetchall()
 
 
 _COLUMNS = "key, rule, action, idx, lane, params, event, created, attempts, next_at, last_error, id"
+
+
+class _Batch:
+    """Calls that concurrent :meth:`PostgresDeliveryStore.add` callers commit together."""
+
+    def __init__(self) -> None:
+        self.rows: list[Pending] = []
+        self.claimed = False
+        self.done = threading.Event()
+        self.ids: list[int] = []
+        self.error: BaseException | None = None
 
 
 class PostgresDeliveryStore(_Fenced):
@@ -248,7 +275,41 @@ class PostgresDeliveryStore(_Fenced):
     keeps_calls = False
     forgets_each = False
 
+    def __init__(self, cluster: ClusterConfig, epoch: int, *, synchronous: str = "normal") -> None:
+        super().__init__(cluster, epoch, synchronous=synchronous)
+        self._batching = threading.Lock()
+        self._open = _Batch()
+
     def add(self, rows: list[Pending]) -> list[int]:
+        """Record calls; returns once they are committed (0 for a key already recorded).
+
+        Group commit: callers that arrive while a commit is under way join
+        the next batch, and its first caller commits them all in one
+        transaction, so concurrent sources are not held to one round trip
+        and one commit each.  No timer: a lone caller commits at once.
+        """
+        with self._batching:
+            batch = self._open
+            start = len(batch.rows)
+            batch.rows.extend(rows)
+            leads, batch.claimed = not batch.claimed, True
+        if leads:
+            with self._lock:  # the previous batch has committed: close this one
+                with self._batching:
+                    self._open = _Batch()
+                try:
+                    batch.ids = self._add(batch.rows)
+                except BaseException as err:
+                    batch.error = err
+                finally:
+                    batch.done.set()
+        else:
+            batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.ids[start:start + len(rows)]
+
+    def _add(self, rows: list[Pending]) -> list[int]:
         """Record calls in one transaction; 0 for a key already recorded.
 
         The ids of the calls' events go into ``ccbus_seen`` in the same
@@ -259,7 +320,7 @@ class PostgresDeliveryStore(_Fenced):
         if not rows:
             return []
         keys = [r.key for r in rows]
-        inserted, _ = self._write([(
+        inserted, _ = self._write_locked([(
             "INSERT INTO ccbus_outbox (grp, key, rule, action, idx, lane, params, event, "
             "attempts, created, next_at, epoch) SELECT %s, * , %s FROM unnest("
             "%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], "
