@@ -38,17 +38,21 @@ def receiver() -> Iterator[HttpReceiver]:
         yield r
 
 
-def member(tmp_path: Path, dsn: str, name: str, hook: str) -> tuple[subprocess.Popen[bytes], int]:
-    home = tmp_path / name
-    (home / "rules").mkdir(parents=True)
-    port = free_port()
-    (home / "rules" / "forward.yaml").write_text(f"""\
+FORWARD = """\
 rules:
   - name: forward
     on: test.ping
     do:
-      - webhook: {{url: "{hook}", json: {{n: "{{n}}"}}}}
-""")
+      - webhook: {url: "HOOK", json: {n: "{n}"}}
+"""
+
+
+def member(tmp_path: Path, dsn: str, name: str, hook: str,
+           rules: str = FORWARD) -> tuple[subprocess.Popen[bytes], int]:
+    home = tmp_path / name
+    (home / "rules").mkdir(parents=True)
+    port = free_port()
+    (home / "rules" / "rules.yaml").write_text(rules.replace("HOOK", hook))
     (home / "ccbus.yaml").write_text(f"""\
 sources:
   hook: {{plugin: webhook, options: {{allow_unauthenticated: true}}}}
@@ -76,9 +80,9 @@ def ready(port: int) -> tuple[int, dict[str, object]]:
         return 0, {}
 
 
-def post(port: int, n: int) -> bool:
-    body = json.dumps({"id": f"ev-{n}", "type": "test.ping", "source": "x",
-                       "data": {"n": n}}).encode()
+def post(port: int, n: int, kind: str = "test.ping", **data: object) -> bool:
+    body = json.dumps({"id": f"ev-{n}", "type": kind, "source": "x",
+                       "data": {"n": n, **data}}).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/events/hook", data=body,
                                      headers={"Content-Type": "application/json"})
     try:
@@ -181,5 +185,63 @@ def test_kill_and_freeze_the_leader_nothing_lost(tmp_path: Path, pg_dsn: str,
         for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
+                proc.kill()
+            proc.wait(10)
+
+
+STATEFUL = """\
+rules:
+  - name: stuck
+    on: agent.state
+    if: state == "NOT_READY"
+    for: {per: agent, duration: 4s}
+    do:
+      - webhook: {url: "HOOK", json: {rule: stuck, agent: "{agent}"}}
+  - name: surge
+    on: call.abandoned
+    count: {per: queue, at_least: 2, within: 10m}
+    do:
+      - webhook: {url: "HOOK", json: {rule: surge, queue: "{queue}"}}
+  - name: once
+    on: system.alert
+    throttle: {per: host, at_most: 1, every: 10m}
+    do:
+      - webhook: {url: "HOOK", json: {rule: once, host: "{host}"}}
+"""
+
+
+@pytest.mark.slow
+def test_rule_state_and_timers_survive_a_killed_leader(tmp_path: Path, pg_dsn: str,
+                                                        receiver: HttpReceiver) -> None:
+    """count, throttle and a for: timer that falls due while the leader is down."""
+    hook = receiver.url_for("/hook")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    ports: dict[str, int] = {}
+    for name in ("a", "b"):
+        procs[name], ports[name] = member(tmp_path, pg_dsn, name, hook, STATEFUL)
+    try:
+        leader, _ = leader_of(ports, 60)
+        assert post(ports[leader], 1, "agent.state", agent="1001", state="NOT_READY")
+        assert post(ports[leader], 2, "call.abandoned", queue="sales")
+        assert post(ports[leader], 3, "system.alert", host="cvp1")
+        receiver.wait_for(1, timeout=20)  # the throttled rule's first firing
+        time.sleep(2.5)  # rule state is written behind, about once a second
+        os.kill(procs[leader].pid, signal.SIGKILL)
+        killed = time.time()
+        other = next(n for n in ports if n != leader)
+        leader_of({other: ports[other]}, 60)  # the timer fell due during the gap
+        assert post(ports[other], 4, "call.abandoned", queue="sales")  # 2nd of the window
+        assert post(ports[other], 5, "system.alert", host="cvp1")  # still throttled
+        receiver.wait_for(3, timeout=30)
+        time.sleep(2)
+        calls = [(r.json()["rule"], r.headers["idempotency-key"], r.time) for r in receiver.requests]
+        rules = sorted(c[0] for c in calls)
+        assert rules == ["once", "stuck", "surge"], calls
+        stuck = next(c for c in calls if c[0] == "stuck")
+        assert stuck[1] == "hook/ev-1:stuck:0", stuck  # the key the old leader would have used
+        assert stuck[2] - killed <= TTL + 4, "the overdue timer fired at once on takeover"
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
                 proc.kill()
             proc.wait(10)
