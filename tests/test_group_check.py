@@ -58,3 +58,26 @@ def test_renewal_must_fit_the_lease_several_times(tmp_path: Path) -> None:
                            "  lease_ttl: 6s\n  renew_every: 3s\n")
     assert done.returncode == 1
     assert "renew_every (3s) must be at most a third of lease_ttl (6s)" in done.stderr
+
+
+def test_cluster_status_shows_leader_epoch_and_members_that_differ(tmp_path: Path,
+                                                                   pg_dsn: str) -> None:
+    from ccbus.config.cluster import ClusterConfig
+    from ccbus.runtime.group import GroupMember
+
+    def config(name: str) -> ClusterConfig:
+        return ClusterConfig(dsn=pg_dsn, group="site-a", instance=name)
+
+    GroupMember(config("host-1"), digest="aaaa").round(0)
+    GroupMember(config("host-2"), digest="bbbb").round(0)
+    (tmp_path / "ccbus.yaml").write_text(
+        f"cluster:\n  dsn: {pg_dsn}\n  group: site-a\n  instance: host-3\n")
+    done = subprocess.run([sys.executable, "-m", "ccbus", "cluster", "status", "-c",
+                           str(tmp_path / "ccbus.yaml")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("group site-a: leader host-1, epoch 1, lease expires 20")
+    assert lines[1].split()[:4] == ["host-1", "leader", "epoch", "1"]
+    assert lines[2].split()[:2] == ["host-2", "standby"]
+    assert all("(config or rules differ)" in line for line in lines[1:])

@@ -245,3 +245,56 @@ def test_rule_state_and_timers_survive_a_killed_leader(tmp_path: Path, pg_dsn: s
             if proc.poll() is None:
                 proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.slow
+def test_the_database_goes_away_and_comes_back(tmp_path: Path, receiver: HttpReceiver) -> None:
+    """Stop PostgreSQL under the leader (immediate: a crash), then start it again."""
+    server = postgres.PrivateServer(free_port())
+    server.start()
+    hook = receiver.url_for("/hook")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    ports: dict[str, int] = {}
+    try:
+        for name in ("a", "b"):
+            procs[name], ports[name] = member(tmp_path, server.dsn, name, hook)
+        leader_of(ports, 60)
+        accepted: list[int] = []
+
+        def feed(first: int, count: int) -> None:
+            for n in range(first, first + count):
+                deadline = time.monotonic() + 90
+                while not any(post(port, n) for port in ports.values()):
+                    assert time.monotonic() < deadline, f"event {n} never accepted"
+                    time.sleep(0.1)
+                accepted.append(n)
+
+        feed(1, 20)
+        server.stop("immediate")
+        stopped = time.monotonic()
+        while any(ready(port)[0] == 200 for port in ports.values()):
+            assert time.monotonic() - stopped <= TTL + 1, "a leader kept leading without its lease"
+            time.sleep(0.1)
+        for _ in range(100):  # the next lease round finds the database gone and says so
+            reasons = [str(ready(port)[1].get("reason")) for port in ports.values()]
+            if all("unreachable" in r for r in reasons):
+                break
+            time.sleep(0.1)
+        assert all(f"database postgresql://postgres@127.0.0.1:{server.port}/postgres unreachable"
+                   in r for r in reasons), reasons
+        server.start()
+        leader_of(ports, 60)
+        feed(21, 20)
+        deadline = time.monotonic() + 60
+        while True:  # every accepted event's call arrives (duplicates aside)
+            numbers = {int(r.json()["n"]) for r in receiver.requests}
+            if not set(accepted) - numbers or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert set(accepted) - numbers == set()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+        server.remove()
