@@ -37,7 +37,6 @@ from ccbus.rules.expressions import EnvelopeView
 from ccbus.rules.loader import load_rules
 from ccbus.rules.testing import ManualClock, run_file_tests
 from ccbus.runtime.bus import Bus, make_compiler
-from ccbus.runtime.group import check_database
 from ccbus.runtime.systemd import Notifier
 from ccbus.sources.api import DemoSource
 from ccbus.version import __version__
@@ -133,7 +132,13 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
     problems = [str(e) for e in plugins.check_sources(loaded)] if config else []
     problems += plugins.check_config(loaded) if config else []
     if config and loaded.config.cluster is not None:  # the one check that connects
-        unreachable = check_database(loaded.config.cluster, loaded.where("cluster", "dsn"))
+        unreachable: str | None
+        try:
+            from ccbus.runtime.group import check_database
+        except ImportError as err:
+            unreachable = f"{loaded.where('cluster')}: {err}"
+        else:
+            unreachable = check_database(loaded.config.cluster, loaded.where("cluster", "dsn"))
         problems += [unreachable] if unreachable else []
     problems += [
         f"plugin {f.name} failed to load: {f.error}"

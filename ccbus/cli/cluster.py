@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from ccbus.config.file import load_config
-from ccbus.runtime.group import group_status
 
 __all__ = ["cluster"]
 
@@ -32,6 +31,8 @@ def status(config: Path, as_json: bool) -> None:
     settings = loaded.config.cluster
     if settings is None:
         raise click.ClickException(f"{config} has no cluster: section (not a group member)")
+    from ccbus.runtime.group import group_status  # psycopg: only for groups
+
     try:
         doc = group_status(settings)
     except Exception as err:  # noqa: BLE001 - psycopg or socket errors, said plainly

@@ -35,7 +35,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import psycopg
+try:
+    import psycopg
+except ImportError as err:  # an optional extra: say how to get it
+    raise ImportError(
+        "cluster: (a group on PostgreSQL) needs psycopg: pip install 'ccbus[postgres]'"
+    ) from err
 
 from ccbus.config.cluster import ClusterConfig
 from ccbus.delivery.store import DeadLetter, Pending

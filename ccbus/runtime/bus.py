@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -50,7 +50,6 @@ from ccbus.actions.api import ActionContext
 from ccbus.actions.http_sessions import HttpClients
 from ccbus.config.file import LoadedConfig
 from ccbus.delivery.dispatcher import Dispatcher
-from ccbus.delivery.postgres import PostgresDeliveryStore, PostgresStateStore
 from ccbus.delivery.store import (
     DeliveryStore,
     MemoryDeliveryStore,
@@ -73,11 +72,14 @@ from ccbus.rules.functions import Clock, SystemClock, build_library
 from ccbus.rules.loader import RuleSet, load_rules
 from ccbus.rules.model import Rule
 from ccbus.rules.state import SqliteStateStore, StateTable
-from ccbus.runtime.group import GroupMember, config_digest
 from ccbus.runtime.service import LIVE_KEYS, Service, checked_config
 from ccbus.runtime.systemd import Notifier
 from ccbus.sources.api import Source, SourceContext
 from ccbus.sources.backoff import Backoff
+
+if TYPE_CHECKING:  # groups need psycopg (ccbus[postgres]): imported when configured
+    from ccbus.delivery.postgres import PostgresStateStore
+    from ccbus.runtime.group import GroupMember
 
 __all__ = ["Bus", "SourceRuntime"]
 
@@ -215,8 +217,11 @@ class Bus:
         self.started = anyio.Event()
         self.http = HttpClients()
         #: This instance's group membership (``cluster:``), None for a bus on its own.
-        self.cluster = (GroupMember(self.config.cluster, self._digest())
-                        if self.config.cluster is not None else None)
+        self.cluster: GroupMember | None = None
+        if self.config.cluster is not None:
+            from ccbus.runtime.group import GroupMember
+
+            self.cluster = GroupMember(self.config.cluster, self._digest())
         self.delivery_store = self._delivery_store()
         self.dispatcher = self._make_dispatcher(self.delivery_store)
         self._wakeup = anyio.Event()
@@ -243,6 +248,8 @@ class Bus:
 
     def _digest(self) -> str:
         """The config and rule files' digest, so members can tell that others differ."""
+        from ccbus.runtime.group import config_digest
+
         parts = [self.loaded.path.read_bytes()] if self.loaded.path else []
         for root in self.loaded.rule_paths:
             files = sorted(root.rglob("*.y*ml")) if root.is_dir() else [root]
@@ -584,6 +591,8 @@ class Bus:
         get a renewal interval to finish, and whatever they record after the
         lease has passed is refused by the fence.
         """
+        from ccbus.delivery.postgres import PostgresDeliveryStore, PostgresStateStore
+
         assert self.config.cluster is not None
         settings = self.config.cluster
         synchronous = self.config.delivery.synchronous

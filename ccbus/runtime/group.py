@@ -36,7 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import psycopg
+
+try:
+    import psycopg
+except ImportError as err:  # an optional extra: say how to get it
+    raise ImportError(
+        "cluster: (a group on PostgreSQL) needs psycopg: pip install 'ccbus[postgres]'"
+    ) from err
 
 from ccbus.config.cluster import ClusterConfig
 from ccbus.delivery.postgres import connect, migrate
