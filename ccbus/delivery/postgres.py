@@ -211,23 +211,21 @@ def _fenced(err: psycopg.Error) -> bool:
 class _Fenced:
     """A writer connection (every write under the current epoch) and a reader connection.
 
-    ``synchronous``, from ``delivery.synchronous``: ``normal`` commits with
-    ``synchronous_commit = off``, which like SQLite's ``synchronous=NORMAL``
-    survives the ccbus process being killed (the commit is in the server's
-    memory, written within ``3 * wal_writer_delay``) but not the database
-    host crashing in that fraction of a second; ``full`` waits for the WAL
-    flush (and for synchronous standbys, where the server has them).
+    Commits always wait for the WAL flush (``synchronous_commit`` stays on,
+    whatever ``delivery.synchronous`` says): a group exists to survive the
+    loss of a host, the database's included, and with ``synchronous_commit =
+    off`` a database crash loses the last fraction of a second of calls that
+    sources had already acknowledged (tests/test_group_failover.py caught
+    exactly that when it stopped the server in immediate mode).
     """
 
-    def __init__(self, cluster: ClusterConfig, epoch: int, *, synchronous: str = "normal") -> None:
+    def __init__(self, cluster: ClusterConfig, epoch: int) -> None:
         self.cluster = cluster
         self.group = cluster.group
         self.epoch = epoch
         self._lock = threading.Lock()
         self._conn = connect(cluster)
         set_epoch(self._conn, cluster.group, cluster.instance, epoch)
-        if synchronous == "normal":
-            self._conn.execute("SET synchronous_commit = off")
         self._read_lock = threading.Lock()
         self._reader = connect(cluster)
 
@@ -280,8 +278,8 @@ class PostgresDeliveryStore(_Fenced):
     keeps_calls = False
     forgets_each = False
 
-    def __init__(self, cluster: ClusterConfig, epoch: int, *, synchronous: str = "normal") -> None:
-        super().__init__(cluster, epoch, synchronous=synchronous)
+    def __init__(self, cluster: ClusterConfig, epoch: int) -> None:
+        super().__init__(cluster, epoch)
         self._batching = threading.Lock()
         self._open = _Batch()
 

@@ -595,11 +595,8 @@ class Bus:
 
         assert self.config.cluster is not None
         settings = self.config.cluster
-        synchronous = self.config.delivery.synchronous
-        delivery = await anyio.to_thread.run_sync(
-            partial(PostgresDeliveryStore, settings, epoch, synchronous=synchronous))
-        state = await anyio.to_thread.run_sync(
-            partial(PostgresStateStore, settings, epoch, synchronous=synchronous))
+        delivery = await anyio.to_thread.run_sync(PostgresDeliveryStore, settings, epoch)
+        state = await anyio.to_thread.run_sync(PostgresStateStore, settings, epoch)
         dispatcher = self._make_dispatcher(delivery)
         try:
             self.store, self.delivery_store, self.dispatcher = state, delivery, dispatcher
