@@ -10,6 +10,7 @@
     │   └── EvaluationError         valid, but failed for this event
     │       ├── MissingField        the event lacks a field the expression reads
     │       └── OverBudget          the event used up its time budget (``event_budget``)
+    ├── NotLeading           this group member stands by: events go to the leader
     ├── PluginError          a plugin failed to import or registered something broken
     ├── SourceError          a source cannot go on as it is
     │   ├── SourceNotReady          the peer is away or refuses for now: retry later
@@ -33,6 +34,7 @@ __all__ = [
     "ExpressionError",
     "ExpressionSyntaxError",
     "MissingField",
+    "NotLeading",
     "OverBudget",
     "PermanentActionError",
     "PluginError",
@@ -63,6 +65,13 @@ class ConfigError(CcbusError):
     def describe(self) -> str:
         """The message, and under it the detail, for a person at a terminal."""
         return f"{self}\n{self.detail}" if self.detail else str(self)
+
+
+class NotLeading(CcbusError):
+    """An event reached a group member that stands by; the message names the leader.
+
+    The HTTP listener answers it with 503, so a sender retries (another member).
+    """
 
 
 class RuleError(ConfigError):

@@ -261,6 +261,15 @@ class Pipeline:
             )
         return made
 
+    def remember(self, seen: list[tuple[str, str, float]]) -> None:
+        """Fill the duplicate window with ``(source, id, first seen)``, oldest first
+        (a group's new leader: the ids whose calls its predecessor recorded)."""
+        for source, event_id, at in seen:
+            self._seen[(source, event_id)] = at
+            self._seen.move_to_end((source, event_id))
+        while len(self._seen) > self.dedup_size:
+            self._seen.popitem(last=False)
+
     def _duplicate(self, event: Event, now: float) -> bool:
         key = (event.source, event.id)
         seen = self._seen

@@ -41,8 +41,26 @@ command -v logger >/dev/null || need_apt+=(bsdutils)
 # systemd-analyze verify (tests/test_live_view.py, tests/test_service.py).
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# groups (cluster: backend: postgres): a real PostgreSQL on 127.0.0.1:5432 that the
+# tests reach as user postgres without a password (tests/postgres.py; CCBUS_TEST_PG
+# names another server).
+command -v psql >/dev/null || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
   apt_install "${need_apt[@]}"
+fi
+
+# PostgreSQL: start it where it is installed but not running (CI's machine runs one).
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    version="$(ls /etc/postgresql | sort -V | tail -1)"
+    as_root pg_ctlcluster "$version" main start || true
+  fi
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null \
+      && ! psql -h 127.0.0.1 -U postgres -c 'select 1' >/dev/null 2>&1; then
+    echo "install-prereqs: PostgreSQL runs but refuses user postgres over TCP without a" \
+         "password; allow 'host all postgres 127.0.0.1/32 trust' in pg_hba.conf for the tests," \
+         "or set CCBUS_TEST_PG to a DSN that works" >&2
+  fi
 fi
 
 # --- ccbus-enreach: Microsoft's SignalR JavaScript client for the interop test -----

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import click
 
+from ccbus.cli.cluster import cluster
 from ccbus.cli.console import ConsoleReporter
 from ccbus.cli.remote import listener_url as _listener_url
 from ccbus.cli.schema import schema
@@ -143,6 +144,15 @@ def check(ctx: click.Context, config: Path | None, rules: tuple[Path, ...]) -> N
     problems += plugins.check_config(loaded) if config else []
     for warning in loaded.exposure_warnings() if config else []:
         click.echo(click.style("warning: ", fg="yellow") + warning, err=True)
+    if config and loaded.config.cluster is not None:  # the one check that connects
+        unreachable: str | None
+        try:
+            from ccbus.runtime.group import check_database
+        except ImportError as err:
+            unreachable = f"{loaded.where('cluster')}: {err}"
+        else:
+            unreachable = check_database(loaded.config.cluster, loaded.where("cluster", "dsn"))
+        problems += [unreachable] if unreachable else []
     problems += [
         f"plugin {f.name} failed to load: {f.error}"
         for f in plugins.failures
@@ -967,4 +977,5 @@ def dead_letters_purge(
 cli.add_command(tail)
 
 #: ccbus's own top-level commands: a plugin's ``register_commands`` may not replace them.
+cli.add_command(cluster)
 CORE_COMMANDS = frozenset(cli.commands)

@@ -15,6 +15,7 @@
     http: {listen: "127.0.0.1:8787"}  # health, metrics, traces, live console, webhooks
                                      # (admin_token: the console's retry/purge need it)
     log_format: text                 # or json: one JSON object per line
+    cluster: {backend: postgres, dsn: ..., group: site-a, instance: ${HOSTNAME}}
     traces: 20                       # runs each rule keeps for `ccbus traces` (0: off)
 
 Strings may use ``${NAME}`` (environment), ``${NAME:-default}`` and
@@ -39,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from ccbus.config.cluster import ClusterConfig
 from ccbus.config.schema import Duration, Options, validate
 from ccbus.config.secrets import SecretBook
 from ccbus.config.yamlfile import LineDict, LineList, load_yaml, location
@@ -107,6 +109,8 @@ class Config(Options):
     #: the ``webhook`` source, a third-party source's dynamic types); globs allowed.
     #: ``ccbus check`` refuses a rule whose ``on:`` matches no known type.
     event_types: list[str] = Field(default_factory=list)
+    #: Member of an active/standby group on PostgreSQL (docs/operations.md, "Running a group").
+    cluster: ClusterConfig | None = None
 
     @field_validator("rules", mode="before", json_schema_input_type=str | list[str])
     @classmethod

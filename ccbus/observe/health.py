@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ccbus.observe.view import cluster_of
 from ccbus.sources.api import DEGRADED, READY_STATES
 
 if TYPE_CHECKING:
     from ccbus.observe.view import BusView, SourceView
 
-__all__ = ["readiness", "source_status", "status_document"]
+__all__ = ["cluster_status", "readiness", "source_status", "status_document"]
 
 
 def source_status(runtime: SourceView) -> dict[str, Any]:
@@ -44,6 +45,10 @@ def readiness(bus: BusView) -> tuple[bool, dict[str, Any]]:
     degraded = sorted(n for n, s in sources.items() if s["state"] == DEGRADED)
     problem = bus.storage_problem()
     ready = bus.started.is_set() and not not_ready and problem is None
+    member = cluster_of(bus)
+    if member is not None and not member.leading:  # a standby: alive, not ready, and why
+        return False, {"status": "standby", "reason": member.reason(), "not_ready": [],
+                       "degraded": [], "sources": sources, "cluster": cluster_status(bus)}
     if not bus.started.is_set():
         status = "starting"
     elif problem is not None:
@@ -56,7 +61,19 @@ def readiness(bus: BusView) -> tuple[bool, dict[str, Any]]:
                            "sources": sources}
     if problem is not None:
         doc["reason"] = problem
+    if member is not None:
+        doc["cluster"] = cluster_status(bus)
     return ready, doc
+
+
+def cluster_status(bus: BusView) -> dict[str, Any] | None:
+    """The group part of ``/health`` and ``/readyz`` (None without ``cluster:``)."""
+    member = cluster_of(bus)
+    if member is None:
+        return None
+    return {"group": member.group, "instance": member.instance, "role": member.role,
+            "leader": member.leader, "epoch": member.epoch, "failovers": member.failovers,
+            "reason": member.reason()}
 
 
 def status_document(bus: BusView, outbox_depth: int, dead_letters: int) -> dict[str, Any]:
@@ -76,4 +93,5 @@ def status_document(bus: BusView, outbox_depth: int, dead_letters: int) -> dict[
         },
         "outbox_depth": outbox_depth,
         "dead_letters": dead_letters,
+        "cluster": cluster_status(bus),
     }

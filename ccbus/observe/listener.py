@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ccbus.errors import NotLeading
 from ccbus.observe.admin import AdminPolicy, admin_routes
 from ccbus.observe.health import readiness, status_document
 from ccbus.observe.live import live_page, live_stream
@@ -187,7 +188,13 @@ def build_app(
     ]
     if desk is not None:
         own += admin_routes(desk, policy, redact)
-    return Starlette(routes=[*own, *routes], middleware=[Middleware(CountResponses, bus.counters)])
+
+    async def standby(request: Request, exc: Exception) -> Response:
+        """A group member that stands by refuses events: the sender retries the leader."""
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    return Starlette(routes=[*own, *routes], middleware=[Middleware(CountResponses, bus.counters)],
+                     exception_handlers={NotLeading: standby})
 
 
 async def serve_asgi(

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from ccbus.observe.health import source_status
+from ccbus.observe.view import cluster_of
 
 if TYPE_CHECKING:
     from ccbus.observe.view import BusView, HistogramView
@@ -312,6 +313,18 @@ def families(bus: BusView, outbox_depth: int, dead_letters: int) -> list[Family]
         state.add(1, source=name, state=runtime.state)
         ready.add(1 if status["ready"] else 0, source=name)
 
+    member = cluster_of(bus)
+    cluster: list[Family] = []
+    if member is not None:
+        leader = Family("ccbus_cluster_leader", "gauge", "1 while this instance leads its group.")
+        leader.add(1 if member.leading else 0, group=member.group, instance=member.instance)
+        epoch = Family("ccbus_cluster_epoch", "gauge", "The group's lease epoch as last seen.")
+        epoch.add(member.epoch, group=member.group)
+        failovers = Family("ccbus_cluster_failovers_total", "counter",
+                           "Times this instance took the lease over (a new epoch).")
+        failovers.add(member.failovers, group=member.group)
+        cluster = [leader, epoch, failovers]
+
     depth = Family("ccbus_outbox_depth", "gauge", "Action calls recorded and not yet delivered.")
     depth.add(outbox_depth)
     dead = Family("ccbus_dead_letters", "gauge", "Action calls in the dead-letter store.")
@@ -334,7 +347,7 @@ def families(bus: BusView, outbox_depth: int, dead_letters: int) -> list[Family]
     started = Family("ccbus_start_time_seconds", "gauge", "When this process started (Unix).")
     started.add(bus.start_time)
     return [*out.values(), *rules, active, state, ready, depth, dead, full, latency,
-            live, dropped, started]
+            live, dropped, started, *cluster]
 
 
 def histogram_family(name: str, help_text: str, histogram: HistogramView) -> Family:

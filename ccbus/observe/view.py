@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from ccbus.observe.logs import Redactor
     from ccbus.observe.traces import RuleTraces
 
-__all__ = ["BusView", "CounterView", "DeadLetterDesk", "HistogramView", "RuleStatsView",
-           "SourceView"]
+__all__ = ["BusView", "ClusterView", "CounterView", "DeadLetterDesk", "HistogramView",
+           "RuleStatsView", "SourceView", "cluster_of"]
 
 #: A counter series as a snapshot lists it: name, labels, value.
 CounterSample = tuple[str, dict[str, str], float]
@@ -73,6 +73,33 @@ class RuleStatsView(Protocol):
     def missing_field(self) -> int: ...
     @property
     def over_budget(self) -> int: ...
+
+
+class ClusterView(Protocol):
+    """This instance's place in its group (``cluster:``), as observers show it."""
+
+    @property
+    def group(self) -> str: ...
+    @property
+    def instance(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def leader(self) -> str: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def failovers(self) -> int: ...
+    @property
+    def leading(self) -> bool: ...
+    def reason(self) -> str: ...
+
+
+def cluster_of(bus: object) -> ClusterView | None:
+    """The bus's group membership, or None for a bus on its own (an optional attribute,
+    so that views written before groups existed stay views)."""
+    member: ClusterView | None = getattr(bus, "cluster", None)
+    return member
 
 
 class StartedFlag(Protocol):

@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -64,6 +64,7 @@ from ccbus.delivery.store import (
     SqliteDeliveryStore,
     StateDirError,
 )
+from ccbus.errors import NotLeading
 from ccbus.events.envelope import Event
 from ccbus.observe.live import LiveFeed
 from ccbus.observe.logs import Redactor, redact_in_logs
@@ -83,6 +84,10 @@ from ccbus.runtime.service import LIVE_KEYS, Service, checked_config
 from ccbus.runtime.systemd import Notifier
 from ccbus.sources.api import BadInputCounter, Source, SourceContext
 from ccbus.sources.backoff import Backoff
+
+if TYPE_CHECKING:  # groups need psycopg (ccbus[postgres]): imported when configured
+    from ccbus.delivery.postgres import PostgresStateStore
+    from ccbus.runtime.group import GroupMember
 
 __all__ = ["Bus", "SourceRuntime"]
 
@@ -220,7 +225,8 @@ class Bus:
         self.live = LiveFeed()
         self.traces = RuleTraces(self.config.traces, self.secrets)
         self.compiler = make_compiler(plugins, self.clock, self.config.secrets)
-        self.store = self._rule_state_store() if persist_state else None
+        self.store: SqliteStateStore | PostgresStateStore | None = (
+            self._rule_state_store() if persist_state else None)
         self.engine = Engine(state=StateTable(self.config.max_keys_per_rule))
         if self.config.traces:
             self.engine.tracer = self.traces
@@ -236,21 +242,17 @@ class Bus:
         #: Entered when the state directory is full (see :mod:`ccbus.delivery.outage`).
         self.outage = StorageOutage(f"the state directory {loaded.state_dir}",
                                     on_begin=lambda: self.counters.inc("storage_outages"))
+        #: This instance's group membership (``cluster:``), None for a bus on its own.
+        self.cluster: GroupMember | None = None
+        if self.config.cluster is not None:
+            from ccbus.runtime.group import GroupMember
+
+            self.cluster = GroupMember(self.config.cluster, self._digest())
         self.delivery_store = self._delivery_store()
         full = getattr(self.delivery_store, "full", None)
         if full is not None:  # the outbox opened, but cannot take a write now
             self.outage.begin("opening the outbox", full)
-        self.dispatcher = Dispatcher(
-            self.delivery_store,
-            plugins.actions,
-            self.config.delivery,
-            self._action_context,
-            self.counters,
-            on_settled=self._settled,
-            on_result=self._continue_rule,
-            secrets=self.secrets,
-            outage=self.outage,
-        )
+        self.dispatcher = self._make_dispatcher(self.delivery_store)
         self._wakeup = anyio.Event()
         self._routed = 0.0  # seconds of routing since publish last yielded the loop
         #: sources whose last events were costly -> time.perf_counter() until which they wait
@@ -263,9 +265,35 @@ class Bus:
         self._cancel: anyio.CancelScope | None = None
         self.service: Service | None = None
         self._sources_begun = anyio.Event()
+        self._leading = False
         self.load_rules(initial=True)
 
-    def _rule_state_store(self) -> SqliteStateStore:
+    def _make_dispatcher(self, store: DeliveryStore) -> Dispatcher:
+        return Dispatcher(
+            store,
+            self.plugins.actions,
+            self.config.delivery,
+            self._action_context,
+            self.counters,
+            on_settled=self._settled,
+            on_result=self._continue_rule,
+            secrets=self.secrets,
+            outage=self.outage,
+        )
+
+    def _digest(self) -> str:
+        """The config and rule files' digest, so members can tell that others differ."""
+        from ccbus.runtime.group import config_digest
+
+        parts = [self.loaded.path.read_bytes()] if self.loaded.path else []
+        for root in self.loaded.rule_paths:
+            files = sorted(root.rglob("*.y*ml")) if root.is_dir() else [root]
+            parts += [p.read_bytes() for p in files if p.is_file()]
+        return config_digest(*parts)
+
+    def _rule_state_store(self) -> SqliteStateStore | None:
+        if self.config.cluster is not None:
+            return None  # a group keeps rule state in PostgreSQL, opened for each term
         path = self.loaded.state_dir / "rules.sqlite3"
         try:
             return SqliteStateStore(path)
@@ -277,7 +305,8 @@ class Bus:
             ) from None
 
     def _delivery_store(self) -> DeliveryStore:
-        if not self.config.delivery.outbox:
+        if not self.config.delivery.outbox or self.config.cluster is not None:
+            # a group member's outbox is in PostgreSQL, opened when it leads
             return MemoryDeliveryStore(book=self.secrets)
         return SqliteDeliveryStore(
             self.loaded.state_dir / "delivery.sqlite3", synchronous=self.config.delivery.synchronous
@@ -378,7 +407,11 @@ class Bus:
 
         While the state directory is full this waits (the source does not
         acknowledge, its broker keeps the message) and routes once there is space.
+        A group member that stands by raises :class:`~ccbus.errors.NotLeading`
+        (the listener answers 503): only the leader records calls.
         """
+        if self.cluster is not None and not self._leading:
+            raise NotLeading(self.cluster.reason())
         if self.outage.reason is not None:
             await self.outage.wait()
         self.counters.add(self._events_in[event.source, event.type])
@@ -585,12 +618,14 @@ class Bus:
         if handle_signals or notifier is not None:
             self.service = Service(self, notifier or Notifier(None),
                                    reload=self.reload, stop=self.stop)
+        group = self.cluster
         self._restore_state()
         self._build_sources()
         await self.plugins.call_each("startup", bus=self)
         http_stop = anyio.Event()
         async with anyio.create_task_group() as delivery:
-            await delivery.start(self.dispatcher.run)
+            if group is None:  # a group member runs its dispatcher only while it leads
+                await delivery.start(self.dispatcher.run)
             # HTTP lives beside delivery, not among the sources: it is stopped
             # gracefully (answering requests in flight) before delivery drains.
             http_done = anyio.Event()
@@ -602,13 +637,18 @@ class Bus:
                 self._cancel = tg.cancel_scope
                 if self.service is not None:
                     await tg.start(self.service.run)
-                tg.start_soon(self._timers)
-                tg.start_soon(self._flush_state_forever)
                 tg.start_soon(self._watch_storage)
                 if watch_rules:
                     tg.start_soon(self._watch_rules)
-                for runtime in self.sources.values():
-                    tg.start_soon(self._supervise, runtime)
+                if group is not None:
+                    for runtime in self.sources.values():
+                        runtime.set_state("standby")
+                    tg.start_soon(group.run, self._lead)
+                else:
+                    tg.start_soon(self._timers)
+                    tg.start_soon(self._flush_state_forever)
+                    for runtime in self.sources.values():
+                        tg.start_soon(self._supervise, runtime)
                 if self._starting():
                     with anyio.move_on_after(START_WAIT):  # every source task has begun
                         await self._sources_begun.wait()
@@ -624,7 +664,7 @@ class Bus:
             self.live.close()
             http_stop.set()
             await http_done.wait()
-            if not await self.dispatcher.drain(DRAIN_TIMEOUT):
+            if group is None and not await self.dispatcher.drain(DRAIN_TIMEOUT):
                 log.warning(
                     "stopping with calls still in flight; they stay in the outbox "
                     "and run again at the next start"
@@ -640,6 +680,58 @@ class Bus:
                         self.loaded.state_dir, storage_error(err))
         await self.plugins.call_each("shutdown", bus=self)
         log.info("stopped")
+
+    async def _lead(self, epoch: int) -> None:
+        """One term as the group's leader: restore, re-arm, resume, connect; until cancelled.
+
+        Rule state and ``for`` timers come from the database (timers that fell
+        due in the gap fire at once), the dispatcher resumes the calls the old
+        leader left in the outbox (its epoch is fenced by now: the lease
+        passed only after it ran out), and then the sources connect.  When
+        the term ends (lease lost, SIGTERM) the sources stop; calls in flight
+        get a renewal interval to finish, and whatever they record after the
+        lease has passed is refused by the fence.
+        """
+        from ccbus.delivery.postgres import PostgresDeliveryStore, PostgresStateStore
+
+        assert self.config.cluster is not None
+        settings = self.config.cluster
+        delivery = await anyio.to_thread.run_sync(PostgresDeliveryStore, settings, epoch)
+        state = await anyio.to_thread.run_sync(PostgresStateStore, settings, epoch)
+        dispatcher = self._make_dispatcher(delivery)
+        try:
+            self.store, self.delivery_store, self.dispatcher = state, delivery, dispatcher
+            self.engine.state = StateTable(self.config.max_keys_per_rule)
+            self.pipeline.engine = self.engine
+            rows = await anyio.to_thread.run_sync(state.load)
+            used = self.engine.state.restore(rows, self.engine.signatures())
+            self.engine.swap(list(self.engine.index.rules))  # re-arm restored `for` timers
+            since = self.clock.now() - self.config.dedup_window
+            await anyio.to_thread.run_sync(state.forget_seen, since)
+            self.pipeline.remember(await anyio.to_thread.run_sync(state.seen, since))
+            log.info("epoch %d: restored %d rule state entries, %d call(s) left in the outbox",
+                     epoch, used, await anyio.to_thread.run_sync(delivery.pending_count))
+            async with anyio.create_task_group() as tg:
+                await tg.start(dispatcher.run)
+                tg.start_soon(self._timers)
+                tg.start_soon(self._flush_state_forever)
+                self._leading = True
+                for runtime in self.sources.values():
+                    tg.start_soon(self._supervise, runtime)
+        finally:
+            self._leading = False
+            for runtime in self.sources.values():
+                runtime.set_state("standby")
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(settings.renew_every):
+                    try:
+                        await dispatcher.drain(settings.renew_every)
+                        await self._flush_state()
+                    except Exception as err:  # fenced, or the database is away
+                        log.warning("epoch %d: leaving the rest to the next leader: %s",
+                                    epoch, err)
+                await anyio.to_thread.run_sync(delivery.close)
+                await anyio.to_thread.run_sync(state.close)
 
     def stop(self) -> None:
         """Stop sources and timers; queued actions still run to completion."""
@@ -688,7 +780,7 @@ class Bus:
     # -- state ----------------------------------------------------------------------------
 
     def _restore_state(self) -> None:
-        if self.store is None:
+        if self.store is None or self.cluster is not None:
             return
         rows = self.store.load()
         used = self.engine.state.restore(rows, self.engine.signatures())

@@ -65,3 +65,38 @@ def register_simulators() -> list[click.Command]:
     from .cli import simulate_cvp
 
     return [simulate_cvp]
+
+
+@ccbus.hookimpl
+def check_config(config: ccbus.LoadedConfig) -> list[str]:
+    """In a group (``cluster:``), every member must subscribe as the same durable client.
+
+    The broker keeps a durable subscription per client id: a client id that
+    differs per instance (say ``${HOSTNAME}``) leaves the events published
+    during a failover in a subscription nobody reads, and ``durable: false``
+    drops them.  With one fixed client id the broker refuses a second
+    connection, which is right: only the leader connects.
+    """
+    cluster = config.config.cluster
+    if cluster is None:
+        return []
+    problems = []
+    for name, source in config.config.sources.items():
+        if source.plugin != "cisco-cvp" or not isinstance(source.options.get("broker"), dict):
+            continue
+        broker = source.options["broker"]
+        client_id = str(broker.get("client_id") or "")
+        fix = (f"set sources.{name}.options.broker.client_id to one fixed value, the same on "
+               f"every instance of group {cluster.group} (e.g. ccbus-{cluster.group}-{name}), "
+               "with durable: true")
+        if source.options.get("durable") is False:
+            where = config.where("sources", name, "options", "durable")
+            problems.append(f"{where}: sources.{name}: a group loses CVP events published "
+                            f"during a failover without a durable subscription: {fix}")
+        elif not client_id or cluster.instance in client_id:
+            where = config.where("sources", name, "options", "broker",
+                                 *(("client_id",) if client_id else ()))
+            why = ("has no client_id" if not client_id else
+                   f"client_id {client_id!r} contains this instance's name {cluster.instance!r}")
+            problems.append(f"{where}: sources.{name}: in a group the CVP broker {why}: {fix}")
+    return problems
