@@ -111,3 +111,24 @@ def test_the_dsn_is_shown_without_its_password() -> None:
         "host=pg1 user=ccbus password=*** dbname=x")
     assert redact_dsn("postgresql://pg1/x?password=s3cret&user=u") == (
         "postgresql://pg1/x?password=***&user=u")
+
+
+def test_the_postgres_outbox_keeps_secret_references_and_skips_full_lanes(pg_dsn: str) -> None:
+    """A group's outbox stores what the SQLite one stores: parameters with secrets as
+    placeholders and, beside them, where each secret goes; a dead letter keeps both."""
+    member = GroupMember(cluster(pg_dsn, "a"))
+    lease = member.round(0)
+    store = PostgresDeliveryStore(member.cluster, lease.epoch)
+    refs = '[{"at": "url", "name": "secret:crm"}]'
+    sealed = Pending(key="k1", rule="r", action="webhook", index=0, lane="crm",
+                     params='{"url": "${secret:crm}"}', event="{}", created=time.time(),
+                     secrets=refs)
+    other = Pending(key="k2", rule="r", action="log", index=0, lane="log", params="{}",
+                    event="{}", created=time.time())
+    [first, _] = store.add([sealed, other])
+    [due] = store.due(time.time() + 1, 10, set(), full_lanes=["log"])
+    assert (due.key, due.params, due.secrets) == ("k1", '{"url": "${secret:crm}"}', refs)
+    store.bury(first, "gave up", 3)
+    [letter] = store.dead_letters()
+    assert (letter.params, letter.secrets) == ('{"url": "${secret:crm}"}', refs)
+    store.close()
