@@ -18,8 +18,9 @@ By role, in the order data flows:
   ``check_config`` receives) and :func:`load_config` (for a plugin's own commands);
 * hooks: :data:`hookimpl`, and :class:`BusView` (what ``startup``/``shutdown`` receive);
 * simulators: :func:`serve_asgi` (serve an ASGI app on a bound socket, as the
-  listener does), :func:`simulator_control_routes` and :func:`simulator_control`
-  (the ``/_sim`` fault-injection endpoint, ``ccbus simulate ... inject``, and its client).
+  listener does), :func:`simulator_control_routes` (the ``/_sim`` fault-injection
+  endpoint), :func:`simulator_control` (its client) and :func:`simulator_command` (what
+  an ``inject`` command does with it).
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ from ccbus.observe.listener import serve_asgi
 from ccbus.observe.view import BusView
 from ccbus.sources.api import DemoSource, Source, SourceContext, SourceSpec
 from ccbus.sources.backoff import Backoff
-from ccbus.sources.simulator import simulator_control, simulator_control_routes
+from ccbus.sources.simulator import (
+    simulator_command,
+    simulator_control,
+    simulator_control_routes,
+)
 from ccbus.version import __version__
 
 __all__ = [
@@ -86,6 +91,7 @@ __all__ = [
     "parse_duration",
     "parse_timestamp",
     "serve_asgi",
+    "simulator_command",
     "simulator_control",
     "simulator_control_routes",
 ]

@@ -35,7 +35,10 @@ from starlette.routing import Route
 from ccbus.config.suggest import unknown_message
 from ccbus.events.jsondecode import decode_json
 
-__all__ = ["CONTROL_PREFIX", "SimulatorAction", "simulator_control", "simulator_control_routes"]
+__all__ = [
+    "CONTROL_PREFIX", "SimulatorAction", "simulator_command", "simulator_control",
+    "simulator_control_routes",
+]
 
 #: Where the control endpoint lives on a simulator's HTTP port.
 CONTROL_PREFIX = "/_sim"
@@ -128,3 +131,19 @@ def simulator_control(
         return code, decode_json(body)
     except ValueError:
         return code, {"error": body.decode(errors="replace").strip() or f"HTTP {code}"}
+
+
+def simulator_command(url: str, action: str, params: Mapping[str, Any] | None = None) -> None:
+    """What a plugin's ``inject`` command does with :func:`simulator_control`: print the
+    simulator's JSON answer, exit 1 when it refused, and say plainly when it is not there."""
+    import sys
+
+    import click
+
+    try:
+        code, answer = simulator_control(url, action, params)
+    except OSError as err:
+        raise click.ClickException(f"cannot reach the simulator at {url}: {err}") from None
+    click.echo(json.dumps(answer, indent=2))
+    if code >= 400:
+        sys.exit(1)

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import click
 
-from ccbus import click_duration, simulator_control
+from ccbus import click_duration, simulator_command
 
 from .protocol import AuthStatus
 from .simulator import (
@@ -193,10 +193,4 @@ def inject(fault: str, value: str | None, url: str, count: int) -> None:
         params = {"name": value or "contact-center"}
     elif fault == "blast":
         params = {"count": int(value or 10_000)}
-    try:
-        code, answer = simulator_control(base, fault, params)
-    except OSError as err:
-        raise click.ClickException(f"cannot reach the simulator at {base}: {err}") from None
-    click.echo(json.dumps(answer, indent=2))
-    if code >= 400:
-        sys.exit(1)
+    simulator_command(base, fault, params)

@@ -33,7 +33,7 @@ import anyio
 import click
 import httpx
 
-from ccbus import click_duration, simulator_control
+from ccbus import click_duration, simulator_command
 
 from .simulator import DEFAULT_SECRET, DEFAULT_USERNAME, SCENARIOS, RteSimulator
 
@@ -186,13 +186,7 @@ def inject(fault: str, values: tuple[str, ...], url: str, fields: str | None) ->
         params = {"name": values[0] if values else "contact-center"}
     elif fault == "blast":
         params = {"count": int(values[0]) if values else 10_000}
-    try:
-        code, answer = simulator_control(base, fault, params)
-    except OSError as err:
-        raise click.ClickException(f"cannot reach the simulator at {base}: {err}") from None
-    click.echo(json.dumps(answer, indent=2))
-    if code >= 400:
-        sys.exit(1)
+    simulator_command(base, fault, params)
 
 
 # ---------------------------------------------------------------------------
